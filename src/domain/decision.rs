@@ -1,0 +1,215 @@
+//! The decision engine: a pure function of a state view, an event and the event's time.
+//!
+//! Rules, in order (design section 2.5): autoclaim off; nothing required; out of scope; already
+//! entitled; not eligible; candidate policies by narrowest sufficient product then creation time, each
+//! chain walked in order to the first product with a seat.
+use super::activity::{Activity, ActivityKind};
+use super::catalog::{Capabilities, Catalog, PlanIndex, ProductId, ProductSet};
+use super::directory::UserRow;
+use super::policy::Policy;
+use super::settings::{Scope, TenantSettings};
+use super::time::Timestamp;
+
+/// What the engine may read. Implementations answer as of the event's time, so a decision depends only
+/// on the input that came before it.
+pub trait StateView {
+    /// The tenant's settings in force at `at`.
+    fn settings_in_force(&self, tenant: &str, at: Timestamp) -> Option<&TenantSettings>;
+    /// The tenant's policies whose version in force at `at` is enabled and not deleted.
+    fn active_policies<'a>(
+        &'a self,
+        tenant: &'a str,
+        at: Timestamp,
+    ) -> impl Iterator<Item = &'a Policy> + 'a;
+    /// The directory's row for the user, if the directory knows the user.
+    fn directory_user(&self, tenant: &str, user: &str) -> Option<&UserRow>;
+    /// What this processor has assigned to the user (products, and what they grant).
+    fn own_grants(&self, tenant: &str, user: &str) -> OwnGrants;
+    /// Seats of the product the tenant can still assign.
+    fn seats_available(&self, tenant: &str, product: ProductId) -> u64;
+}
+
+/// Products this processor assigned to one user and the capabilities they grant. They count towards
+/// the user's entitlement whether or not the directory reflects them yet, which is also what makes a
+/// product assigned at most once per user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnGrants {
+    pub products: ProductSet,
+    pub capabilities: Capabilities,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ineligibility {
+    AccountDisabled,
+    Guest,
+    UnknownUser,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    NoLicensesAvailable,
+    UsageLocationMissing,
+}
+
+/// A licence to assign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub product: ProductId,
+    pub disabled_plans: Vec<PlanIndex>,
+    pub grants: Capabilities,
+    pub policy_id: String,
+    pub policy_name: String,
+}
+
+/// A claim that was due but could not be fulfilled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: FailureReason,
+    /// The product the claim was for, when a policy was consulted.
+    pub product: Option<ProductId>,
+    pub policy_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Assigned(Assignment),
+    AlreadyEntitled,
+    NotRequired,
+    OutOfScope,
+    AutoclaimOff,
+    NoPolicy,
+    NotEligible(Ineligibility),
+    Failed(Failure),
+}
+
+/// The decision for one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub event_id: String,
+    pub tenant_id: String,
+    pub subject_user_id: String,
+    pub trigger_kind: ActivityKind,
+    pub occurred_at: Timestamp,
+    pub outcome: Outcome,
+}
+
+/// Decides what the event calls for. Pure: all it reads is `view` and `event`.
+pub fn decide(view: &impl StateView, event: &Activity) -> Decision {
+    let subject = event.licence_subject();
+    Decision {
+        event_id: event.event_id.clone(),
+        tenant_id: event.tenant_id.clone(),
+        subject_user_id: subject.to_owned(),
+        trigger_kind: event.kind,
+        occurred_at: event.occurred_at,
+        outcome: outcome(view, event, subject),
+    }
+}
+
+fn outcome(view: &impl StateView, event: &Activity, subject: &str) -> Outcome {
+    let tenant = event.tenant_id.as_str();
+    let at = event.occurred_at;
+    let settings = match view.settings_in_force(tenant, at) {
+        Some(s) if s.autoclaim_enabled => s,
+        _ => return Outcome::AutoclaimOff,
+    };
+    let needed = event.required_capabilities();
+    if needed.is_empty() {
+        return Outcome::NotRequired;
+    }
+    if settings.scope == Scope::ManagedEnvironmentsOnly
+        && event.kind.is_cloud_flow()
+        && !event.in_managed_environment()
+    {
+        return Outcome::OutOfScope;
+    }
+
+    let user = view.directory_user(tenant, subject);
+    let own = view.own_grants(tenant, subject);
+    let has = user
+        .map_or(Capabilities::NONE, |u| u.capabilities)
+        .union(own.capabilities);
+    if has.contains(needed) {
+        return Outcome::AlreadyEntitled;
+    }
+
+    let Some(user) = user else {
+        return Outcome::NotEligible(Ineligibility::UnknownUser);
+    };
+    if !user.account_enabled {
+        return Outcome::NotEligible(Ineligibility::AccountDisabled);
+    }
+    if user.guest {
+        return Outcome::NotEligible(Ineligibility::Guest);
+    }
+    if !user.has_usage_location {
+        return Outcome::Failed(Failure {
+            reason: FailureReason::UsageLocationMissing,
+            product: None,
+            policy_id: None,
+        });
+    }
+
+    choose_product(view, tenant, at, has, needed, own.products)
+}
+
+/// Step 6: the candidate policies, narrowest sufficient product first, then oldest; the first product
+/// of the first chain with a seat wins.
+fn choose_product(
+    view: &impl StateView,
+    tenant: &str,
+    at: Timestamp,
+    has: Capabilities,
+    needed: Capabilities,
+    already_assigned: ProductSet,
+) -> Outcome {
+    let sufficient = |grants: Capabilities| has.union(grants).contains(needed);
+    let mut candidates: Vec<(u32, Timestamp, &str, &Policy)> = view
+        .active_policies(tenant, at)
+        .filter_map(|policy| {
+            let narrowest = policy
+                .chain
+                .iter()
+                .filter(|link| sufficient(link.grants))
+                .map(|link| Catalog::product(link.product).capabilities().count())
+                .min()?;
+            Some((
+                narrowest,
+                policy.created_at,
+                policy.policy_id.as_str(),
+                policy,
+            ))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Outcome::NoPolicy;
+    }
+    candidates.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+
+    for (_, _, _, policy) in &candidates {
+        for link in &policy.chain {
+            if !sufficient(link.grants) || already_assigned.contains(link.product) {
+                continue;
+            }
+            if view.seats_available(tenant, link.product) > 0 {
+                return Outcome::Assigned(Assignment {
+                    product: link.product,
+                    disabled_plans: link.disabled_plans.clone(),
+                    grants: link.grants,
+                    policy_id: policy.policy_id.clone(),
+                    policy_name: policy.name.clone(),
+                });
+            }
+        }
+    }
+    let first = candidates[0].3;
+    Outcome::Failed(Failure {
+        reason: FailureReason::NoLicensesAvailable,
+        product: first
+            .chain
+            .iter()
+            .find(|link| sufficient(link.grants))
+            .map(|link| link.product),
+        policy_id: Some(first.policy_id.clone()),
+    })
+}

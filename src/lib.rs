@@ -1,0 +1,6 @@
+//! autoclaim: a Kafka-native stream processor that assigns Power Automate licences when users start to
+//! need them, following each tenant's autoclaim policies, exactly once.
+pub mod domain;
+pub mod replay;
+pub mod state;
+pub mod wire;

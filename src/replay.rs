@@ -1,0 +1,119 @@
+//! `autoclaim replay`: applies input records in order to the same state and engine the pipeline uses,
+//! and gives one decision per activity. Deterministic: it has no clock, so decidedAt is the event's time.
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use crate::domain::activity::Activity;
+use crate::domain::directory::DirectoryUser;
+use crate::state::{process, PartitionState, Tables};
+use crate::wire::convert::{InventoryRecord, PolicyRecord, SettingsRecord};
+use crate::wire::pb::replay_record::Record;
+use crate::wire::{codec, output, pb, Format, WireError};
+
+pub struct Replayer {
+    tables: Tables,
+    partition: PartitionState,
+}
+
+/// What a replay run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub lines: u64,
+    pub decisions: u64,
+    pub rejected: u64,
+}
+
+impl Replayer {
+    pub fn new(propagation_delay: Duration) -> Self {
+        Replayer {
+            tables: Tables::new(propagation_delay),
+            partition: PartitionState::default(),
+        }
+    }
+
+    /// Applies one record; returns the decision when the record is an activity.
+    pub fn apply(&mut self, record: pb::ReplayRecord) -> Result<Option<pb::Decision>, WireError> {
+        let record = record
+            .record
+            .ok_or_else(|| WireError::field("record", "is required (one of activity, directoryUser, inventory, settings, policy, directoryUserDeleted)"))?;
+        match record {
+            Record::Activity(e) => {
+                let event = Activity::try_from(e)?;
+                let decision = process(&self.tables, &mut self.partition, &event);
+                Ok(Some(output::decision(&decision, decision.occurred_at)))
+            }
+            Record::DirectoryUser(u) => {
+                let user = DirectoryUser::try_from(u)?;
+                self.partition
+                    .upsert_directory_user(&user.tenant_id, &user.user_id, user.row());
+                Ok(None)
+            }
+            Record::DirectoryUserDeleted(d) => {
+                if d.tenant_id.is_empty() || d.user_id.is_empty() {
+                    return Err(WireError::field(
+                        "directoryUserDeleted",
+                        "tenantId and userId are required",
+                    ));
+                }
+                self.partition
+                    .delete_directory_user(&d.tenant_id, &d.user_id);
+                Ok(None)
+            }
+            Record::Inventory(i) => {
+                let r = InventoryRecord::try_from(i)?;
+                self.tables
+                    .record_inventory(&r.tenant_id, r.product, r.inventory);
+                Ok(None)
+            }
+            Record::Settings(s) => {
+                let r = SettingsRecord::try_from(s)?;
+                self.tables
+                    .record_settings(&r.tenant_id, r.changed_at, r.settings);
+                Ok(None)
+            }
+            Record::Policy(p) => {
+                let r = PolicyRecord::try_from(p)?;
+                self.tables.record_policy(&r.tenant_id, r.policy);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies one JSON line.
+    pub fn apply_line(&mut self, line: &str) -> Result<Option<pb::Decision>, WireError> {
+        let record: pb::ReplayRecord = codec::decode(line.as_bytes(), Format::Json)?;
+        self.apply(record)
+    }
+
+    /// Reads JSON lines from `input`, writes one JSON decision a line to `out`, reports rejected lines
+    /// with their line number on `errors`, and goes on after them. Blank lines are skipped.
+    pub fn run(
+        &mut self,
+        input: impl BufRead,
+        mut out: impl Write,
+        mut errors: impl Write,
+    ) -> std::io::Result<ReplaySummary> {
+        let mut summary = ReplaySummary::default();
+        for (index, line) in input.lines().enumerate() {
+            let line = line?;
+            summary.lines += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match self.apply_line(&line) {
+                Ok(Some(decision)) => {
+                    summary.decisions += 1;
+                    serde_json::to_writer(&mut out, &decision)?;
+                    out.write_all(b"\n")?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    summary.rejected += 1;
+                    writeln!(errors, "line {}: {} ({})", index + 1, e, e.code())?;
+                }
+            }
+        }
+        out.flush()?;
+        Ok(summary)
+    }
+}

@@ -1,0 +1,123 @@
+//! The global tables every instance reads whole: tenant settings and policies (versioned, with the
+//! propagation delay) and licence inventory.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::domain::catalog::ProductId;
+use crate::domain::policy::Policy;
+use crate::domain::propagation::Versioned;
+use crate::domain::seats::Inventory;
+use crate::domain::settings::TenantSettings;
+use crate::domain::time::Timestamp;
+
+/// Default propagation delay: the documented upper bound of two hours.
+pub const DEFAULT_PROPAGATION_DELAY: Duration = Duration::from_secs(2 * 3600);
+
+#[derive(Debug, Default)]
+struct TenantTables {
+    settings: Versioned<TenantSettings>,
+    policies: HashMap<String, Versioned<Policy>>,
+    inventory: HashMap<ProductId, Inventory>,
+}
+
+#[derive(Debug)]
+pub struct Tables {
+    propagation_delay: Duration,
+    tenants: HashMap<String, TenantTables>,
+}
+
+impl Tables {
+    pub fn new(propagation_delay: Duration) -> Self {
+        Tables {
+            propagation_delay,
+            tenants: HashMap::new(),
+        }
+    }
+
+    pub fn propagation_delay(&self) -> Duration {
+        self.propagation_delay
+    }
+
+    fn tenant_mut(&mut self, tenant: &str) -> &mut TenantTables {
+        if !self.tenants.contains_key(tenant) {
+            self.tenants
+                .insert(tenant.to_owned(), TenantTables::default());
+        }
+        self.tenants.get_mut(tenant).expect("inserted above")
+    }
+
+    pub fn record_settings(
+        &mut self,
+        tenant: &str,
+        changed_at: Timestamp,
+        settings: TenantSettings,
+    ) {
+        self.tenant_mut(tenant)
+            .settings
+            .record(changed_at, settings);
+    }
+
+    pub fn record_policy(&mut self, tenant: &str, policy: Policy) {
+        let versions = self
+            .tenant_mut(tenant)
+            .policies
+            .entry(policy.policy_id.clone())
+            .or_default();
+        versions.record(policy.changed_at, policy);
+    }
+
+    /// Keeps the newest snapshot: an older one arriving late does not roll the count back.
+    pub fn record_inventory(&mut self, tenant: &str, product: ProductId, inventory: Inventory) {
+        let slot = self.tenant_mut(tenant).inventory.entry(product);
+        match slot {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if inventory.as_of >= e.get().as_of {
+                    e.insert(inventory);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(inventory);
+            }
+        }
+    }
+
+    pub fn settings_in_force(&self, tenant: &str, at: Timestamp) -> Option<&TenantSettings> {
+        self.tenants
+            .get(tenant)?
+            .settings
+            .in_force(at, self.propagation_delay)
+    }
+
+    pub fn settings_versions(&self, tenant: &str) -> Option<&Versioned<TenantSettings>> {
+        self.tenants.get(tenant).map(|t| &t.settings)
+    }
+
+    pub fn active_policies<'a>(
+        &'a self,
+        tenant: &str,
+        at: Timestamp,
+    ) -> impl Iterator<Item = &'a Policy> + 'a {
+        let delay = self.propagation_delay;
+        self.tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.policies.values())
+            .filter_map(move |versions| versions.in_force(at, delay))
+            .filter(|policy| policy.is_active())
+    }
+
+    /// Every policy of the tenant with all its retained versions (for admin listings).
+    pub fn policy_versions<'a>(
+        &'a self,
+        tenant: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a Versioned<Policy>)> + 'a {
+        self.tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.policies.iter())
+    }
+
+    pub fn inventory(&self, tenant: &str, product: ProductId) -> Option<&Inventory> {
+        self.tenants.get(tenant)?.inventory.get(&product)
+    }
+}

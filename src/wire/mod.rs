@@ -1,0 +1,10 @@
+//! The wire: generated types, their two encodings, and conversion into and out of the domain.
+pub mod codec;
+pub mod convert;
+pub mod error;
+pub mod generated;
+pub mod output;
+
+pub use codec::Format;
+pub use error::WireError;
+pub use generated as pb;

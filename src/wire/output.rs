@@ -1,0 +1,128 @@
+//! From decisions to the wire messages the processor publishes.
+use uuid::Uuid;
+
+use super::convert::to_wire_timestamp;
+use super::generated as pb;
+use crate::domain::activity::ActivityKind;
+use crate::domain::catalog::{Catalog, ProductId};
+use crate::domain::decision::{Decision, FailureReason, Ineligibility, Outcome};
+use crate::domain::time::Timestamp;
+
+/// Namespace of assignment ids (UUID v5 of tenant, user and product).
+const ASSIGNMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1c_0f5e_8a8b_4f4e_9a53_3c2a_7b51_9e02);
+
+/// The same tenant, user and product always give the same id, so a consumer can deduplicate even
+/// without read_committed.
+pub fn assignment_id(tenant: &str, user: &str, product: ProductId) -> String {
+    let name = format!("{tenant}\u{0}{user}\u{0}{}", Catalog::product(product).key);
+    Uuid::new_v5(&ASSIGNMENT_NAMESPACE, name.as_bytes()).to_string()
+}
+
+pub fn activity_kind(kind: ActivityKind) -> pb::ActivityKind {
+    match kind {
+        ActivityKind::CloudFlowSaved => pb::ActivityKind::CloudFlowSaved,
+        ActivityKind::CloudFlowTriggered => pb::ActivityKind::CloudFlowTriggered,
+        ActivityKind::CloudFlowTurnedOn => pb::ActivityKind::CloudFlowTurnedOn,
+        ActivityKind::LicenseRequested => pb::ActivityKind::LicenseRequested,
+        ActivityKind::GoPremiumSelected => pb::ActivityKind::GoPremiumSelected,
+        ActivityKind::PremiumTrialRpaUsed => pb::ActivityKind::PremiumTrialRpaUsed,
+    }
+}
+
+fn outcome_and_reason(outcome: &Outcome) -> (pb::Outcome, pb::Reason) {
+    match outcome {
+        Outcome::Assigned(_) => (pb::Outcome::Assigned, pb::Reason::Unspecified),
+        Outcome::AlreadyEntitled => (pb::Outcome::AlreadyEntitled, pb::Reason::Unspecified),
+        Outcome::NotRequired => (pb::Outcome::NotRequired, pb::Reason::Unspecified),
+        Outcome::OutOfScope => (pb::Outcome::OutOfScope, pb::Reason::Unspecified),
+        Outcome::AutoclaimOff => (pb::Outcome::AutoclaimOff, pb::Reason::Unspecified),
+        Outcome::NoPolicy => (pb::Outcome::NoPolicy, pb::Reason::Unspecified),
+        Outcome::NotEligible(why) => (
+            pb::Outcome::NotEligible,
+            match why {
+                Ineligibility::AccountDisabled => pb::Reason::AccountDisabled,
+                Ineligibility::Guest => pb::Reason::Guest,
+                Ineligibility::UnknownUser => pb::Reason::UnknownUser,
+            },
+        ),
+        Outcome::Failed(f) => (
+            pb::Outcome::Failed,
+            match f.reason {
+                FailureReason::NoLicensesAvailable => pb::Reason::NoLicensesAvailable,
+                FailureReason::UsageLocationMissing => pb::Reason::UsageLocationMissing,
+            },
+        ),
+    }
+}
+
+/// The assignment message of an ASSIGNED decision.
+pub fn assignment(decision: &Decision, decided_at: Timestamp) -> Option<pb::LicenseAssignment> {
+    let Outcome::Assigned(a) = &decision.outcome else {
+        return None;
+    };
+    let product = Catalog::product(a.product);
+    Some(pb::LicenseAssignment {
+        assignment_id: assignment_id(&decision.tenant_id, &decision.subject_user_id, a.product),
+        tenant_id: decision.tenant_id.clone(),
+        user_id: decision.subject_user_id.clone(),
+        product: product.key.to_owned(),
+        sku_id: product.sku_id.to_owned(),
+        sku_part_number: product.sku_part_number.to_owned(),
+        disabled_plan_ids: a
+            .disabled_plans
+            .iter()
+            .map(|i| product.plan(*i).id.to_owned())
+            .collect(),
+        policy_id: a.policy_id.clone(),
+        policy_name: a.policy_name.clone(),
+        trigger_event_id: decision.event_id.clone(),
+        trigger_kind: activity_kind(decision.trigger_kind) as i32,
+        occurred_at: Some(to_wire_timestamp(decision.occurred_at)),
+        decided_at: Some(to_wire_timestamp(decided_at)),
+    })
+}
+
+/// The failure message of a FAILED decision.
+pub fn failure(decision: &Decision, decided_at: Timestamp) -> Option<pb::AutoclaimFailure> {
+    let Outcome::Failed(f) = &decision.outcome else {
+        return None;
+    };
+    let (_, reason) = outcome_and_reason(&decision.outcome);
+    Some(pb::AutoclaimFailure {
+        tenant_id: decision.tenant_id.clone(),
+        user_id: decision.subject_user_id.clone(),
+        product: f
+            .product
+            .map(|p| Catalog::product(p).key.to_owned())
+            .unwrap_or_default(),
+        policy_id: f.policy_id.clone().unwrap_or_default(),
+        trigger_event_id: decision.event_id.clone(),
+        trigger_kind: activity_kind(decision.trigger_kind) as i32,
+        reason: reason as i32,
+        occurred_at: Some(to_wire_timestamp(decision.occurred_at)),
+        decided_at: Some(to_wire_timestamp(decided_at)),
+    })
+}
+
+/// The full decision message.
+pub fn decision(decision: &Decision, decided_at: Timestamp) -> pb::Decision {
+    let (outcome, reason) = outcome_and_reason(&decision.outcome);
+    let assignment = assignment(decision, decided_at);
+    let failure = failure(decision, decided_at);
+    let (product, policy_id) = match (&assignment, &failure) {
+        (Some(a), _) => (a.product.clone(), a.policy_id.clone()),
+        (_, Some(f)) => (f.product.clone(), f.policy_id.clone()),
+        _ => Default::default(),
+    };
+    pb::Decision {
+        event_id: decision.event_id.clone(),
+        tenant_id: decision.tenant_id.clone(),
+        subject_user_id: decision.subject_user_id.clone(),
+        outcome: outcome as i32,
+        reason: reason as i32,
+        product,
+        policy_id,
+        assignment,
+        failure,
+    }
+}
