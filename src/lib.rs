@@ -1,6 +1,9 @@
 //! autoclaim: a Kafka-native stream processor that assigns Power Automate licences when users start to
 //! need them, following each tenant's autoclaim policies, exactly once.
 pub mod domain;
+pub mod http;
+pub mod pipeline;
 pub mod replay;
+pub mod scenario;
 pub mod state;
 pub mod wire;

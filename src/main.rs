@@ -8,7 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use autoclaim::pipeline::admin;
+use autoclaim::pipeline::config::RunConfig;
+use autoclaim::pipeline::processor::{Health, PipelineError, Processor};
 use autoclaim::replay::Replayer;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +30,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: consume activity, decide, publish assignments exactly once.
+    Run {
+        #[command(flatten)]
+        config: RunConfig,
+        /// Log as JSON lines.
+        #[arg(long, env = "AUTOCLAIM_LOG_JSON")]
+        log_json: bool,
+    },
+    /// Publish input records (JSON lines of ReplayRecord) to their topics, keyed as the processor
+    /// expects: activity by tenant, tables by entity.
+    Publish {
+        #[command(flatten)]
+        kafka: autoclaim::pipeline::config::KafkaArgs,
+        #[command(flatten)]
+        topics: autoclaim::pipeline::config::Topics,
+        /// File of JSON lines; `-` for standard input.
+        #[arg(long, default_value = "-")]
+        input: String,
+        /// Encoding of the published values.
+        #[arg(long, value_enum, default_value = "json")]
+        format: autoclaim::wire::Format,
+    },
     /// Apply input records (JSON lines of ReplayRecord) in order and print one Decision a line.
     /// Exits with 1 if any line was rejected (each is reported on stderr with its line number).
     Replay {
@@ -45,8 +74,54 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOCLAIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config, log_json } => {
+            init_logging(log_json);
+            run_service(config)
+        }
+        Command::Publish {
+            kafka,
+            topics,
+            input,
+            format,
+        } => {
+            let publisher = autoclaim::pipeline::publish::Publisher::new(&kafka, &topics, format)?;
+            let reader: Box<dyn io::BufRead> = if input == "-" {
+                Box::new(io::stdin().lock())
+            } else {
+                Box::new(BufReader::new(
+                    File::open(&input).with_context(|| format!("cannot open {input}"))?,
+                ))
+            };
+            let mut sent = 0u64;
+            for (i, line) in io::BufRead::lines(reader).enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let record: autoclaim::wire::pb::ReplayRecord =
+                    serde_json::from_str(&line).with_context(|| format!("line {}", i + 1))?;
+                publisher.send(&record)?;
+                sent += 1;
+            }
+            publisher.flush(Duration::from_secs(60))?;
+            eprintln!("published {sent} records");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay {
             input,
             propagation_delay,
@@ -74,4 +149,89 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `autoclaim run`: the processing loop on its own thread, HTTP and signals on the async runtime.
+fn run_service(config: RunConfig) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if config.create_topics {
+        let created = runtime.block_on(admin::create_missing_topics(
+            &config.kafka,
+            &config.topics,
+            config.partitions,
+            config.replication_factor,
+            config.propagation_delay,
+        ))?;
+        if !created.is_empty() {
+            info!(?created, "created topics");
+        }
+    }
+    let health = Arc::new(Health::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let pipeline = {
+        let (config, health, stop) = (config.clone(), Arc::clone(&health), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("autoclaim-pipeline".into())
+            .spawn(move || {
+                let result = Processor::start(config, health).and_then(|p| p.run(&stop));
+                let _ = done_tx.send(());
+                result
+            })
+            .context("cannot start the pipeline thread")?
+    };
+
+    let router = autoclaim::http::router(Arc::clone(&health));
+    let stop_on_signal = Arc::clone(&stop);
+    runtime.block_on(async move {
+        let shutdown = async move {
+            tokio::select! {
+                _ = shutdown_signal() => info!("signal received; finishing the open transaction"),
+                _ = done_rx => {}
+            }
+            stop_on_signal.store(true, Ordering::Relaxed);
+        };
+        autoclaim::http::serve(config.http_addr, router, shutdown)
+            .await
+            .with_context(|| format!("cannot serve HTTP on {}", config.http_addr))
+    })?;
+
+    match pipeline.join() {
+        Ok(Ok(counts)) => {
+            info!(?counts, "stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(PipelineError::Fenced(id))) => {
+            warn!(
+                transactional_id = id,
+                "fenced by a newer instance with the same transactional id; exiting"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => anyhow::bail!("the pipeline thread panicked"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
 }

@@ -1,0 +1,197 @@
+//! Topic set-up and the start-up checks: every topic exists, and activity and assignments are
+//! co-partitioned (outputs go to the partition number of their input).
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use thiserror::Error;
+
+use super::clients;
+use super::config::{KafkaArgs, Topics};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
+/// Assignments must stay readable for the 90-day report.
+pub const ASSIGNMENTS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+#[derive(Debug, Error)]
+pub enum TopicError {
+    #[error("cannot read cluster metadata from {brokers}: {source}")]
+    Metadata {
+        brokers: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("topic {0} does not exist (create it, or start with --create-topics)")]
+    Missing(String),
+    #[error("topics {activity} ({activity_partitions} partitions) and {assignments} ({assignments_partitions} partitions) must have the same number of partitions: assignments are written to the partition number of the activity they come from")]
+    NotCoPartitioned {
+        activity: String,
+        activity_partitions: usize,
+        assignments: String,
+        assignments_partitions: usize,
+    },
+    #[error("cannot create topic {topic}: {reason}")]
+    Create { topic: String, reason: String },
+}
+
+/// Partition counts of the named topics that exist.
+pub fn partition_counts(
+    kafka: &KafkaArgs,
+    names: &[&str],
+) -> Result<HashMap<String, usize>, TopicError> {
+    let consumer: BaseConsumer =
+        clients::admin(kafka)
+            .create()
+            .map_err(|source| TopicError::Metadata {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
+    let metadata = consumer
+        .fetch_metadata(None, METADATA_TIMEOUT)
+        .map_err(|source| TopicError::Metadata {
+            brokers: kafka.brokers.clone(),
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && names.contains(&t.name()))
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect())
+}
+
+/// Checks that every topic exists and that activity and assignments are co-partitioned; returns the
+/// number of activity partitions.
+pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicError> {
+    let names = all_names(topics);
+    let counts = partition_counts(kafka, &names)?;
+    for name in &names {
+        if !counts.contains_key(*name) {
+            return Err(TopicError::Missing((*name).to_owned()));
+        }
+    }
+    let activity_partitions = counts[&topics.activity];
+    let assignments_partitions = counts[&topics.assignments];
+    if activity_partitions != assignments_partitions {
+        return Err(TopicError::NotCoPartitioned {
+            activity: topics.activity.clone(),
+            activity_partitions,
+            assignments: topics.assignments.clone(),
+            assignments_partitions,
+        });
+    }
+    Ok(activity_partitions as i32)
+}
+
+fn all_names(topics: &Topics) -> Vec<&str> {
+    vec![
+        &topics.activity,
+        &topics.directory,
+        &topics.inventory,
+        &topics.policies,
+        &topics.assignments,
+        &topics.failures,
+        &topics.dead_letters,
+    ]
+}
+
+/// How one topic is created.
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(&'static str, String)>,
+}
+
+/// How each topic is created: partitions and configs.
+pub fn topic_specs(
+    topics: &Topics,
+    partitions: i32,
+    propagation_delay: Duration,
+) -> Vec<TopicSpec> {
+    let compacted = || vec![("cleanup.policy", "compact".to_owned())];
+    // Superseded policy versions must stay until the version after them is in force.
+    let policy_lag_ms = (propagation_delay.as_millis() as u64).max(60_000) * 2;
+    let retained = || {
+        vec![
+            ("cleanup.policy", "delete".to_owned()),
+            (
+                "retention.ms",
+                ASSIGNMENTS_RETENTION.as_millis().to_string(),
+            ),
+        ]
+    };
+    let spec = |name: &String, partitions: i32, configs| TopicSpec {
+        name: name.clone(),
+        partitions,
+        configs,
+    };
+    let mut policies = compacted();
+    policies.push(("min.compaction.lag.ms", policy_lag_ms.to_string()));
+    vec![
+        spec(&topics.activity, partitions, vec![]),
+        spec(&topics.directory, partitions, compacted()),
+        spec(&topics.inventory, 1, compacted()),
+        spec(&topics.policies, 1, policies),
+        spec(&topics.assignments, partitions, retained()),
+        spec(&topics.failures, partitions, retained()),
+        spec(&topics.dead_letters, partitions, retained()),
+    ]
+}
+
+/// Creates the topics that do not exist yet. Existing topics are left as they are.
+pub async fn create_missing_topics(
+    kafka: &KafkaArgs,
+    topics: &Topics,
+    partitions: i32,
+    replication_factor: i32,
+    propagation_delay: Duration,
+) -> Result<Vec<String>, TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        clients::admin(kafka)
+            .create()
+            .map_err(|source| TopicError::Metadata {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
+    let specs = topic_specs(topics, partitions, propagation_delay);
+    let new_topics: Vec<NewTopic> = specs
+        .iter()
+        .map(|spec| {
+            let mut topic = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(replication_factor),
+            );
+            for (key, value) in &spec.configs {
+                topic = topic.set(key, value);
+            }
+            topic
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            &new_topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .map_err(|e| TopicError::Create {
+            topic: "(all)".into(),
+            reason: e.to_string(),
+        })?;
+    let mut created = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(TopicError::Create {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(created)
+}

@@ -1,0 +1,98 @@
+//! librdkafka client settings, in one place so that every client agrees on them.
+use rdkafka::config::ClientConfig;
+
+use super::config::KafkaArgs;
+
+fn base(kafka: &KafkaArgs) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// The activity consumer: a group member whose offsets commit only inside transactions.
+pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
+    let mut config = base(kafka);
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "300000")
+        // Statistics feed the per-partition lag metric.
+        .set("statistics.interval.ms", "5000");
+    config
+}
+
+/// A reader of whole topics (tables, changelogs): no group, no commits, committed data only.
+pub fn table_reader(kafka: &KafkaArgs) -> ClientConfig {
+    let mut config = base(kafka);
+    config
+        .set("group.id", "autoclaim-table-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    config
+}
+
+/// The transactional producer of assignments, failures and dead letters.
+pub fn transactional_producer(kafka: &KafkaArgs, transactional_id: &str) -> ClientConfig {
+    let mut config = base(kafka);
+    config
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("transaction.timeout.ms", "60000")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+/// A plain idempotent producer (admin API writes, load generation, tests).
+pub fn idempotent_producer(kafka: &KafkaArgs) -> ClientConfig {
+    let mut config = base(kafka);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+pub fn admin(kafka: &KafkaArgs) -> ClientConfig {
+    base(kafka)
+}
+
+/// A client context that logs librdkafka's errors through `tracing`, except the end-of-partition
+/// events that table readers ask for on purpose, and leaves statistics to whoever asked for them.
+pub struct QuietContext;
+
+impl rdkafka::ClientContext for QuietContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+
+    fn stats(&self, _: rdkafka::Statistics) {}
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
+pub fn log_client_error(error: rdkafka::error::KafkaError, reason: &str) {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    match error {
+        KafkaError::PartitionEOF(_) => {}
+        KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+        // Brokers going away and coming back is routine; librdkafka reconnects by itself.
+        KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+        ) => tracing::warn!(%error, reason, "Kafka connection problem"),
+        _ => tracing::error!(%error, reason, "Kafka client error"),
+    }
+}

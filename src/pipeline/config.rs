@@ -1,0 +1,139 @@
+//! Configuration of `autoclaim run`, from flags and `AUTOCLAIM_*` environment variables.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::wire::Format;
+
+/// Names of the topics the processor reads and writes.
+#[derive(Args, Clone, Debug)]
+pub struct Topics {
+    /// Input: flow activity, keyed by tenant id.
+    #[arg(
+        long = "activity-topic",
+        env = "AUTOCLAIM_ACTIVITY_TOPIC",
+        default_value = "flow.activity.v1"
+    )]
+    pub activity: String,
+    /// Input table: directory user snapshots, keyed by "<tenantId>/<userId>" (compacted).
+    #[arg(
+        long = "directory-topic",
+        env = "AUTOCLAIM_DIRECTORY_TOPIC",
+        default_value = "directory.users.v1"
+    )]
+    pub directory: String,
+    /// Input table: licence inventory, keyed by "<tenantId>/<product>" (compacted).
+    #[arg(
+        long = "inventory-topic",
+        env = "AUTOCLAIM_INVENTORY_TOPIC",
+        default_value = "licensing.inventory.v1"
+    )]
+    pub inventory: String,
+    /// Input table: tenant settings and policy versions (compacted).
+    #[arg(
+        long = "policies-topic",
+        env = "AUTOCLAIM_POLICIES_TOPIC",
+        default_value = "autoclaim.policies.v1"
+    )]
+    pub policies: String,
+    /// Output: licence assignments, co-partitioned with activity; also the state changelog.
+    #[arg(
+        long = "assignments-topic",
+        env = "AUTOCLAIM_ASSIGNMENTS_TOPIC",
+        default_value = "autoclaim.assignments.v1"
+    )]
+    pub assignments: String,
+    /// Output: claims that could not be fulfilled.
+    #[arg(
+        long = "failures-topic",
+        env = "AUTOCLAIM_FAILURES_TOPIC",
+        default_value = "autoclaim.failures.v1"
+    )]
+    pub failures: String,
+    /// Output: records that could not be read, with the reason in headers.
+    #[arg(
+        long = "dlq-topic",
+        env = "AUTOCLAIM_DLQ_TOPIC",
+        default_value = "autoclaim.dlq.v1"
+    )]
+    pub dead_letters: String,
+}
+
+/// Connection to the Kafka cluster.
+#[derive(Args, Clone, Debug)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, host:port[,host:port...].
+    #[arg(long, env = "AUTOCLAIM_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Extra librdkafka properties for every client, key=value (repeatable), e.g. security settings.
+    #[arg(long = "kafka-property", env = "AUTOCLAIM_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+/// Everything `autoclaim run` needs.
+#[derive(Args, Clone, Debug)]
+pub struct RunConfig {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topics: Topics,
+    /// Consumer group of the processor's instances.
+    #[arg(long, env = "AUTOCLAIM_GROUP_ID", default_value = "autoclaim")]
+    pub group_id: String,
+    /// Transactional id of this instance. Stable across restarts of the same instance, unique among
+    /// running instances; a new instance with the same id fences the old one. Default: the group id
+    /// and the host name.
+    #[arg(long, env = "AUTOCLAIM_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+    /// How long a settings or policy change takes to come into force (e.g. 2h, 30s).
+    #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
+    pub propagation_delay: Duration,
+    /// Encoding of the records the processor writes.
+    #[arg(
+        long,
+        env = "AUTOCLAIM_OUTPUT_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub output_format: Format,
+    /// A transaction commits after this many input records...
+    #[arg(long, env = "AUTOCLAIM_BATCH_MAX_RECORDS", default_value_t = 2000)]
+    pub batch_max_records: usize,
+    /// ...or this long after its first record, whichever comes first.
+    #[arg(long, env = "AUTOCLAIM_BATCH_MAX_TIME", value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub batch_max_time: Duration,
+    /// Address of the HTTP server (/healthz, /readyz).
+    #[arg(long, env = "AUTOCLAIM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Create missing topics at start (partitions, compaction and retention as the processor needs).
+    #[arg(long, env = "AUTOCLAIM_CREATE_TOPICS")]
+    pub create_topics: bool,
+    /// Partitions of created activity, assignments, failures and dead-letter topics.
+    #[arg(long, env = "AUTOCLAIM_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Replication factor of created topics (-1: the broker's default).
+    #[arg(long, env = "AUTOCLAIM_REPLICATION_FACTOR", default_value_t = -1)]
+    pub replication_factor: i32,
+}
+
+impl RunConfig {
+    pub fn transactional_id(&self) -> String {
+        self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|| "local".to_owned());
+            format!("{}-{host}", self.group_id)
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! Kafka: topics, the live table feed, partition restore, transactions and the processing loop.
+pub mod admin;
+pub mod clients;
+pub mod config;
+pub mod feed;
+pub mod partitioner;
+pub mod processor;
+pub mod publish;
+pub mod records;
+pub mod restore;
+pub mod transaction;

@@ -1,0 +1,476 @@
+//! The processing loop of `autoclaim run`, on a thread of its own so that librdkafka's blocking calls
+//! never hold up the async runtime: consume activity in a group, decide with the shared engine, and
+//! publish outputs and input offsets in one transaction per batch.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use super::admin::{self, TopicError};
+use super::clients;
+use super::config::RunConfig;
+use super::feed::TableFeed;
+use super::partitioner::tenant_partition;
+use super::records::{self, RawRecord};
+use super::restore::{restore_partitions, RestoreError};
+use super::transaction::{Transactions, TxnError};
+use crate::domain::time::Timestamp;
+use crate::state::{self, PartitionState, Tables};
+use crate::wire::{codec, output, Format, WireError};
+
+/// How long start-up waits for the global tables before it gives up.
+const TABLE_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    #[error("Kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Transaction(#[from] TxnError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(
+        "the global tables ({0}) could not be read to their end within {TABLE_LOAD_TIMEOUT:?}"
+    )]
+    TablesNotLoaded(String),
+    #[error("fenced: another instance with transactional id {0} has started; this one stops")]
+    Fenced(String),
+}
+
+/// Shared with the HTTP server: what /readyz reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+}
+
+/// Partition changes seen in rebalance callbacks, handled by the loop after `poll` returns.
+#[derive(Debug)]
+enum PartitionEvent {
+    Assigned(Vec<i32>),
+    Revoked { partitions: Vec<i32>, lost: bool },
+}
+
+struct RebalanceContext {
+    transactions: Arc<Transactions>,
+    events: Mutex<Vec<PartitionEvent>>,
+    fatal: Mutex<Option<TxnError>>,
+}
+
+impl ClientContext for RebalanceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        clients::log_client_error(error, reason);
+    }
+
+    fn stats(&self, _: rdkafka::Statistics) {}
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            // Offsets of revoked partitions must be committed (with their outputs) before another
+            // instance takes them over; a failed commit leaves them for the next owner to redo.
+            if self.transactions.is_open() {
+                let result = consumer
+                    .group_metadata()
+                    .ok_or_else(|| {
+                        TxnError::Aborted(KafkaError::Subscription("no group metadata".into()))
+                    })
+                    .and_then(|group| self.transactions.commit(&group));
+                match result {
+                    Ok(stats) => info!(records = stats.records, "committed before revocation"),
+                    Err(TxnError::Aborted(e)) => {
+                        warn!(error = %e, "transaction aborted at revocation")
+                    }
+                    Err(fatal) => {
+                        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(fatal);
+                    }
+                }
+            }
+            let partitions = list.elements().iter().map(|e| e.partition()).collect();
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(PartitionEvent::Revoked {
+                    partitions,
+                    lost: consumer.assignment_lost(),
+                });
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let partitions = list.elements().iter().map(|e| e.partition()).collect();
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(PartitionEvent::Assigned(partitions));
+        }
+    }
+}
+
+/// Counters the loop keeps (exported as metrics by the service).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoopCounts {
+    pub consumed: u64,
+    pub assignments: u64,
+    pub failures: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+    pub aborts: u64,
+}
+
+pub struct Processor {
+    consumer: BaseConsumer<RebalanceContext>,
+    core: Core,
+}
+
+/// Everything but the consumer, so that a consumed message (which borrows the consumer) can be
+/// processed while the rest of the state is changed.
+struct Core {
+    config: RunConfig,
+    activity_partitions: i32,
+    tables: Tables,
+    states: HashMap<i32, PartitionState>,
+    transactions: Arc<Transactions>,
+    feed: TableFeed,
+    health: Arc<Health>,
+    counts: LoopCounts,
+}
+
+impl Processor {
+    /// Connects, checks the topics, fences earlier incarnations and loads the global tables.
+    pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
+        let activity_partitions = admin::check_topics(&config.kafka, &config.topics)?;
+        let transactional_id = config.transactional_id();
+        let producer: ThreadedProducer<_> =
+            clients::transactional_producer(&config.kafka, &transactional_id).create()?;
+        let transactions = Arc::new(
+            Transactions::init(producer, &config.topics.activity).map_err(|e| {
+                if e.is_fenced() {
+                    PipelineError::Fenced(transactional_id.clone())
+                } else {
+                    e.into()
+                }
+            })?,
+        );
+        let mut tables = Tables::new(config.propagation_delay);
+        let mut states = HashMap::new();
+        let mut feed = TableFeed::start(&config.kafka, &config.topics)?;
+        if !feed.load_tables(
+            &mut tables,
+            &mut states,
+            activity_partitions,
+            TABLE_LOAD_TIMEOUT,
+        )? {
+            return Err(PipelineError::TablesNotLoaded(format!(
+                "{}, {}",
+                config.topics.policies, config.topics.inventory
+            )));
+        }
+        info!(
+            activity_partitions,
+            transactional_id, "global tables loaded"
+        );
+        let context = RebalanceContext {
+            transactions: Arc::clone(&transactions),
+            events: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
+        };
+        let consumer: BaseConsumer<RebalanceContext> =
+            clients::activity_consumer(&config.kafka, &config.group_id)
+                .create_with_context(context)?;
+        consumer.subscribe(&[&config.topics.activity])?;
+        Ok(Processor {
+            consumer,
+            core: Core {
+                config,
+                activity_partitions,
+                tables,
+                states,
+                transactions,
+                feed,
+                health,
+                counts: LoopCounts::default(),
+            },
+        })
+    }
+
+    /// Runs until `stop` is set, then commits what is open and leaves the group.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<LoopCounts, PipelineError> {
+        let result = self.run_loop(stop);
+        let core = &mut self.core;
+        core.health.ready.store(false, Ordering::Relaxed);
+        match &result {
+            Ok(()) => {
+                core.commit(&self.consumer)?;
+                info!(counts = ?core.counts, "stopping: transaction committed, leaving the group");
+            }
+            Err(e) => {
+                error!(error = %e, "stopping on error");
+                // Best effort: the open transaction would time out anyway; aborting frees its
+                // partitions for the next owner now.
+                if !matches!(e, PipelineError::Fenced(_)) {
+                    let _ = core.transactions.abort();
+                }
+            }
+        }
+        self.consumer.unsubscribe();
+        result.map(|()| self.core.counts)
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool) -> Result<(), PipelineError> {
+        let consumer = &self.consumer;
+        let core = &mut self.core;
+        while !stop.load(Ordering::Relaxed) {
+            core.feed.poll(
+                &mut core.tables,
+                &mut core.states,
+                core.activity_partitions,
+                Duration::ZERO,
+                1000,
+            )?;
+            let message = consumer.poll(Duration::from_millis(20));
+            core.check_fatal(consumer)?;
+            core.handle_partition_events(consumer)?;
+            match message {
+                None => {}
+                Some(Ok(m)) => core.process(&m)?,
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+            }
+            if core.transactions.is_open()
+                && core
+                    .transactions
+                    .batch_full(core.config.batch_max_records, core.config.batch_max_time)
+            {
+                core.commit(consumer)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    fn check_fatal(&self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+        let fatal = consumer
+            .context()
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match fatal {
+            Some(e) if e.is_fenced() => Err(PipelineError::Fenced(self.config.transactional_id())),
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn handle_partition_events(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+    ) -> Result<(), PipelineError> {
+        let events: Vec<PartitionEvent> = std::mem::take(
+            &mut *consumer
+                .context()
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for event in events {
+            match event {
+                PartitionEvent::Revoked { partitions, lost } => {
+                    info!(?partitions, lost, "partitions revoked");
+                    for p in partitions {
+                        self.states.remove(&p);
+                    }
+                    self.health.ready.store(false, Ordering::Relaxed);
+                }
+                PartitionEvent::Assigned(partitions) => {
+                    info!(?partitions, "partitions assigned; restoring their state");
+                    self.restore(&partitions)?;
+                    self.health.ready.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, partitions: &[i32]) -> Result<(), PipelineError> {
+        let (restored, _) = restore_partitions(
+            &self.config.kafka,
+            &self.config.topics,
+            partitions,
+            self.activity_partitions,
+            self.feed.directory_positions(),
+        )?;
+        self.states.extend(restored);
+        Ok(())
+    }
+
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let partition = message.partition();
+        let offset = message.offset();
+        self.transactions.ensure_begun()?;
+        self.counts.consumed += 1;
+        let raw = RawRecord::of(message);
+        let outcome = records::activity_record(&raw).and_then(|event| {
+            let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
+            if owner == partition {
+                Ok(event)
+            } else {
+                Err(WireError::field(
+                    "key",
+                    format!("tenant {} belongs to partition {owner} (Kafka's murmur2 partitioner on the tenant id) but arrived on partition {partition}", event.tenant_id),
+                ))
+            }
+        });
+        match outcome {
+            Err(e) => self.dead_letter(message, &e)?,
+            Ok(event) => {
+                if !self.states.contains_key(&partition) {
+                    // Assigned without an event seen yet: restore before deciding anything.
+                    self.restore(&[partition])?;
+                }
+                let state = self.states.get_mut(&partition).expect("restored above");
+                let decision = state::process(&self.tables, state, &event);
+                let decided_at = Timestamp::now();
+                let format = self.config.output_format;
+                if let Some(assignment) = output::assignment(&decision, decided_at) {
+                    let bytes = codec::encode(&assignment, format);
+                    self.transactions.send(
+                        BaseRecord::to(&self.config.topics.assignments)
+                            .partition(partition)
+                            .key(event.tenant_id.as_bytes())
+                            .payload(&bytes[..])
+                            .headers(content_type(format)),
+                    )?;
+                    self.counts.assignments += 1;
+                }
+                if let Some(failure) = output::failure(&decision, decided_at) {
+                    let bytes = codec::encode(&failure, format);
+                    self.transactions.send(
+                        BaseRecord::to(&self.config.topics.failures)
+                            .key(event.tenant_id.as_bytes())
+                            .payload(&bytes[..])
+                            .headers(content_type(format)),
+                    )?;
+                    self.counts.failures += 1;
+                }
+            }
+        }
+        self.transactions.consumed(partition, offset);
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        e: &WireError,
+    ) -> Result<(), PipelineError> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let reason = e.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "autoclaim.error.code",
+                value: Some(e.code()),
+            })
+            .insert(Header {
+                key: "autoclaim.error.reason",
+                value: Some(&reason),
+            })
+            .insert(Header {
+                key: "autoclaim.source.topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "autoclaim.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "autoclaim.source.offset",
+                value: Some(&offset),
+            });
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        let mut record = BaseRecord::to(&self.config.topics.dead_letters)
+            .payload(message.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        self.transactions.send(record)?;
+        self.counts.dead_letters += 1;
+        warn!(partition = message.partition(), offset = message.offset(), code = e.code(), error = %e, "dead-lettered");
+        Ok(())
+    }
+
+    /// Commits the open batch. After an abort, rewinds every owned partition to its committed offset
+    /// and rebuilds its state, so the aborted batch is processed again from the same starting point.
+    fn commit(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+        if !self.transactions.is_open() {
+            return Ok(());
+        }
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| KafkaError::Subscription("no consumer group metadata".into()))?;
+        match self.transactions.commit(&group) {
+            Ok(_) => {
+                self.counts.commits += 1;
+                Ok(())
+            }
+            Err(TxnError::Aborted(e)) => {
+                self.counts.aborts += 1;
+                warn!(error = %e, "transaction aborted; rewinding to committed offsets");
+                self.rewind(consumer)
+            }
+            Err(e) if e.is_fenced() => Err(PipelineError::Fenced(self.config.transactional_id())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn rewind(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+        let assignment = consumer.assignment()?;
+        let committed = consumer.committed_offsets(assignment.clone(), Duration::from_secs(30))?;
+        let mut seek = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(element.topic(), element.partition(), offset)?;
+        }
+        consumer.seek_partitions(seek, Duration::from_secs(30))?;
+        let partitions: Vec<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        for p in &partitions {
+            self.states.remove(p);
+        }
+        self.restore(&partitions)
+    }
+}
+
+fn content_type(format: Format) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: codec::CONTENT_TYPE_HEADER,
+        value: Some(format.content_type()),
+    })
+}

@@ -1,0 +1,175 @@
+//! Rebuilding a partition's state before any of its input is processed: what this processor assigned
+//! (its changelog partition, the assignments topic) and the directory rows of its tenants (a filtered
+//! read of the whole directory topic, up to where the live table feed stands).
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::clients::{self, QuietContext};
+use super::config::{KafkaArgs, Topics};
+use super::partitioner::tenant_partition;
+use super::records::{self, DirectoryChange, RawRecord};
+use crate::state::PartitionState;
+
+/// A restore that cannot finish in this time fails rather than hang.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    #[error("Kafka error while restoring: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("restore of partitions {0:?} did not finish within {RESTORE_TIMEOUT:?}")]
+    Timeout(Vec<i32>),
+}
+
+/// What a restore read, for logs and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RestoreStats {
+    pub assignments: u64,
+    pub directory_rows: u64,
+    pub skipped: u64,
+    pub elapsed: Duration,
+}
+
+/// Rebuilds the state of `partitions` (activity partition numbers). `directory_until` gives, per
+/// directory partition, the offset the live feed continues from: the restore reads the directory up
+/// to it, so that no row is missed or applied out of order.
+pub fn restore_partitions(
+    kafka: &KafkaArgs,
+    topics: &Topics,
+    partitions: &[i32],
+    activity_partitions: i32,
+    directory_until: &HashMap<i32, i64>,
+) -> Result<(HashMap<i32, PartitionState>, RestoreStats), RestoreError> {
+    let started = Instant::now();
+    let mut states: HashMap<i32, PartitionState> = partitions
+        .iter()
+        .map(|p| (*p, PartitionState::default()))
+        .collect();
+    let mut stats = RestoreStats::default();
+    if partitions.is_empty() {
+        return Ok((states, stats));
+    }
+    // The changelog first: what this processor assigned in these partitions.
+    let changelog: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
+    read_to_end(
+        kafka,
+        &topics.assignments,
+        &changelog,
+        started,
+        |p, raw, offset| match records::assignment_record(raw) {
+            Ok(a) => {
+                if let Some(state) = states.get_mut(&p) {
+                    state.record_assignment(&a.tenant_id, &a.user_id, a.product, a.occurred_at);
+                    stats.assignments += 1;
+                }
+            }
+            Err(e) => {
+                stats.skipped += 1;
+                warn!(partition = p, offset, error = %e, "skipping unreadable assignment record");
+            }
+        },
+    )?;
+    // Then the directory rows of the tenants these partitions own.
+    let directory: Vec<(i32, Option<i64>)> = directory_until
+        .iter()
+        .filter(|(_, until)| **until > 0)
+        .map(|(p, until)| (*p, Some(*until)))
+        .collect();
+    read_to_end(
+        kafka,
+        &topics.directory,
+        &directory,
+        started,
+        |p, raw, offset| match records::directory_record(raw) {
+            Ok(change) => {
+                let owner = tenant_partition(change.tenant_id(), activity_partitions);
+                if let Some(state) = states.get_mut(&owner) {
+                    apply_directory_change(state, change);
+                    stats.directory_rows += 1;
+                }
+            }
+            Err(e) => {
+                stats.skipped += 1;
+                warn!(partition = p, offset, error = %e, "skipping unreadable directory record");
+            }
+        },
+    )?;
+    stats.elapsed = started.elapsed();
+    info!(
+        ?partitions,
+        assignments = stats.assignments,
+        directory_rows = stats.directory_rows,
+        elapsed_ms = stats.elapsed.as_millis() as u64,
+        "partition state restored"
+    );
+    Ok((states, stats))
+}
+
+/// Reads the committed records of `topic`'s partitions from the beginning, each to its end or to the
+/// offset given (exclusive), and hands each record to `apply`.
+fn read_to_end(
+    kafka: &KafkaArgs,
+    topic: &str,
+    partitions: &[(i32, Option<i64>)],
+    started: Instant,
+    mut apply: impl FnMut(i32, &RawRecord<'_>, i64),
+) -> Result<(), RestoreError> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
+    let consumer: BaseConsumer<QuietContext> =
+        clients::table_reader(kafka).create_with_context(QuietContext)?;
+    let mut assignment = TopicPartitionList::new();
+    for (p, _) in partitions {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let until: HashMap<i32, Option<i64>> = partitions.iter().copied().collect();
+    let mut pending: HashSet<i32> = until.keys().copied().collect();
+    while !pending.is_empty() {
+        if started.elapsed() > RESTORE_TIMEOUT {
+            return Err(RestoreError::Timeout(pending.into_iter().collect()));
+        }
+        let message = match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => m,
+        };
+        let p = message.partition();
+        if !pending.contains(&p) {
+            continue;
+        }
+        let limit = until.get(&p).copied().flatten();
+        if limit.is_some_and(|l| message.offset() >= l) {
+            pending.remove(&p);
+            continue;
+        }
+        apply(p, &RawRecord::of(&message), message.offset());
+        if limit.is_some_and(|l| message.offset() + 1 >= l) {
+            pending.remove(&p);
+        }
+    }
+    Ok(())
+}
+
+pub fn apply_directory_change(state: &mut PartitionState, change: DirectoryChange) {
+    match change {
+        DirectoryChange::Upsert(user) => {
+            state.upsert_directory_user(&user.tenant_id, &user.user_id, user.row())
+        }
+        DirectoryChange::Delete { tenant_id, user_id } => {
+            state.delete_directory_user(&tenant_id, &user_id)
+        }
+    }
+}

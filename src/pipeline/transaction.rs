@@ -1,0 +1,218 @@
+//! The transactional producer and the open batch: outputs and input offsets commit together, and
+//! errors are handled as librdkafka's exactly-once rules say: retry what is retriable, abort what
+//! requires it, stop on what is fatal (such as being fenced by a newer instance).
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{info, warn};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+const RETRIES: usize = 5;
+
+#[derive(Debug, Error)]
+pub enum TxnError {
+    /// The transaction was aborted; its outputs are discarded and its inputs must be read again.
+    #[error("transaction aborted: {0}")]
+    Aborted(KafkaError),
+    /// The producer cannot go on (fenced by a newer instance, or another fatal error).
+    #[error("transactional producer failed fatally: {0}")]
+    Fatal(KafkaError),
+}
+
+impl TxnError {
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, TxnError::Fatal(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced)
+            || e.to_string().to_lowercase().contains("fenced"))
+    }
+}
+
+enum Class {
+    Retry,
+    Abort,
+    Fatal,
+}
+
+fn classify(error: &KafkaError) -> Class {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => Class::Fatal,
+        KafkaError::Transaction(e) if e.txn_requires_abort() => Class::Abort,
+        KafkaError::Transaction(e) if e.is_retriable() => Class::Retry,
+        _ => Class::Abort,
+    }
+}
+
+/// The input offsets of the open transaction.
+#[derive(Default)]
+struct Open {
+    began: Option<Instant>,
+    records: usize,
+    /// Next offset to consume, per input partition.
+    next_offsets: BTreeMap<i32, i64>,
+}
+
+pub struct Transactions {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    input_topic: String,
+    open: Mutex<Open>,
+}
+
+impl Transactions {
+    /// Creates the producer and fences any earlier producer with the same transactional id (its open
+    /// transaction is aborted).
+    pub fn init(
+        producer: ThreadedProducer<DefaultProducerContext>,
+        input_topic: &str,
+    ) -> Result<Self, TxnError> {
+        retry(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| match classify(&e) {
+            Class::Fatal => TxnError::Fatal(e),
+            _ => TxnError::Aborted(e),
+        })?;
+        Ok(Transactions {
+            producer,
+            input_topic: input_topic.to_owned(),
+            open: Mutex::new(Open::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Begins a transaction unless one is open.
+    pub fn ensure_begun(&self) -> Result<(), TxnError> {
+        let mut open = self.lock();
+        if open.began.is_none() {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| match classify(&e) {
+                    Class::Fatal => TxnError::Fatal(e),
+                    _ => TxnError::Aborted(e),
+                })?;
+            open.began = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Sends an output record in the open transaction, waiting while the local queue is full.
+    pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), TxnError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    return Err(match classify(&e) {
+                        Class::Fatal => TxnError::Fatal(e),
+                        _ => TxnError::Aborted(e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Marks an input record as processed in the open transaction.
+    pub fn consumed(&self, partition: i32, offset: i64) {
+        let mut open = self.lock();
+        open.records += 1;
+        open.next_offsets.insert(partition, offset + 1);
+    }
+
+    /// Whether the open batch has reached its size or time bound.
+    pub fn batch_full(&self, max_records: usize, max_time: Duration) -> bool {
+        let open = self.lock();
+        open.records >= max_records || open.began.is_some_and(|b| b.elapsed() >= max_time)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.lock().began.is_some()
+    }
+
+    /// Commits the open transaction with its input offsets. On `Aborted`, the transaction has been
+    /// aborted: the caller rewinds the inputs to the committed offsets and rebuilds the state.
+    pub fn commit(&self, group: &ConsumerGroupMetadata) -> Result<CommitStats, TxnError> {
+        let mut open = self.lock();
+        let Some(began) = open.began else {
+            return Ok(CommitStats::default());
+        };
+        let records = open.records;
+        let result = self.commit_open(&open, group);
+        *open = Open::default();
+        match result {
+            Ok(()) => Ok(CommitStats {
+                records,
+                duration: began.elapsed(),
+            }),
+            Err(e) => match classify(&e) {
+                Class::Fatal => Err(TxnError::Fatal(e)),
+                _ => {
+                    warn!(error = %e, records, "aborting transaction");
+                    match retry(|| self.producer.abort_transaction(TXN_TIMEOUT)) {
+                        Ok(()) => Err(TxnError::Aborted(e)),
+                        Err(abort_error) => Err(TxnError::Fatal(abort_error)),
+                    }
+                }
+            },
+        }
+    }
+
+    fn commit_open(&self, open: &Open, group: &ConsumerGroupMetadata) -> Result<(), KafkaError> {
+        if !open.next_offsets.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for (partition, next) in &open.next_offsets {
+                offsets.add_partition_offset(
+                    &self.input_topic,
+                    *partition,
+                    Offset::Offset(*next),
+                )?;
+            }
+            retry(|| {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, group, TXN_TIMEOUT)
+            })?;
+        }
+        retry(|| self.producer.commit_transaction(TXN_TIMEOUT))
+    }
+
+    /// Aborts the open transaction, if any (shutdown with nothing to keep, or after a fatal error of
+    /// the batch).
+    pub fn abort(&self) -> Result<(), TxnError> {
+        let mut open = self.lock();
+        if open.began.is_none() {
+            return Ok(());
+        }
+        *open = Open::default();
+        info!("aborting open transaction");
+        retry(|| self.producer.abort_transaction(TXN_TIMEOUT)).map_err(TxnError::Fatal)
+    }
+}
+
+/// What a commit carried.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitStats {
+    pub records: usize,
+    pub duration: Duration,
+}
+
+fn retry(mut op: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    let mut attempt = 0;
+    loop {
+        match op() {
+            Err(e) if matches!(classify(&e), Class::Retry) && attempt < RETRIES => {
+                attempt += 1;
+                warn!(error = %e, attempt, "retrying transactional operation");
+                std::thread::sleep(Duration::from_millis(100 * attempt as u64));
+            }
+            other => return other,
+        }
+    }
+}

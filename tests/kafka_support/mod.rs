@@ -1,0 +1,352 @@
+//! Shared helpers of the tests that run against a real Kafka broker (started by `scripts/kafka`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autoclaim::pipeline::admin;
+use autoclaim::pipeline::clients::{self, QuietContext};
+pub use autoclaim::pipeline::config::{KafkaArgs, Topics};
+use autoclaim::pipeline::publish::Publisher;
+use autoclaim::replay::Replayer;
+use autoclaim::wire::{codec, pb, Format};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The broker under test. Integration tests never pass silently without one.
+pub fn brokers() -> String {
+    std::env::var("AUTOCLAIM_TEST_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "AUTOCLAIM_TEST_BROKERS is not set: these tests need a real Kafka broker. \
+             Start one with `scripts/kafka start` and export the address it prints \
+             (or run `.ci/run`, which does both)."
+        )
+    })
+}
+
+pub fn kafka() -> KafkaArgs {
+    KafkaArgs {
+        brokers: brokers(),
+        properties: vec![],
+    }
+}
+
+/// Topic names unique to one test, so tests can share a broker.
+pub fn unique_topics(test: &str) -> Topics {
+    let suffix = format!("{test}-{}-{}", std::process::id(), rand_u64());
+    Topics {
+        activity: format!("activity-{suffix}"),
+        directory: format!("directory-{suffix}"),
+        inventory: format!("inventory-{suffix}"),
+        policies: format!("policies-{suffix}"),
+        assignments: format!("assignments-{suffix}"),
+        failures: format!("failures-{suffix}"),
+        dead_letters: format!("dlq-{suffix}"),
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish() & 0xffff_ffff
+}
+
+pub fn create_topics(topics: &Topics, partitions: i32) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(admin::create_missing_topics(
+            &kafka(),
+            topics,
+            partitions,
+            1,
+            Duration::from_secs(3600),
+        ))
+        .expect("create topics");
+}
+
+pub fn publish(topics: &Topics, records: &[pb::ReplayRecord], format: Format) {
+    let publisher = Publisher::new(&kafka(), topics, format).unwrap();
+    for r in records {
+        publisher.send(r).unwrap();
+    }
+    publisher.flush(Duration::from_secs(60)).unwrap();
+}
+
+pub fn activity_records(
+    events: impl IntoIterator<Item = pb::ActivityEvent>,
+) -> Vec<pb::ReplayRecord> {
+    events
+        .into_iter()
+        .map(|e| pb::ReplayRecord {
+            record: Some(pb::replay_record::Record::Activity(e)),
+        })
+        .collect()
+}
+
+/// One committed record read back.
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Every committed record of a topic (read_committed, to the end).
+pub fn read_committed(topic: &str) -> Vec<Read> {
+    let consumer: BaseConsumer<QuietContext> = clients::table_reader(&kafka())
+        .create_with_context(QuietContext)
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = std::collections::HashSet::new();
+    for p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)
+                .unwrap();
+            pending.insert(*p);
+        }
+    }
+    let mut out = Vec::new();
+    if pending.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach its end"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+    out
+}
+
+fn format_of(read: &Read) -> Format {
+    Format::from_content_type(read.headers.get("content-type").map(|s| s.as_bytes())).unwrap()
+}
+
+/// Assignments without their wall-clock decision time, sorted: comparable across runs.
+pub fn assignments(topics: &Topics) -> Vec<pb::LicenseAssignment> {
+    let mut out: Vec<pb::LicenseAssignment> = read_committed(&topics.assignments)
+        .iter()
+        .map(|r| {
+            let mut a: pb::LicenseAssignment =
+                codec::decode(r.value.as_deref().unwrap(), format_of(r)).unwrap();
+            a.decided_at = None;
+            a
+        })
+        .collect();
+    out.sort_by(|a, b| a.trigger_event_id.cmp(&b.trigger_event_id));
+    out
+}
+
+pub fn failures(topics: &Topics) -> Vec<pb::AutoclaimFailure> {
+    let mut out: Vec<pb::AutoclaimFailure> = read_committed(&topics.failures)
+        .iter()
+        .map(|r| {
+            let mut f: pb::AutoclaimFailure =
+                codec::decode(r.value.as_deref().unwrap(), format_of(r)).unwrap();
+            f.decided_at = None;
+            f
+        })
+        .collect();
+    out.sort_by(|a, b| a.trigger_event_id.cmp(&b.trigger_event_id));
+    out
+}
+
+/// What `replay` says the outputs of these records are.
+pub struct Expected {
+    pub assignments: Vec<pb::LicenseAssignment>,
+    pub failures: Vec<pb::AutoclaimFailure>,
+    pub decisions: Vec<pb::Decision>,
+}
+
+pub fn expected(records: &[pb::ReplayRecord], delay: Duration) -> Expected {
+    let mut replayer = Replayer::new(delay);
+    let mut decisions = Vec::new();
+    for r in records {
+        if let Ok(Some(d)) = replayer.apply(r.clone()) {
+            decisions.push(d);
+        }
+    }
+    let mut assignments: Vec<_> = decisions
+        .iter()
+        .filter_map(|d| d.assignment.clone())
+        .map(|mut a| {
+            a.decided_at = None;
+            a
+        })
+        .collect();
+    assignments.sort_by(|a, b| a.trigger_event_id.cmp(&b.trigger_event_id));
+    let mut failures: Vec<_> = decisions
+        .iter()
+        .filter_map(|d| d.failure.clone())
+        .map(|mut f| {
+            f.decided_at = None;
+            f
+        })
+        .collect();
+    failures.sort_by(|a, b| a.trigger_event_id.cmp(&b.trigger_event_id));
+    Expected {
+        assignments,
+        failures,
+        decisions,
+    }
+}
+
+/// Waits until `done` holds, checking every 300 ms; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A running `autoclaim run` process, killed when dropped.
+pub struct Service {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub struct ServiceOptions<'a> {
+    pub topics: &'a Topics,
+    pub group: &'a str,
+    pub transactional_id: &'a str,
+    pub delay: &'a str,
+    pub extra: Vec<String>,
+}
+
+impl Service {
+    pub fn start(options: &ServiceOptions<'_>) -> Service {
+        let log = std::env::temp_dir().join(format!(
+            "autoclaim-{}-{}.log",
+            options.transactional_id,
+            rand_u64()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let t = options.topics;
+        let child = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+            .args(["run", "--brokers", &brokers()])
+            .args(["--group-id", options.group])
+            .args(["--transactional-id", options.transactional_id])
+            .args(["--propagation-delay", options.delay])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--activity-topic", &t.activity])
+            .args(["--directory-topic", &t.directory])
+            .args(["--inventory-topic", &t.inventory])
+            .args(["--policies-topic", &t.policies])
+            .args(["--assignments-topic", &t.assignments])
+            .args(["--failures-topic", &t.failures])
+            .args(["--dlq-topic", &t.dead_letters])
+            .args(&options.extra)
+            .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start autoclaim run");
+        Service {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(60))
+    }
+
+    /// SIGKILL: no chance to commit or abort anything.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        self.wait(Duration::from_secs(30));
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "autoclaim did not exit; log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
