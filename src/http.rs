@@ -4,17 +4,30 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
 use axum::routing::get;
 use axum::Router;
 
 use crate::pipeline::processor::Health;
 
-pub fn router(health: Arc<Health>) -> Router {
+pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(health)
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        body,
+                    )
+                }
+            }),
+        )
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {

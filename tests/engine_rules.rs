@@ -364,6 +364,10 @@ fn already_entitled_from_the_processors_own_earlier_assignment() {
     r.feed(UserSpec::member(T, "u1").record());
     let d = r.decide(Ev::saved(T, "e6", "u1", LIVE + 2 * MIN));
     assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
+    r.feed(user_deleted(T, "u1"));
+    let d = r.decide(Ev::saved(T, "e6b", "u1", LIVE + 2 * MIN));
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
+    r.feed(UserSpec::member(T, "u1").record());
     let d = r.decide(Ev::saved(T, "e7", "u2", LIVE + 3 * MIN));
     assert_assigned(&d, PER_USER, "pol");
     // What per user grants does not cover RPA: u1 still gets premium for it.

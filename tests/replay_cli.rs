@@ -170,7 +170,7 @@ const QUICKSTART_EXPECTED: &[(&str, &str, &str, &str, &str, &str)] = &[
         "judy",
         "FAILED",
         "NO_LICENSES_AVAILABLE",
-        "",
+        "power_automate_premium",
         "pol-rpa",
     ),
     // Fabrikam never turned autoclaim on.

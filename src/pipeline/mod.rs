@@ -3,6 +3,7 @@ pub mod admin;
 pub mod clients;
 pub mod config;
 pub mod feed;
+pub mod metrics;
 pub mod partitioner;
 pub mod processor;
 pub mod publish;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use metrics::{gauge, histogram};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -18,13 +20,18 @@ use super::admin::{self, TopicError};
 use super::clients;
 use super::config::RunConfig;
 use super::feed::TableFeed;
+use super::metrics::BatchMetrics;
 use super::partitioner::tenant_partition;
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
 use super::transaction::{Transactions, TxnError};
 use crate::domain::time::Timestamp;
 use crate::state::{self, PartitionState, Tables};
+use crate::telemetry;
 use crate::wire::{codec, output, Format, WireError};
+
+/// How often state gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long start-up waits for the global tables before it gives up.
 const TABLE_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -58,9 +65,12 @@ pub struct Health {
 enum PartitionEvent {
     Assigned(Vec<i32>),
     Revoked { partitions: Vec<i32>, lost: bool },
+    /// The open transaction was committed (or aborted) inside the revocation callback.
+    BatchEnded { committed: bool },
 }
 
 struct RebalanceContext {
+    activity_topic: String,
     transactions: Arc<Transactions>,
     events: Mutex<Vec<PartitionEvent>>,
     fatal: Mutex<Option<TxnError>>,
@@ -71,7 +81,9 @@ impl ClientContext for RebalanceContext {
         clients::log_client_error(error, reason);
     }
 
-    fn stats(&self, _: rdkafka::Statistics) {}
+    fn stats(&self, stats: rdkafka::Statistics) {
+        super::metrics::record_lag(&stats, &self.activity_topic);
+    }
 }
 
 impl ConsumerContext for RebalanceContext {
@@ -86,15 +98,24 @@ impl ConsumerContext for RebalanceContext {
                         TxnError::Aborted(KafkaError::Subscription("no group metadata".into()))
                     })
                     .and_then(|group| self.transactions.commit(&group));
-                match result {
-                    Ok(stats) => info!(records = stats.records, "committed before revocation"),
+                let committed = match result {
+                    Ok(stats) => {
+                        info!(records = stats.records, "committed before revocation");
+                        true
+                    }
                     Err(TxnError::Aborted(e)) => {
-                        warn!(error = %e, "transaction aborted at revocation")
+                        warn!(error = %e, "transaction aborted at revocation");
+                        false
                     }
                     Err(fatal) => {
                         *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(fatal);
+                        false
                     }
-                }
+                };
+                self.events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(PartitionEvent::BatchEnded { committed });
             }
             let partitions = list.elements().iter().map(|e| e.partition()).collect();
             self.events
@@ -145,6 +166,8 @@ struct Core {
     feed: TableFeed,
     health: Arc<Health>,
     counts: LoopCounts,
+    batch: BatchMetrics,
+    last_gauges: Instant,
 }
 
 impl Processor {
@@ -182,6 +205,7 @@ impl Processor {
             transactional_id, "global tables loaded"
         );
         let context = RebalanceContext {
+            activity_topic: config.topics.activity.clone(),
             transactions: Arc::clone(&transactions),
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
@@ -201,6 +225,8 @@ impl Processor {
                 feed,
                 health,
                 counts: LoopCounts::default(),
+                batch: BatchMetrics::default(),
+                last_gauges: Instant::now(),
             },
         })
     }
@@ -247,6 +273,7 @@ impl Processor {
                 Some(Ok(m)) => core.process(&m)?,
                 Some(Err(e)) => warn!(error = %e, "consumer error"),
             }
+            core.report_gauges();
             if core.transactions.is_open()
                 && core
                     .transactions
@@ -260,6 +287,22 @@ impl Processor {
 }
 
 impl Core {
+    /// State gauges, refreshed every few seconds (cheap enough, and off the per-event path).
+    fn report_gauges(&mut self) {
+        if self.last_gauges.elapsed() < GAUGE_INTERVAL {
+            return;
+        }
+        self.last_gauges = Instant::now();
+        gauge!(telemetry::TABLES_AGE).set(self.feed.since_last_update().as_secs_f64());
+        gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
+        let users: usize = self.states.values().map(PartitionState::tracked_users).sum();
+        gauge!(telemetry::TRACKED_USERS).set(users as f64);
+        let counts = self.tables.policy_status_counts(Timestamp::now());
+        gauge!(telemetry::POLICIES, "status" => "active").set(counts.active as f64);
+        gauge!(telemetry::POLICIES, "status" => "propagating").set(counts.propagating as f64);
+        gauge!(telemetry::POLICIES, "status" => "off").set(counts.off as f64);
+    }
+
     fn check_fatal(&self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
         let fatal = consumer
             .context()
@@ -294,6 +337,8 @@ impl Core {
                     }
                     self.health.ready.store(false, Ordering::Relaxed);
                 }
+                PartitionEvent::BatchEnded { committed: true } => self.batch.committed(),
+                PartitionEvent::BatchEnded { committed: false } => self.batch.aborted(),
                 PartitionEvent::Assigned(partitions) => {
                     info!(?partitions, "partitions assigned; restoring their state");
                     self.restore(&partitions)?;
@@ -305,7 +350,7 @@ impl Core {
     }
 
     fn restore(&mut self, partitions: &[i32]) -> Result<(), PipelineError> {
-        let (restored, _) = restore_partitions(
+        let (restored, stats) = restore_partitions(
             &self.config.kafka,
             &self.config.topics,
             partitions,
@@ -313,6 +358,8 @@ impl Core {
             self.feed.directory_positions(),
         )?;
         self.states.extend(restored);
+        histogram!(telemetry::RESTORE_SECONDS).record(stats.elapsed.as_secs_f64());
+        gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
         Ok(())
     }
 
@@ -321,6 +368,7 @@ impl Core {
         let offset = message.offset();
         self.transactions.ensure_begun()?;
         self.counts.consumed += 1;
+        self.batch.record_time(message.timestamp().to_millis());
         let raw = RawRecord::of(message);
         let outcome = records::activity_record(&raw).and_then(|event| {
             let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
@@ -341,7 +389,10 @@ impl Core {
                     self.restore(&[partition])?;
                 }
                 let state = self.states.get_mut(&partition).expect("restored above");
+                let started = Instant::now();
                 let decision = state::process(&self.tables, state, &event);
+                histogram!(telemetry::DECISION_SECONDS).record(started.elapsed().as_secs_f64());
+                self.batch.decided(&decision);
                 let decided_at = Timestamp::now();
                 let format = self.config.output_format;
                 if let Some(assignment) = output::assignment(&decision, decided_at) {
@@ -416,6 +467,7 @@ impl Core {
         }
         self.transactions.send(record)?;
         self.counts.dead_letters += 1;
+        self.batch.dead_lettered(e.code());
         warn!(partition = message.partition(), offset = message.offset(), code = e.code(), error = %e, "dead-lettered");
         Ok(())
     }
@@ -432,10 +484,12 @@ impl Core {
         match self.transactions.commit(&group) {
             Ok(_) => {
                 self.counts.commits += 1;
+                self.batch.committed();
                 Ok(())
             }
             Err(TxnError::Aborted(e)) => {
                 self.counts.aborts += 1;
+                self.batch.aborted();
                 warn!(error = %e, "transaction aborted; rewinding to committed offsets");
                 self.rewind(consumer)
             }

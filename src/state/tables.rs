@@ -117,7 +117,32 @@ impl Tables {
             .flat_map(|t| t.policies.iter())
     }
 
+    /// How many policies are active, propagating or off at `now` (deleted ones in force are not
+    /// counted).
+    pub fn policy_status_counts(&self, now: Timestamp) -> PolicyStatusCounts {
+        let mut counts = PolicyStatusCounts::default();
+        for versions in self.tenants.values().flat_map(|t| t.policies.values()) {
+            if versions.pending_until(now, self.propagation_delay).is_some() {
+                counts.propagating += 1;
+            } else {
+                match versions.in_force(now, self.propagation_delay) {
+                    Some(p) if p.deleted => {}
+                    Some(p) if p.enabled => counts.active += 1,
+                    _ => counts.off += 1,
+                }
+            }
+        }
+        counts
+    }
+
     pub fn inventory(&self, tenant: &str, product: ProductId) -> Option<&Inventory> {
         self.tenants.get(tenant)?.inventory.get(&product)
     }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyStatusCounts {
+    pub active: usize,
+    pub propagating: usize,
+    pub off: usize,
 }

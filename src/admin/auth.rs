@@ -1,0 +1,408 @@
+//! Bearer tokens in the Microsoft Entra style. A token is accepted when its signature checks out
+//! (RS256 with a key of the configured JWKS, or HS256 with the configured development secret), it is
+//! within `nbf`..`exp`, and its issuer and audience are the configured ones. It then authorizes a
+//! request when its `tid` is the tenant in the path and its `wids` hold the Global Administrator role
+//! template id. Its `oid` is recorded as who made a change.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::problem::Problem;
+
+/// Role template id of the Global Administrator in Microsoft Entra ID.
+pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
+/// Placeholder in a configured issuer that stands for the token's `tid` (multi-tenant apps, whose
+/// issuer is https://login.microsoftonline.com/{tenantid}/v2.0).
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+/// Shortest HS256 secret accepted: 256 bits, as RFC 7518 requires for HS256 keys.
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Tokens longer than this are refused before any parsing.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 60;
+/// A JWKS file is read again when a token names a key it does not hold, at most this often.
+const JWKS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum AuthConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read the JWKS file {path}: {source}")]
+    JwksFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the authenticator is configured with.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// JWKS file with the RS256 verification keys.
+    pub jwks_path: Option<PathBuf>,
+    /// HS256 secret (development).
+    pub hs256_secret: Option<Vec<u8>>,
+    /// Expected `iss`; may contain `{tenantid}`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+}
+
+/// The caller, as its token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: String,
+    pub object_id: String,
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    pub fn is_global_administrator(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(GLOBAL_ADMINISTRATOR))
+    }
+}
+
+/// The claims read from a token (the registered ones are checked by `jsonwebtoken`).
+#[derive(Debug, Deserialize)]
+struct TokenClaims {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    tid: Option<String>,
+    #[serde(default)]
+    oid: Option<String>,
+    #[serde(default)]
+    wids: Option<Vec<String>>,
+}
+
+struct JwksState {
+    path: PathBuf,
+    keys: HashMap<String, DecodingKey>,
+    /// The key to use for tokens without `kid`, when the set holds exactly one key.
+    only: Option<DecodingKey>,
+    read_at: Instant,
+}
+
+pub struct Authenticator {
+    hs256: Option<DecodingKey>,
+    jwks: Option<Mutex<JwksState>>,
+    issuer: String,
+    audiences: Vec<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256.is_some())
+            .field("jwks", &self.jwks.is_some())
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .finish()
+    }
+}
+
+/// Reads a JWKS document, keeping the RSA signature keys and skipping the others.
+fn read_jwks(path: &Path) -> Result<(HashMap<String, DecodingKey>, usize), AuthConfigError> {
+    let text = std::fs::read(path).map_err(|source| AuthConfigError::JwksFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    #[derive(Deserialize)]
+    struct RawSet {
+        keys: Vec<serde_json::Value>,
+    }
+    let raw: RawSet = serde_json::from_slice(&text).map_err(|e| {
+        AuthConfigError::Invalid(format!(
+            "{} is not a JWKS document ({{\"keys\": [...]}}): {e}",
+            path.display()
+        ))
+    })?;
+    let mut keys = HashMap::new();
+    let mut unnamed = 0;
+    for value in raw.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
+            continue;
+        }
+        if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+            continue;
+        }
+        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        match jwk.common.key_id {
+            Some(kid) => {
+                keys.insert(kid, key);
+            }
+            None => {
+                unnamed += 1;
+                keys.insert(String::new(), key);
+            }
+        }
+    }
+    Ok((keys, unnamed))
+}
+
+fn jwks_state(path: &Path) -> Result<JwksState, AuthConfigError> {
+    let (keys, unnamed) = read_jwks(path)?;
+    if keys.is_empty() {
+        return Err(AuthConfigError::Invalid(format!(
+            "{} holds no RSA signature key usable for RS256",
+            path.display()
+        )));
+    }
+    if unnamed > 1 {
+        return Err(AuthConfigError::Invalid(format!(
+            "{} holds {unnamed} keys without a \"kid\": at most one may lack it",
+            path.display()
+        )));
+    }
+    let only = (keys.len() == 1).then(|| keys.values().next().cloned().expect("one key"));
+    Ok(JwksState {
+        path: path.to_owned(),
+        keys,
+        only,
+        read_at: Instant::now(),
+    })
+}
+
+impl JwksState {
+    fn key(&mut self, kid: Option<&str>) -> Option<DecodingKey> {
+        let found = match kid {
+            Some(kid) => self.keys.get(kid).cloned(),
+            None => self.only.clone(),
+        };
+        if found.is_some() || self.read_at.elapsed() < JWKS_RELOAD_INTERVAL {
+            return found;
+        }
+        // An unknown key id: the keys may have rotated since the file was read.
+        self.read_at = Instant::now();
+        match jwks_state(&self.path) {
+            Ok(fresh) => {
+                tracing::info!(path = %self.path.display(), keys = fresh.keys.len(), "reloaded the admin JWKS");
+                *self = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reload the admin JWKS; keeping the keys read before"),
+        }
+        match kid {
+            Some(kid) => self.keys.get(kid).cloned(),
+            None => self.only.clone(),
+        }
+    }
+}
+
+impl Authenticator {
+    pub fn new(settings: AuthSettings) -> Result<Self, AuthConfigError> {
+        if settings.jwks_path.is_none() && settings.hs256_secret.is_none() {
+            return Err(AuthConfigError::Invalid(
+                "no token key is configured (a JWKS file or an HS256 secret)".into(),
+            ));
+        }
+        if settings.issuer.trim().is_empty() {
+            return Err(AuthConfigError::Invalid(
+                "the token issuer (AUTOCLAIM_ADMIN_ISSUER) is required".into(),
+            ));
+        }
+        let audiences: Vec<String> = settings
+            .audiences
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if audiences.is_empty() {
+            return Err(AuthConfigError::Invalid(
+                "the token audience (AUTOCLAIM_ADMIN_AUDIENCE) is required".into(),
+            ));
+        }
+        let hs256 = match settings.hs256_secret {
+            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+                return Err(AuthConfigError::Invalid(format!(
+                    "the HS256 secret is {} bytes; it must be at least {MIN_SECRET_BYTES}",
+                    secret.len()
+                )))
+            }
+            Some(secret) => Some(DecodingKey::from_secret(&secret)),
+            None => None,
+        };
+        let jwks = match settings.jwks_path {
+            Some(path) => Some(Mutex::new(jwks_state(&path)?)),
+            None => None,
+        };
+        Ok(Authenticator {
+            hs256,
+            jwks,
+            issuer: settings.issuer,
+            audiences,
+        })
+    }
+
+    pub fn accepts_hs256(&self) -> bool {
+        self.hs256.is_some()
+    }
+
+    pub fn accepts_rs256(&self) -> bool {
+        self.jwks.is_some()
+    }
+
+    /// Checks the `Authorization` header: who is calling, or why the call is refused (401).
+    pub fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Principal, Problem> {
+        let Some(value) = authorization else {
+            return Err(Problem::missing_token());
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Problem::invalid_token("the Authorization header is not ASCII"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => {
+                return Err(Problem::invalid_token(
+                    "the Authorization header must be: Bearer <JWT>",
+                ))
+            }
+        };
+        if token.is_empty() {
+            return Err(Problem::missing_token());
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Problem::invalid_token("the token is too long"));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Problem::invalid_token("the token is not a well-formed JWT"))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.clone().ok_or_else(|| {
+                Problem::invalid_token("HS256 tokens are not accepted by this server")
+            })?,
+            Algorithm::RS256 => {
+                let jwks = self.jwks.as_ref().ok_or_else(|| {
+                    Problem::invalid_token("RS256 tokens are not accepted by this server")
+                })?;
+                let mut jwks = jwks.lock().unwrap_or_else(|e| e.into_inner());
+                jwks.key(header.kid.as_deref()).ok_or_else(|| {
+                    Problem::invalid_token("the token is signed with an unknown key")
+                })?
+            }
+            other => {
+                return Err(Problem::invalid_token(format!(
+                    "tokens signed with {other:?} are not accepted (RS256 or HS256)"
+                )))
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_audience(&self.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<TokenClaims>(token, &key, &validation).map_err(|e| {
+            Problem::invalid_token(match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+                ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+                ErrorKind::InvalidSignature => "the token's signature is invalid".to_owned(),
+                ErrorKind::InvalidAudience => "the token is for another audience".to_owned(),
+                ErrorKind::InvalidIssuer => "the token is from another issuer".to_owned(),
+                ErrorKind::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+                ErrorKind::InvalidClaimFormat(c) => format!("the token's {c} claim is malformed"),
+                ErrorKind::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
+                _ => "the token is malformed".to_owned(),
+            })
+        })?;
+        let claims = data.claims;
+        let tid = claims
+            .tid
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Problem::invalid_token("the token has no tid claim"))?;
+        let expected_issuer = self.issuer.replace(TENANT_PLACEHOLDER, &tid);
+        if claims.iss.as_deref() != Some(expected_issuer.as_str()) {
+            return Err(Problem::invalid_token("the token is from another issuer"));
+        }
+        let oid = claims
+            .oid
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| Problem::invalid_token("the token has no oid claim"))?;
+        Ok(Principal {
+            tenant_id: tid,
+            object_id: oid,
+            roles: claims.wids.unwrap_or_default(),
+        })
+    }
+}
+
+/// May this caller manage `tenant`? Another tenant or a missing role is a 403 that says nothing about
+/// the tenant asked for.
+pub fn authorize(principal: &Principal, tenant: &str) -> Result<(), Problem> {
+    if principal.tenant_id != tenant {
+        return Err(Problem::forbidden(
+            "the token is not for the tenant in the path",
+        ));
+    }
+    if !principal.is_global_administrator() {
+        return Err(Problem::forbidden(
+            "only a Global Administrator of the tenant may do this",
+        ));
+    }
+    Ok(())
+}
+
+/// The claims of a development token minted by `autoclaim token`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DevClaims {
+    pub iss: String,
+    pub aud: String,
+    pub tid: String,
+    pub oid: String,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub wids: Vec<String>,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+impl DevClaims {
+    /// Claims valid from now for `ttl`.
+    pub fn new(
+        issuer: &str,
+        audience: &str,
+        tenant: &str,
+        object_id: &str,
+        roles: Vec<String>,
+        ttl: Duration,
+    ) -> Self {
+        let now = jsonwebtoken::get_current_timestamp();
+        DevClaims {
+            iss: issuer.replace(TENANT_PLACEHOLDER, tenant),
+            aud: audience.to_owned(),
+            tid: tenant.to_owned(),
+            oid: object_id.to_owned(),
+            wids: roles,
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl.as_secs()),
+        }
+    }
+}
+
+/// Signs claims with an HS256 secret.
+pub fn mint_hs256<C: Serialize>(secret: &[u8], claims: &C) -> Result<String, AuthConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(AuthConfigError::Invalid(format!(
+            "the HS256 secret is {} bytes; it must be at least {MIN_SECRET_BYTES}",
+            secret.len()
+        )));
+    }
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("JWT".into());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret))
+        .map_err(|e| AuthConfigError::Invalid(format!("cannot sign the token: {e}")))
+}

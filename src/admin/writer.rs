@@ -1,0 +1,137 @@
+//! Where the admin API's changes go: the policies topic, keyed `<tenant>/settings` or
+//! `<tenant>/policy/<policyId>`, through an idempotent producer that waits for every in-sync replica.
+//! Behind a trait so that tests can run the API without a broker.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use thiserror::Error;
+
+use crate::pipeline::clients::{self, QuietContext};
+use crate::pipeline::config::{KafkaArgs, Topics};
+use crate::wire::{codec, pb, Format};
+
+/// How long a write may wait for the brokers' acknowledgement before it is reported as failed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One record for the policies topic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TableWrite {
+    Settings(pb::TenantSettings),
+    Policy(pb::Policy),
+}
+
+impl TableWrite {
+    /// The record's key: the entity it is a version of.
+    pub fn key(&self) -> String {
+        match self {
+            TableWrite::Settings(s) => format!("{}/settings", s.tenant_id),
+            TableWrite::Policy(p) => format!("{}/policy/{}", p.tenant_id, p.policy_id),
+        }
+    }
+
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        match self {
+            TableWrite::Settings(s) => codec::encode(s, format),
+            TableWrite::Policy(p) => codec::encode(p, format),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("the policies topic did not acknowledge the change: {0}")]
+    NotAcknowledged(String),
+}
+
+pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send + 'a>>;
+
+/// Writes one version and resolves once it is durably stored (or has failed).
+pub trait PolicyWriter: Send + Sync {
+    fn write(&self, record: TableWrite) -> WriteFuture<'_>;
+}
+
+/// The Kafka writer: acks=all, idempotent, JSON with its content-type header.
+pub struct KafkaPolicyWriter {
+    producer: FutureProducer<QuietContext>,
+    topic: String,
+    format: Format,
+}
+
+impl KafkaPolicyWriter {
+    pub fn new(kafka: &KafkaArgs, topics: &Topics) -> Result<Self, rdkafka::error::KafkaError> {
+        let mut config = clients::idempotent_producer(kafka);
+        config
+            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
+            .set("linger.ms", "0");
+        Ok(KafkaPolicyWriter {
+            producer: config.create_with_context(QuietContext)?,
+            topic: topics.policies.clone(),
+            format: Format::Json,
+        })
+    }
+}
+
+impl PolicyWriter for KafkaPolicyWriter {
+    fn write(&self, record: TableWrite) -> WriteFuture<'_> {
+        Box::pin(async move {
+            let key = record.key();
+            let value = record.encode(self.format);
+            let headers = OwnedHeaders::new().insert(Header {
+                key: codec::CONTENT_TYPE_HEADER,
+                value: Some(self.format.content_type()),
+            });
+            let message = FutureRecord::to(&self.topic)
+                .key(key.as_str())
+                .payload(value.as_slice())
+                .headers(headers);
+            self.producer
+                .send(message, WRITE_TIMEOUT)
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| WriteError::NotAcknowledged(e.to_string()))
+        })
+    }
+}
+
+/// An in-memory writer for tests: keeps what was written, and can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemoryWriter {
+    writes: Mutex<Vec<TableWrite>>,
+    failing: AtomicBool,
+}
+
+impl MemoryWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every write so far, in order.
+    pub fn writes(&self) -> Vec<TableWrite> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes later writes fail (as an unreachable cluster would) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+}
+
+impl PolicyWriter for MemoryWriter {
+    fn write(&self, record: TableWrite) -> WriteFuture<'_> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(WriteError::NotAcknowledged("the test writer is failing".into()));
+            }
+            self.writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(record);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! What the processing loop reports. Counts of a batch are kept locally and published only when its
+//! transaction commits, so the exported counters describe committed work and the hot path does no
+//! label lookups.
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, histogram};
+
+use crate::domain::activity::ActivityKind;
+use crate::domain::catalog::Catalog;
+use crate::domain::decision::{Decision, FailureReason, Ineligibility, Outcome};
+use crate::telemetry;
+
+fn kind_label(kind: ActivityKind) -> &'static str {
+    match kind {
+        ActivityKind::CloudFlowSaved => "cloud_flow_saved",
+        ActivityKind::CloudFlowTriggered => "cloud_flow_triggered",
+        ActivityKind::CloudFlowTurnedOn => "cloud_flow_turned_on",
+        ActivityKind::LicenseRequested => "license_requested",
+        ActivityKind::GoPremiumSelected => "go_premium_selected",
+        ActivityKind::PremiumTrialRpaUsed => "premium_trial_rpa_used",
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Assigned(_) => "assigned",
+        Outcome::AlreadyEntitled => "already_entitled",
+        Outcome::NotRequired => "not_required",
+        Outcome::OutOfScope => "out_of_scope",
+        Outcome::AutoclaimOff => "autoclaim_off",
+        Outcome::NoPolicy => "no_policy",
+        Outcome::NotEligible(Ineligibility::AccountDisabled) => "not_eligible_account_disabled",
+        Outcome::NotEligible(Ineligibility::Guest) => "not_eligible_guest",
+        Outcome::NotEligible(Ineligibility::UnknownUser) => "not_eligible_unknown_user",
+        Outcome::Failed(_) => "failed",
+    }
+}
+
+fn failure_label(reason: FailureReason) -> &'static str {
+    match reason {
+        FailureReason::NoLicensesAvailable => "no_licenses_available",
+        FailureReason::UsageLocationMissing => "usage_location_missing",
+    }
+}
+
+/// Counts of the open batch.
+#[derive(Default)]
+pub struct BatchMetrics {
+    events: HashMap<(&'static str, &'static str), u64>,
+    assignments: HashMap<&'static str, u64>,
+    failures: HashMap<&'static str, u64>,
+    dead_letters: HashMap<&'static str, u64>,
+    /// Kafka timestamps (ms) of the batch's records, for event-to-commit latency.
+    record_times: Vec<i64>,
+}
+
+impl BatchMetrics {
+    pub fn decided(&mut self, decision: &Decision) {
+        *self
+            .events
+            .entry((kind_label(decision.trigger_kind), outcome_label(&decision.outcome)))
+            .or_default() += 1;
+        match &decision.outcome {
+            Outcome::Assigned(a) => {
+                *self
+                    .assignments
+                    .entry(Catalog::product(a.product).key)
+                    .or_default() += 1
+            }
+            Outcome::Failed(f) => *self.failures.entry(failure_label(f.reason)).or_default() += 1,
+            _ => {}
+        }
+    }
+
+    pub fn dead_lettered(&mut self, code: &'static str) {
+        *self.dead_letters.entry(code).or_default() += 1;
+    }
+
+    pub fn record_time(&mut self, kafka_timestamp_ms: Option<i64>) {
+        if let Some(t) = kafka_timestamp_ms {
+            self.record_times.push(t);
+        }
+    }
+
+    /// Publishes the batch's counts: its transaction committed.
+    pub fn committed(&mut self) {
+        for ((kind, outcome), n) in self.events.drain() {
+            counter!(telemetry::EVENTS, "kind" => kind, "outcome" => outcome).increment(n);
+        }
+        for (product, n) in self.assignments.drain() {
+            counter!(telemetry::ASSIGNMENTS, "product" => product).increment(n);
+        }
+        for (reason, n) in self.failures.drain() {
+            counter!(telemetry::FAILURES, "reason" => reason).increment(n);
+        }
+        for (reason, n) in self.dead_letters.drain() {
+            counter!(telemetry::DEAD_LETTERS, "reason" => reason).increment(n);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as i64;
+        let latency = histogram!(telemetry::EVENT_TO_COMMIT_SECONDS);
+        for t in self.record_times.drain(..) {
+            latency.record((now_ms - t).max(0) as f64 / 1000.0);
+        }
+        counter!(telemetry::TRANSACTIONS, "result" => "committed").increment(1);
+    }
+
+    /// Forgets the batch's counts: its transaction was aborted and will be redone.
+    pub fn aborted(&mut self) {
+        *self = BatchMetrics::default();
+        counter!(telemetry::TRANSACTIONS, "result" => "aborted").increment(1);
+    }
+}
+
+/// Per-partition consumer lag from librdkafka's statistics.
+pub fn record_lag(stats: &rdkafka::Statistics, topic: &str) {
+    let Some(t) = stats.topics.get(topic) else {
+        return;
+    };
+    for (partition, p) in &t.partitions {
+        if *partition >= 0 && p.consumer_lag >= 0 {
+            gauge!(telemetry::CONSUMER_LAG, "partition" => partition.to_string())
+                .set(p.consumer_lag as f64);
+        }
+    }
+}

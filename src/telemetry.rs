@@ -1,0 +1,80 @@
+//! Metrics: every name in one place, following Prometheus conventions (an `autoclaim_` prefix, base
+//! units, `_total` for counters, no user ids as labels), and the exporter that serves them.
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Activity records decided in committed transactions, by event kind and outcome.
+pub const EVENTS: &str = "autoclaim_events_total";
+/// Licence assignments published, by product.
+pub const ASSIGNMENTS: &str = "autoclaim_assignments_total";
+/// Claims that could not be fulfilled, by reason.
+pub const FAILURES: &str = "autoclaim_failures_total";
+/// Input records sent to the dead-letter topic, by reason code.
+pub const DEAD_LETTERS: &str = "autoclaim_dead_letters_total";
+/// Time the engine takes to decide one event.
+pub const DECISION_SECONDS: &str = "autoclaim_decision_duration_seconds";
+/// From the activity record's Kafka timestamp to the commit of the transaction that carried it.
+pub const EVENT_TO_COMMIT_SECONDS: &str = "autoclaim_event_to_commit_seconds";
+/// Transactions, by result (committed, aborted).
+pub const TRANSACTIONS: &str = "autoclaim_transactions_total";
+/// Records between the consumer's position and the end of each owned partition.
+pub const CONSUMER_LAG: &str = "autoclaim_consumer_lag_records";
+/// Policies known, by status (active, propagating, off).
+pub const POLICIES: &str = "autoclaim_policies";
+/// Seconds since a table record (policies, inventory, directory) was last applied.
+pub const TABLES_AGE: &str = "autoclaim_tables_last_update_age_seconds";
+/// Table records applied or rejected, by table and result.
+pub const TABLE_RECORDS: &str = "autoclaim_table_records_total";
+/// Activity partitions this instance owns.
+pub const PARTITIONS_OWNED: &str = "autoclaim_partitions_owned";
+/// Time to rebuild the state of newly assigned partitions.
+pub const RESTORE_SECONDS: &str = "autoclaim_state_restore_duration_seconds";
+/// Users tracked in the state of owned partitions.
+pub const TRACKED_USERS: &str = "autoclaim_tracked_users";
+
+/// Every metric the service exports (the Grafana dashboard may query only these).
+pub const ALL: &[&str] = &[
+    EVENTS,
+    ASSIGNMENTS,
+    FAILURES,
+    DEAD_LETTERS,
+    DECISION_SECONDS,
+    EVENT_TO_COMMIT_SECONDS,
+    TRANSACTIONS,
+    CONSUMER_LAG,
+    POLICIES,
+    TABLES_AGE,
+    TABLE_RECORDS,
+    PARTITIONS_OWNED,
+    RESTORE_SECONDS,
+    TRACKED_USERS,
+];
+
+/// Installs the Prometheus recorder for this process and returns the handle that renders it.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let latency = [
+        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .install_recorder()
+}
+
+/// Describes every metric once (HELP lines).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS, "Activity records decided in committed transactions, by kind and outcome.");
+    describe_counter!(ASSIGNMENTS, "Licence assignments published, by product.");
+    describe_counter!(FAILURES, "Claims that could not be fulfilled, by reason.");
+    describe_counter!(DEAD_LETTERS, "Input records dead-lettered, by reason code.");
+    describe_histogram!(DECISION_SECONDS, Unit::Seconds, "Time to decide one event.");
+    describe_histogram!(EVENT_TO_COMMIT_SECONDS, Unit::Seconds, "Activity record timestamp to transaction commit.");
+    describe_counter!(TRANSACTIONS, "Transactions by result.");
+    describe_gauge!(CONSUMER_LAG, "Records behind the end of each owned activity partition.");
+    describe_gauge!(POLICIES, "Policies by status.");
+    describe_gauge!(TABLES_AGE, Unit::Seconds, "Seconds since a table record was last applied.");
+    describe_counter!(TABLE_RECORDS, "Table records applied or rejected, by table.");
+    describe_gauge!(PARTITIONS_OWNED, "Activity partitions owned by this instance.");
+    describe_histogram!(RESTORE_SECONDS, Unit::Seconds, "Time to restore the state of assigned partitions.");
+    describe_gauge!(TRACKED_USERS, "Users tracked in owned partitions' state.");
+}
