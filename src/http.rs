@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use metrics_exporter_prometheus::PrometheusHandle;
 use axum::routing::get;
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::pipeline::processor::Health;
 
@@ -20,12 +20,7 @@ pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
             "/metrics",
             get(move || {
                 let body = metrics.render();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        body,
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         )
 }
@@ -48,6 +43,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, router, shutdown).await
+}
+
+/// Serves on a bound listener until `shutdown` completes.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -46,7 +46,11 @@ pub fn run(
         publisher.flush(Duration::from_secs(60))?;
     }
     let started = Instant::now();
-    let limit = if options.events == 0 { usize::MAX } else { options.events };
+    let limit = if options.events == 0 {
+        usize::MAX
+    } else {
+        options.events
+    };
     for (i, event) in scenario.activity(limit).enumerate() {
         if stop() {
             break;

@@ -34,9 +34,36 @@ enum Command {
     Run {
         #[command(flatten)]
         config: RunConfig,
+        #[command(flatten)]
+        admin_api: autoclaim::admin::AdminArgs,
         /// Log as JSON lines.
         #[arg(long, env = "AUTOCLAIM_LOG_JSON")]
         log_json: bool,
+    },
+    /// Licences assigned by each policy of a tenant in the last 1, 7, 30 or 90 days, read from the
+    /// assignments topic (works without the admin API).
+    Report(autoclaim::admin::cli::ReportArgs),
+    /// Mint a development token for the admin API, signed with its HS256 secret.
+    Token(autoclaim::admin::cli::TokenArgs),
+    /// The whole pipeline on an embedded broker, with no set-up: publishes a realistic workload,
+    /// processes it and prints what happened.
+    Demo {
+        /// Activity events to publish.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        /// Seed of the workload (the same seed gives the same workload).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 40)]
+        tenants: usize,
+        #[arg(long, default_value_t = 50)]
+        users_per_tenant: usize,
+        /// Propagation delay of settings and policy changes.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        propagation_delay: Duration,
+        /// Where /metrics is served while the demo runs.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http_addr: std::net::SocketAddr,
     },
     /// Create the topics the processor uses, with their partitions and configs (compaction for the
     /// tables, retention for the outputs); existing topics are left as they are.
@@ -131,9 +158,35 @@ fn init_logging(json: bool) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config, log_json } => {
+        Command::Run {
+            config,
+            admin_api,
+            log_json,
+        } => {
             init_logging(log_json);
-            run_service(config)
+            run_service(config, admin_api)
+        }
+        Command::Report(args) => autoclaim::admin::cli::report_command(args),
+        Command::Token(args) => autoclaim::admin::cli::token_command(args),
+        Command::Demo {
+            events,
+            seed,
+            tenants,
+            users_per_tenant,
+            propagation_delay,
+            http_addr,
+        } => {
+            let options = autoclaim::demo::DemoOptions {
+                events,
+                seed,
+                tenants,
+                users_per_tenant,
+                partitions: 3,
+                propagation_delay,
+                http_addr,
+            };
+            autoclaim::demo::run(&options, &mut io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::CreateTopics {
             kafka,
@@ -171,7 +224,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 let stop = Arc::clone(&stop);
                 std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
                     if let Ok(rt) = runtime {
                         rt.block_on(shutdown_signal());
                         stop.store(true, Ordering::Relaxed);
@@ -190,7 +245,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 skip_tables,
                 format,
             };
-            let report = autoclaim::loadgen::run(&kafka, &topics, &options, &|| stop.load(Ordering::Relaxed))?;
+            let report = autoclaim::loadgen::run(&kafka, &topics, &options, &|| {
+                stop.load(Ordering::Relaxed)
+            })?;
             eprintln!(
                 "loadgen: {} table records, {} events in {:.1}s ({:.0} events/s)",
                 report.table_records,
@@ -259,7 +316,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `autoclaim run`: the processing loop on its own thread, HTTP and signals on the async runtime.
-fn run_service(config: RunConfig) -> anyhow::Result<ExitCode> {
+fn run_service(
+    config: RunConfig,
+    admin_api: autoclaim::admin::AdminArgs,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -279,6 +339,13 @@ fn run_service(config: RunConfig) -> anyhow::Result<ExitCode> {
     }
     let metrics = autoclaim::telemetry::install().context("cannot install the metrics recorder")?;
     autoclaim::telemetry::describe();
+    // The admin API refuses a partial or invalid configuration before anything starts.
+    let admin_api = autoclaim::admin::AdminService::start(
+        &admin_api,
+        &config.kafka,
+        &config.topics,
+        config.propagation_delay,
+    )?;
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -295,7 +362,10 @@ fn run_service(config: RunConfig) -> anyhow::Result<ExitCode> {
             .context("cannot start the pipeline thread")?
     };
 
-    let router = autoclaim::http::router(Arc::clone(&health), metrics);
+    let mut router = autoclaim::http::router(Arc::clone(&health), metrics);
+    if let Some(admin_api) = &admin_api {
+        router = router.merge(admin_api.router());
+    }
     let stop_on_signal = Arc::clone(&stop);
     runtime.block_on(async move {
         let shutdown = async move {

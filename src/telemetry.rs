@@ -63,18 +63,42 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 /// Describes every metric once (HELP lines).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(EVENTS, "Activity records decided in committed transactions, by kind and outcome.");
+    describe_counter!(
+        EVENTS,
+        "Activity records decided in committed transactions, by kind and outcome."
+    );
     describe_counter!(ASSIGNMENTS, "Licence assignments published, by product.");
     describe_counter!(FAILURES, "Claims that could not be fulfilled, by reason.");
     describe_counter!(DEAD_LETTERS, "Input records dead-lettered, by reason code.");
     describe_histogram!(DECISION_SECONDS, Unit::Seconds, "Time to decide one event.");
-    describe_histogram!(EVENT_TO_COMMIT_SECONDS, Unit::Seconds, "Activity record timestamp to transaction commit.");
+    describe_histogram!(
+        EVENT_TO_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Activity record timestamp to transaction commit."
+    );
     describe_counter!(TRANSACTIONS, "Transactions by result.");
-    describe_gauge!(CONSUMER_LAG, "Records behind the end of each owned activity partition.");
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records behind the end of each owned activity partition."
+    );
     describe_gauge!(POLICIES, "Policies by status.");
-    describe_gauge!(TABLES_AGE, Unit::Seconds, "Seconds since a table record was last applied.");
-    describe_counter!(TABLE_RECORDS, "Table records applied or rejected, by table.");
-    describe_gauge!(PARTITIONS_OWNED, "Activity partitions owned by this instance.");
-    describe_histogram!(RESTORE_SECONDS, Unit::Seconds, "Time to restore the state of assigned partitions.");
+    describe_gauge!(
+        TABLES_AGE,
+        Unit::Seconds,
+        "Seconds since a table record was last applied."
+    );
+    describe_counter!(
+        TABLE_RECORDS,
+        "Table records applied or rejected, by table."
+    );
+    describe_gauge!(
+        PARTITIONS_OWNED,
+        "Activity partitions owned by this instance."
+    );
+    describe_histogram!(
+        RESTORE_SECONDS,
+        Unit::Seconds,
+        "Time to restore the state of assigned partitions."
+    );
     describe_gauge!(TRACKED_USERS, "Users tracked in owned partitions' state.");
 }

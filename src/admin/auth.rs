@@ -193,7 +193,9 @@ impl JwksState {
                 tracing::info!(path = %self.path.display(), keys = fresh.keys.len(), "reloaded the admin JWKS");
                 *self = fresh;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reload the admin JWKS; keeping the keys read before"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the admin JWKS; keeping the keys read before")
+            }
         }
         match kid {
             Some(kid) => self.keys.get(kid).cloned(),
@@ -314,7 +316,9 @@ impl Authenticator {
                 ErrorKind::InvalidIssuer => "the token is from another issuer".to_owned(),
                 ErrorKind::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
                 ErrorKind::InvalidClaimFormat(c) => format!("the token's {c} claim is malformed"),
-                ErrorKind::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
+                ErrorKind::InvalidAlgorithm => {
+                    "the token's algorithm does not match its key".into()
+                }
                 _ => "the token is malformed".to_owned(),
             })
         })?;

@@ -142,7 +142,8 @@ impl AdminView {
 
     fn tenant_mut(&mut self, tenant: &str) -> &mut TenantView {
         if !self.tenants.contains_key(tenant) {
-            self.tenants.insert(tenant.to_owned(), TenantView::default());
+            self.tenants
+                .insert(tenant.to_owned(), TenantView::default());
         }
         self.tenants.get_mut(tenant).expect("inserted above")
     }
@@ -293,12 +294,21 @@ impl AdminView {
     }
 
     /// A policy as an admin sees it; `None` when unknown or when its deletion is in force.
-    pub fn policy_state(&self, tenant: &str, policy_id: &str, now: Timestamp) -> Option<PolicyState<'_>> {
+    pub fn policy_state(
+        &self,
+        tenant: &str,
+        policy_id: &str,
+        now: Timestamp,
+    ) -> Option<PolicyState<'_>> {
         let versions = self.tenants.get(tenant)?.policies.get(policy_id)?;
         self.state_of(versions, now)
     }
 
-    fn state_of<'a>(&self, versions: &'a Versioned<Policy>, now: Timestamp) -> Option<PolicyState<'a>> {
+    fn state_of<'a>(
+        &self,
+        versions: &'a Versioned<Policy>,
+        now: Timestamp,
+    ) -> Option<PolicyState<'a>> {
         let (changed_at, latest) = versions.latest()?;
         let effective_at = changed_at.saturating_add(self.propagation_delay);
         let status = if effective_at > now {
@@ -330,7 +340,8 @@ impl AdminView {
             .filter_map(|versions| self.state_of(versions, now))
             .collect();
         out.sort_by(|a, b| {
-            (a.latest.created_at, &a.latest.policy_id).cmp(&(b.latest.created_at, &b.latest.policy_id))
+            (a.latest.created_at, &a.latest.policy_id)
+                .cmp(&(b.latest.created_at, &b.latest.policy_id))
         });
         out
     }

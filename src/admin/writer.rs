@@ -112,7 +112,10 @@ impl MemoryWriter {
 
     /// Every write so far, in order.
     pub fn writes(&self) -> Vec<TableWrite> {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Makes later writes fail (as an unreachable cluster would) or succeed again.
@@ -125,7 +128,9 @@ impl PolicyWriter for MemoryWriter {
     fn write(&self, record: TableWrite) -> WriteFuture<'_> {
         Box::pin(async move {
             if self.failing.load(Ordering::Relaxed) {
-                return Err(WriteError::NotAcknowledged("the test writer is failing".into()));
+                return Err(WriteError::NotAcknowledged(
+                    "the test writer is failing".into(),
+                ));
             }
             self.writes
                 .lock()

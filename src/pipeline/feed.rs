@@ -179,6 +179,18 @@ impl TableFeed {
                     Table::Inventory => records::inventory_record(&raw)
                         .map(|u| u.map_or((), |u| apply_table_update(tables, u))),
                 };
+                let table = match reader.table {
+                    Table::Policies => "policies",
+                    Table::Inventory => "inventory",
+                    Table::Directory => "directory",
+                };
+                let outcome = if result.is_ok() {
+                    "applied"
+                } else {
+                    "rejected"
+                };
+                metrics::counter!(crate::telemetry::TABLE_RECORDS, "table" => table, "result" => outcome)
+                    .increment(1);
                 match result {
                     Ok(()) => self.counts.applied += 1,
                     Err(e) => {

@@ -59,7 +59,10 @@ impl BatchMetrics {
     pub fn decided(&mut self, decision: &Decision) {
         *self
             .events
-            .entry((kind_label(decision.trigger_kind), outcome_label(&decision.outcome)))
+            .entry((
+                kind_label(decision.trigger_kind),
+                outcome_label(&decision.outcome),
+            ))
             .or_default() += 1;
         match &decision.outcome {
             Outcome::Assigned(a) => {

@@ -64,9 +64,14 @@ pub struct Health {
 #[derive(Debug)]
 enum PartitionEvent {
     Assigned(Vec<i32>),
-    Revoked { partitions: Vec<i32>, lost: bool },
+    Revoked {
+        partitions: Vec<i32>,
+        lost: bool,
+    },
     /// The open transaction was committed (or aborted) inside the revocation callback.
-    BatchEnded { committed: bool },
+    BatchEnded {
+        committed: bool,
+    },
 }
 
 struct RebalanceContext {
@@ -295,7 +300,11 @@ impl Core {
         self.last_gauges = Instant::now();
         gauge!(telemetry::TABLES_AGE).set(self.feed.since_last_update().as_secs_f64());
         gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
-        let users: usize = self.states.values().map(PartitionState::tracked_users).sum();
+        let users: usize = self
+            .states
+            .values()
+            .map(PartitionState::tracked_users)
+            .sum();
         gauge!(telemetry::TRACKED_USERS).set(users as f64);
         let counts = self.tables.policy_status_counts(Timestamp::now());
         gauge!(telemetry::POLICIES, "status" => "active").set(counts.active as f64);

@@ -122,7 +122,10 @@ impl Tables {
     pub fn policy_status_counts(&self, now: Timestamp) -> PolicyStatusCounts {
         let mut counts = PolicyStatusCounts::default();
         for versions in self.tenants.values().flat_map(|t| t.policies.values()) {
-            if versions.pending_until(now, self.propagation_delay).is_some() {
+            if versions
+                .pending_until(now, self.propagation_delay)
+                .is_some()
+            {
                 counts.propagating += 1;
             } else {
                 match versions.in_force(now, self.propagation_delay) {

@@ -1,0 +1,178 @@
+//! The admin API of `autoclaim run`: what a tenant's Global Administrator does in the admin center
+//! (turn autoclaim on or off, manage policies, read the report), over authenticated HTTP.
+//!
+//! - [`auth`]: bearer JWTs in the Microsoft Entra style (RS256 from a JWKS file, HS256 for
+//!   development), 401 for a bad token and 403 for another tenant or role;
+//! - [`view`]: the API's own view of the policies, inventory and assignments topics, fed by
+//!   [`feed`] on a thread of its own;
+//! - [`writer`]: changes go to the policies topic (idempotent producer, acks from all in-sync
+//!   replicas) and take effect after the propagation delay, like every other change;
+//! - [`api`]: routes, validation and problem details ([`problem`]);
+//! - [`report`] and [`cli`]: the report, and the `autoclaim report` and `autoclaim token` commands.
+//!
+//! The API is on when a token key is configured and off otherwise: it never runs open.
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod feed;
+pub mod problem;
+pub mod report;
+pub mod view;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use clap::Args;
+
+use crate::pipeline::config::{KafkaArgs, Topics};
+use auth::{AuthConfigError, AuthSettings, Authenticator};
+
+/// Configuration of the admin API, from flags and `AUTOCLAIM_ADMIN_*` environment variables.
+#[derive(Args, Clone, Debug)]
+pub struct AdminArgs {
+    /// Admin API: JWKS file whose RSA keys verify RS256 tokens (for Microsoft Entra ID, the document
+    /// at your tenant's jwks_uri, saved to a file and refreshed by your deployment; it is read again
+    /// when a token names a key it does not hold). URLs are not supported.
+    #[arg(long = "admin-jwks", env = "AUTOCLAIM_ADMIN_JWKS")]
+    pub jwks: Option<String>,
+    /// Admin API: HS256 secret of development tokens (`autoclaim token`), at least 32 bytes. Prefer
+    /// the environment variable: command lines are visible to other users of the machine.
+    #[arg(
+        long = "admin-hs256-secret",
+        env = "AUTOCLAIM_ADMIN_HS256_SECRET",
+        hide_env_values = true
+    )]
+    pub hs256_secret: Option<String>,
+    /// Admin API: the tokens' expected issuer (`iss`); `{tenantid}` stands for the token's tenant,
+    /// e.g. https://login.microsoftonline.com/{tenantid}/v2.0.
+    #[arg(long = "admin-issuer", env = "AUTOCLAIM_ADMIN_ISSUER")]
+    pub issuer: Option<String>,
+    /// Admin API: accepted audiences (`aud`), comma-separated.
+    #[arg(
+        long = "admin-audience",
+        env = "AUTOCLAIM_ADMIN_AUDIENCE",
+        value_delimiter = ','
+    )]
+    pub audience: Vec<String>,
+    /// Admin API: policies a tenant may have (deleted ones not counted).
+    #[arg(
+        long = "admin-max-policies",
+        env = "AUTOCLAIM_ADMIN_MAX_POLICIES",
+        default_value_t = api::DEFAULT_MAX_POLICIES
+    )]
+    pub max_policies: usize,
+}
+
+impl AdminArgs {
+    /// The authenticator's settings; `None` when no key is configured (the API is then off).
+    /// Partial configuration is an error, so that a typo does not silently turn the API off.
+    pub fn auth_settings(&self) -> Result<Option<AuthSettings>, AuthConfigError> {
+        let nonempty = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).cloned();
+        let jwks = nonempty(&self.jwks);
+        let secret = nonempty(&self.hs256_secret);
+        let issuer = nonempty(&self.issuer);
+        let audiences: Vec<String> = self
+            .audience
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if jwks.is_none() && secret.is_none() {
+            if issuer.is_some() || !audiences.is_empty() {
+                return Err(AuthConfigError::Invalid(
+                    "the admin API's issuer or audience is set but no token key is: set \
+                     AUTOCLAIM_ADMIN_JWKS or AUTOCLAIM_ADMIN_HS256_SECRET (the API never runs open)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if let Some(url) = jwks
+            .as_deref()
+            .filter(|j| j.starts_with("http://") || j.starts_with("https://"))
+        {
+            return Err(AuthConfigError::Invalid(format!(
+                "AUTOCLAIM_ADMIN_JWKS={url}: JWKS URLs are not supported by this build; save the \
+                 document to a file (e.g. curl -fsSo jwks.json {url}) and give its path"
+            )));
+        }
+        Ok(Some(AuthSettings {
+            jwks_path: jwks.map(PathBuf::from),
+            hs256_secret: secret.map(String::into_bytes),
+            issuer: issuer.unwrap_or_default(),
+            audiences,
+        }))
+    }
+}
+
+/// The running admin API: its routes and the feed thread behind them.
+pub struct AdminService {
+    router: Router,
+    stop: Arc<AtomicBool>,
+    feed: Option<JoinHandle<()>>,
+}
+
+impl AdminService {
+    /// Starts the admin API if a token key is configured (`None` otherwise); fails on a partial or
+    /// invalid configuration rather than run open.
+    pub fn start(
+        args: &AdminArgs,
+        kafka: &KafkaArgs,
+        topics: &Topics,
+        propagation_delay: Duration,
+    ) -> anyhow::Result<Option<AdminService>> {
+        let Some(settings) = args.auth_settings().context("admin API")? else {
+            tracing::warn!(
+                "admin API off: no token key configured (AUTOCLAIM_ADMIN_JWKS or AUTOCLAIM_ADMIN_HS256_SECRET)"
+            );
+            return Ok(None);
+        };
+        let issuer = settings.issuer.clone();
+        let audiences = settings.audiences.clone();
+        let auth = Authenticator::new(settings).context("admin API")?;
+        let writer = writer::KafkaPolicyWriter::new(kafka, topics)
+            .context("admin API: cannot create the policies producer")?;
+        let view = view::SharedView::new(view::AdminView::new(propagation_delay));
+        let stop = Arc::new(AtomicBool::new(false));
+        let feed = feed::spawn(
+            kafka.clone(),
+            topics.clone(),
+            view.clone(),
+            Arc::clone(&stop),
+        )
+        .context("admin API: cannot start the feed thread")?;
+        tracing::info!(
+            issuer,
+            ?audiences,
+            rs256 = auth.accepts_rs256(),
+            hs256 = auth.accepts_hs256(),
+            "admin API on"
+        );
+        let state = api::AdminState::new(view, Arc::new(writer), auth, args.max_policies);
+        Ok(Some(AdminService {
+            router: api::router(state),
+            stop,
+            feed: Some(feed),
+        }))
+    }
+
+    /// The routes, to merge into the service's router.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+}
+
+impl Drop for AdminService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(feed) = self.feed.take() {
+            let _ = feed.join();
+        }
+    }
+}
