@@ -10,4 +10,5 @@ pub mod replay;
 pub mod scenario;
 pub mod state;
 pub mod telemetry;
+pub mod verify;
 pub mod wire;

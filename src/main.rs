@@ -121,6 +121,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: autoclaim::wire::Format,
     },
+    /// Check what the processor wrote, read back with read_committed: duplicate or over-assigned
+    /// licences, records neither processed nor dead-lettered, dead letters, and (with
+    /// --compare-replay) outputs against a replay of the inputs. Exits with 1 if a problem is found.
+    Verify(autoclaim::verify::VerifyArgs),
     /// Apply input records (JSON lines of ReplayRecord) in order and print one Decision a line.
     /// Exits with 1 if any line was rejected (each is reported on stderr with its line number).
     Replay {
@@ -167,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_service(config, admin_api)
         }
         Command::Report(args) => autoclaim::admin::cli::report_command(args),
+        Command::Verify(args) => autoclaim::verify::command(args),
         Command::Token(args) => autoclaim::admin::cli::token_command(args),
         Command::Demo {
             events,

@@ -94,13 +94,21 @@ impl Replayer {
         mut errors: impl Write,
     ) -> std::io::Result<ReplaySummary> {
         let mut summary = ReplaySummary::default();
-        for (index, line) in input.lines().enumerate() {
-            let line = line?;
-            summary.lines += 1;
-            if line.trim().is_empty() {
-                continue;
+        let mut input = input;
+        let mut buffer = Vec::new();
+        for index in 0.. {
+            buffer.clear();
+            if input.read_until(b'\n', &mut buffer)? == 0 {
+                break;
             }
-            match self.apply_line(&line) {
+            summary.lines += 1;
+            // A line that is not UTF-8 is one bad line, not the end of the run.
+            let result = match std::str::from_utf8(&buffer) {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => self.apply_line(line.trim_end_matches(['\n', '\r'])),
+                Err(e) => Err(WireError::field("line", format!("is not UTF-8: {e}"))),
+            };
+            match result {
                 Ok(Some(decision)) => {
                     summary.decisions += 1;
                     serde_json::to_writer(&mut out, &decision)?;

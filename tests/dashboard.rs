@@ -21,21 +21,9 @@ const HISTOGRAMS: &[&str] = &[
     telemetry::RESTORE_SECONDS,
 ];
 
-/// Label names a query may group or match by: those the service puts on its metrics (see the docs
-/// of `src/telemetry.rs`), `le` of histogram buckets, and the target labels Prometheus adds.
-const LABELS: &[&str] = &[
-    "kind",
-    "outcome",
-    "product",
-    "reason",
-    "result",
-    "partition",
-    "status",
-    "table",
-    "le",
-    "instance",
-    "job",
-];
+/// Labels every series has without the service setting them: Prometheus' target labels, and `le`
+/// of histogram buckets (checked separately).
+const TARGET_LABELS: &[&str] = &["instance", "job"];
 
 /// PromQL functions and aggregation operators.
 const FUNCTIONS: &[&str] = &[
@@ -108,6 +96,99 @@ fn read(path: &str) -> String {
 
 fn dashboard() -> Value {
     serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
+}
+
+/// The labels the service puts on each metric, read from its source: every
+/// `counter!/gauge!/histogram!(telemetry::NAME, "label" => value, ...)` under `src/`.
+struct Schema {
+    labels: BTreeMap<&'static str, BTreeSet<String>>,
+}
+
+impl Schema {
+    fn load() -> Schema {
+        // Constant names to metric names, from src/telemetry.rs.
+        let mut names = BTreeMap::new();
+        for line in read("src/telemetry.rs").lines() {
+            let Some(rest) = line.trim().strip_prefix("pub const ") else {
+                continue;
+            };
+            let Some((ident, value)) = rest.split_once(": &str = \"") else {
+                continue;
+            };
+            let value = value.trim_end_matches("\";");
+            let metric = telemetry::ALL
+                .iter()
+                .find(|m| **m == value)
+                .unwrap_or_else(|| panic!("telemetry::{ident} = {value:?} is not in ALL"));
+            names.insert(ident.to_owned(), *metric);
+        }
+        assert_eq!(
+            names.len(),
+            telemetry::ALL.len(),
+            "every metric of ALL has a constant"
+        );
+        let mut labels: BTreeMap<&'static str, BTreeSet<String>> = telemetry::ALL
+            .iter()
+            .map(|m| (*m, BTreeSet::new()))
+            .collect();
+        let mut files = vec![repo().join("src")];
+        let mut uses = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in text.match_indices("telemetry::") {
+                let rest = &text[at + "telemetry::".len()..];
+                let ident: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let Some(metric) = names.get(&ident) else {
+                    continue;
+                };
+                uses += 1;
+                // The rest of the macro call: up to the ')' that closes it.
+                let mut depth = 0;
+                let call: String = rest[ident.len()..]
+                    .chars()
+                    .take_while(|c| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' if depth == 0 => return false,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        true
+                    })
+                    .collect();
+                let set = labels.get_mut(metric).unwrap();
+                for (i, _) in call.match_indices("=>") {
+                    let before = call[..i].trim_end();
+                    if let Some(label) = before
+                        .strip_suffix('"')
+                        .and_then(|b| b.rsplit_once('"'))
+                        .map(|(_, l)| l)
+                    {
+                        set.insert(label.to_owned());
+                    }
+                }
+            }
+        }
+        assert!(uses > 0, "no telemetry:: metric is recorded under src/");
+        Schema { labels }
+    }
+
+    /// Whether `label` can be on a series of `metric`.
+    fn has_label(&self, metric: &str, label: &str) -> bool {
+        TARGET_LABELS.contains(&label)
+            || (label == "le" && HISTOGRAMS.contains(&metric))
+            || self.labels.get(metric).is_some_and(|l| l.contains(label))
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -250,7 +331,9 @@ fn scan(expr: &str) -> Result<Refs, String> {
                 i += 1;
             }
             // Numbers and durations (0.99, 1e3, 5m, 0x1f).
-            c if c.is_ascii_digit() || (c == '.' && s.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || (c == '.' && s.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
                 while i < s.len() && (s[i].is_ascii_alphanumeric() || s[i] == '.') {
                     i += 1;
                 }
@@ -262,7 +345,11 @@ fn scan(expr: &str) -> Result<Refs, String> {
                 }
                 let word: String = s[start..i].iter().collect();
                 let next = skip_spaces(&s, i);
-                let call = s.get(next) == Some(&'(');
+                // A call, or an aggregation with its grouping first: `sum by (le) (...)`.
+                let next_word: String = s[next..].iter().take_while(|c| is_ident(**c)).collect();
+                let call = s.get(next) == Some(&'(')
+                    || (matches!(next_word.as_str(), "by" | "without")
+                        && !matches!(word.as_str(), "by" | "without"));
                 match word.as_str() {
                     "by" | "without" | "on" | "ignoring" | "group_left" | "group_right" => {
                         if call {
@@ -318,7 +405,7 @@ fn exported_metric(series: &str) -> Result<&'static str, String> {
 }
 
 /// Checks one query; returns the exported metrics it reads.
-fn check_expr(expr: &str) -> Result<BTreeSet<&'static str>, String> {
+fn check_expr(expr: &str, schema: &Schema) -> Result<BTreeSet<&'static str>, String> {
     let refs = scan(expr)?;
     if refs.metrics.is_empty() {
         return Err("reads no metric".into());
@@ -333,9 +420,10 @@ fn check_expr(expr: &str) -> Result<BTreeSet<&'static str>, String> {
         }
     }
     for l in &refs.labels {
-        if !LABELS.contains(&l.as_str()) {
+        if !metrics.iter().any(|m| schema.has_label(m, l)) {
+            let have: Vec<_> = metrics.iter().map(|m| (m, &schema.labels[m])).collect();
             return Err(format!(
-                "label {l:?} is not one the service's metrics have ({LABELS:?})"
+                "label {l:?} is on none of the metrics read (their labels: {have:?})"
             ));
         }
     }
@@ -351,7 +439,7 @@ fn check_expr(expr: &str) -> Result<BTreeSet<&'static str>, String> {
 }
 
 /// Checks a templating query (`label_values(metric, label)`, or a PromQL expression).
-fn check_variable_query(query: &str) -> Result<BTreeSet<&'static str>, String> {
+fn check_variable_query(query: &str, schema: &Schema) -> Result<BTreeSet<&'static str>, String> {
     let q = query.trim();
     if let Some(args) = q
         .strip_prefix("label_values(")
@@ -361,15 +449,22 @@ fn check_variable_query(query: &str) -> Result<BTreeSet<&'static str>, String> {
             Some((sel, label)) => (sel.trim(), label.trim()),
             None => ("", args.trim()),
         };
-        if !LABELS.contains(&label) {
-            return Err(format!("label_values of an unknown label {label:?}"));
-        }
         if selector.is_empty() {
-            return Ok(BTreeSet::new());
+            return if TARGET_LABELS.contains(&label) {
+                Ok(BTreeSet::new())
+            } else {
+                Err(format!("label_values of {label:?} needs a metric"))
+            };
         }
-        return check_expr(selector);
+        let metrics = check_expr(selector, schema)?;
+        if !metrics.iter().any(|m| schema.has_label(m, label)) {
+            return Err(format!(
+                "label_values of {label:?}, which {metrics:?} do not have"
+            ));
+        }
+        return Ok(metrics);
     }
-    check_expr(q)
+    check_expr(q, schema)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -411,8 +506,8 @@ fn provisioned_prometheus_uid() -> String {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for ds in doc["datasources"].as_sequence().into_iter().flatten() {
             if ds["type"].as_str() == Some("prometheus") {
                 let uid = ds["uid"].as_str().unwrap_or_else(|| {
@@ -434,11 +529,14 @@ fn provisioned_prometheus_uid() -> String {
 }
 
 fn datasource_uid(v: &Value) -> Option<&str> {
-    v.get("datasource").and_then(|d| d.get("uid")).and_then(Value::as_str)
+    v.get("datasource")
+        .and_then(|d| d.get("uid"))
+        .and_then(Value::as_str)
 }
 
 #[test]
 fn every_query_reads_exported_metrics_only() {
+    let schema = Schema::load();
     let dash = dashboard();
     let mut problems = Vec::new();
     let mut queries = 0;
@@ -446,7 +544,7 @@ fn every_query_reads_exported_metrics_only() {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap_or("");
             queries += 1;
-            if let Err(e) = check_expr(expr) {
+            if let Err(e) = check_expr(expr, &schema) {
                 problems.push(format!(
                     "panel {:?}, query {}: {e}\n    {expr}",
                     title(panel),
@@ -465,21 +563,28 @@ fn every_query_reads_exported_metrics_only() {
             .as_str()
             .unwrap_or("");
         queries += 1;
-        if let Err(e) = check_variable_query(query) {
+        if let Err(e) = check_variable_query(query, &schema) {
             problems.push(format!("variable {}: {e}\n    {query}", var["name"]));
         }
     }
     assert!(queries > 0, "{DASHBOARD} has no queries");
-    assert!(problems.is_empty(), "{DASHBOARD}:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "{DASHBOARD}:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 #[test]
 fn every_exported_metric_has_a_panel() {
+    let schema = Schema::load();
     let dash = dashboard();
     let mut used = BTreeSet::new();
     for panel in panels(&dash) {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            used.extend(check_expr(target["expr"].as_str().unwrap_or("")).unwrap_or_default());
+            used.extend(
+                check_expr(target["expr"].as_str().unwrap_or(""), &schema).unwrap_or_default(),
+            );
         }
     }
     let missing: Vec<_> = telemetry::ALL
@@ -554,6 +659,7 @@ fn panels_are_well_formed() {
     assert!(all.iter().filter(|p| !is_row(p)).count() >= 10);
 
     let mut ids = HashSet::new();
+    let mut titles = HashSet::new();
     let mut cells: BTreeMap<(u64, u64), String> = BTreeMap::new();
     for panel in &all {
         let id = panel["id"].as_u64().expect("every panel has a numeric id");
@@ -579,6 +685,11 @@ fn panels_are_well_formed() {
         if is_row(panel) {
             continue;
         }
+        assert!(
+            titles.insert(title(panel)),
+            "two panels are titled {:?} (docs/operations.md explains them by title)",
+            title(panel)
+        );
         let targets = panel["targets"].as_array().cloned().unwrap_or_default();
         assert!(!targets.is_empty(), "panel {:?} has no query", title(panel));
         let mut refs = HashSet::new();
@@ -651,7 +762,17 @@ fn scanner_reads_metrics_functions_and_labels() {
 }
 
 #[test]
+fn schema_reads_labels_from_the_source() {
+    let schema = Schema::load();
+    let labels = |m: &str| schema.labels[m].iter().cloned().collect::<Vec<_>>();
+    assert_eq!(labels(telemetry::EVENTS), ["kind", "outcome"]);
+    assert_eq!(labels(telemetry::TRANSACTIONS), ["result"]);
+    assert!(labels(telemetry::PARTITIONS_OWNED).is_empty());
+}
+
+#[test]
 fn checker_accepts_good_queries() {
+    let schema = Schema::load();
     let ok = [
         r#"sum by (outcome) (rate(autoclaim_events_total{instance=~"$instance"}[$__rate_interval]))"#,
         r#"histogram_quantile(0.5, sum by (le) (rate(autoclaim_event_to_commit_seconds_bucket[5m])))"#,
@@ -659,16 +780,21 @@ fn checker_accepts_good_queries() {
         r#"max by (partition) (autoclaim_consumer_lag_records)"#,
     ];
     for q in ok {
-        check_expr(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        check_expr(q, &schema).unwrap_or_else(|e| panic!("{q}: {e}"));
     }
     assert_eq!(
-        check_variable_query("label_values(autoclaim_partitions_owned, instance)").unwrap(),
+        check_variable_query(
+            "label_values(autoclaim_partitions_owned, instance)",
+            &schema
+        )
+        .unwrap(),
         BTreeSet::from([telemetry::PARTITIONS_OWNED])
     );
 }
 
 #[test]
 fn checker_rejects_bad_queries() {
+    let schema = Schema::load();
     let bad = [
         // A typo in a metric name.
         (
@@ -700,6 +826,11 @@ fn checker_rejects_bad_queries() {
             r#"sum by (outcom) (rate(autoclaim_events_total[5m]))"#,
             "outcom",
         ),
+        // A label the metric does not have (the age of the tables is one gauge, not one per table).
+        (
+            r#"max by (table) (autoclaim_tables_last_update_age_seconds)"#,
+            "table",
+        ),
         // Broken syntax.
         (r#"sum(rate(autoclaim_events_total[5m])"#, "unbalanced"),
         (r#"autoclaim_events_total{kind="save}"#, "unterminated"),
@@ -708,9 +839,16 @@ fn checker_rejects_bad_queries() {
         ("vector(1)", "no metric"),
     ];
     for (q, why) in bad {
-        let err = check_expr(q).expect_err(q);
-        assert!(err.contains(why), "{q}: error {err:?} does not mention {why:?}");
+        let err = check_expr(q, &schema).expect_err(q);
+        assert!(
+            err.contains(why),
+            "{q}: error {err:?} does not mention {why:?}"
+        );
     }
-    assert!(check_variable_query("label_values(autoclaim_partition_owned, instance)").is_err());
-    assert!(check_variable_query("label_values(autoclaim_partitions_owned, instanc)").is_err());
+    assert!(
+        check_variable_query("label_values(autoclaim_partition_owned, instance)", &schema).is_err()
+    );
+    assert!(
+        check_variable_query("label_values(autoclaim_partitions_owned, instanc)", &schema).is_err()
+    );
 }

@@ -13,7 +13,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use pbjson_types::Timestamp as WireTimestamp;
 use serde::{Deserialize, Serialize};
@@ -77,31 +77,34 @@ impl AdminState {
     }
 }
 
-/// The routes, under /v1.
+/// The routes, under /v1. Every path under /v1 answers with problem details, even unknown ones,
+/// without taking over the rest of the server (no global fallback).
 pub fn router(state: AdminState) -> Router {
-    let v1 = Router::new()
-        .route("/openapi.json", get(openapi))
+    let not_found = || async {
+        Problem::not_found("no such endpoint; the API is described at /v1/openapi.json")
+    };
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
         .route(
-            "/tenants/{tenant}/settings",
+            "/v1/tenants/{tenant}/settings",
             get(get_settings).put(put_settings),
         )
         .route(
-            "/tenants/{tenant}/policies",
+            "/v1/tenants/{tenant}/policies",
             get(list_policies).post(create_policy),
         )
         .route(
-            "/tenants/{tenant}/policies/{policy}",
+            "/v1/tenants/{tenant}/policies/{policy}",
             get(get_policy).patch(patch_policy).delete(delete_policy),
         )
-        .route("/tenants/{tenant}/report", get(get_report))
-        .fallback(|| async {
-            Problem::not_found("no such endpoint; the API is described at /v1/openapi.json")
-        })
+        .route("/v1/tenants/{tenant}/report", get(get_report))
+        .route("/v1", any(not_found))
+        .route("/v1/", any(not_found))
+        .route("/v1/{*rest}", any(not_found))
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(no_store))
-        .with_state(state);
-    Router::new().nest("/v1", v1)
+        .with_state(state)
 }
 
 async fn no_store(mut response: Response) -> Response {

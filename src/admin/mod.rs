@@ -86,7 +86,7 @@ impl AdminArgs {
         if jwks.is_none() && secret.is_none() {
             if issuer.is_some() || !audiences.is_empty() {
                 return Err(AuthConfigError::Invalid(
-                    "the admin API's issuer or audience is set but no token key is: set \
+                    "an issuer or audience is set but no token key is: set \
                      AUTOCLAIM_ADMIN_JWKS or AUTOCLAIM_ADMIN_HS256_SECRET (the API never runs open)"
                         .into(),
                 ));

@@ -18,9 +18,13 @@ pub struct FieldError {
     pub problem: String,
 }
 
+/// A problem details response. Boxed: it travels in `Err` through every handler.
+#[derive(Clone, Debug)]
+pub struct Problem(Box<ProblemBody>);
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Problem {
+pub struct ProblemBody {
     #[serde(rename = "type")]
     pub kind: String,
     pub title: &'static str,
@@ -53,7 +57,7 @@ impl Problem {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Problem {
+        Problem(Box::new(ProblemBody {
             kind: format!("urn:autoclaim:problem:{slug}"),
             title,
             status,
@@ -61,7 +65,15 @@ impl Problem {
             errors: Vec::new(),
             challenge: None,
             retry_after_seconds: None,
-        }
+        }))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    pub fn body(&self) -> &ProblemBody {
+        &self.0
     }
 
     /// 401 without credentials: the client is told to authenticate, and nothing more.
@@ -72,7 +84,7 @@ impl Problem {
             "Authentication required",
             "send a bearer token: Authorization: Bearer <JWT>",
         );
-        p.challenge = Some(format!("Bearer realm=\"{REALM}\""));
+        p.0.challenge = Some(format!("Bearer realm=\"{REALM}\""));
         p
     }
 
@@ -86,7 +98,7 @@ impl Problem {
             "Invalid token",
             detail.clone(),
         );
-        p.challenge = Some(format!(
+        p.0.challenge = Some(format!(
             "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
             quoted(&detail)
         ));
@@ -102,7 +114,7 @@ impl Problem {
             "Not allowed",
             detail.clone(),
         );
-        p.challenge = Some(format!(
+        p.0.challenge = Some(format!(
             "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{}\"",
             quoted(&detail)
         ));
@@ -131,7 +143,7 @@ impl Problem {
             "Invalid request",
             detail,
         );
-        p.errors = errors;
+        p.0.errors = errors;
         p
     }
 
@@ -185,26 +197,27 @@ impl Problem {
             "Temporarily unavailable",
             detail,
         );
-        p.retry_after_seconds = Some(retry_after_seconds);
+        p.0.retry_after_seconds = Some(retry_after_seconds);
         p
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = (self.status, body).into_response();
+        let problem = *self.0;
+        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (problem.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = self
+        if let Some(challenge) = problem
             .challenge
             .as_deref()
             .and_then(|c| HeaderValue::from_str(c).ok())
         {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
-        if let Some(seconds) = self.retry_after_seconds {
+        if let Some(seconds) = problem.retry_after_seconds {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response

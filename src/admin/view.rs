@@ -166,6 +166,7 @@ impl AdminView {
     }
 
     fn apply_settings_record(&mut self, s: SettingsRecord) {
+        let delay = self.propagation_delay;
         self.tenant_mut(&s.tenant_id).settings.record(
             s.changed_at,
             SettingsVersion {
@@ -173,15 +174,17 @@ impl AdminView {
                 changed_at: s.changed_at,
                 changed_by: s.changed_by,
             },
+            delay,
         );
     }
 
     fn apply_policy_record(&mut self, p: PolicyRecord) {
+        let delay = self.propagation_delay;
         self.tenant_mut(&p.tenant_id)
             .policies
             .entry(p.policy.policy_id.clone())
             .or_default()
-            .record(p.policy.changed_at, p.policy);
+            .record(p.policy.changed_at, p.policy, delay);
     }
 
     /// Applies a settings version given in its wire form (validated as the processor would).

@@ -3,6 +3,8 @@
 //! Rules, in order (design section 2.5): autoclaim off; nothing required; out of scope; already
 //! entitled; not eligible; candidate policies by narrowest sufficient product then creation time, each
 //! chain walked in order to the first product with a seat.
+use std::time::Duration;
+
 use super::activity::{Activity, ActivityKind};
 use super::catalog::{Capabilities, Catalog, PlanIndex, ProductId, ProductSet};
 use super::directory::UserRow;
@@ -27,6 +29,8 @@ pub trait StateView {
     fn own_grants(&self, tenant: &str, user: &str) -> OwnGrants;
     /// Seats of the product the tenant can still assign.
     fn seats_available(&self, tenant: &str, product: ProductId) -> u64;
+    /// When the tenant's inventory snapshot of the product was taken, if there is one.
+    fn inventory_as_of(&self, tenant: &str, product: ProductId) -> Option<Timestamp>;
 }
 
 /// Products this processor assigned to one user and the capabilities they grant. They count towards
@@ -59,6 +63,10 @@ pub struct Assignment {
     pub grants: Capabilities,
     pub policy_id: String,
     pub policy_name: String,
+    /// From when the assignment counts against seats: the event's time, or just after the inventory
+    /// snapshot it was checked against if that is later. A snapshot taken after this time includes
+    /// the assignment; one taken before does not, whatever the event's own time.
+    pub counts_from: Timestamp,
 }
 
 /// A claim that was due but could not be fulfilled.
@@ -192,7 +200,11 @@ fn choose_product(
                 continue;
             }
             if view.seats_available(tenant, link.product) > 0 {
+                let after_snapshot = view
+                    .inventory_as_of(tenant, link.product)
+                    .map_or(at, |as_of| as_of.saturating_add(Duration::from_millis(1)));
                 return Outcome::Assigned(Assignment {
+                    counts_from: at.max(after_snapshot),
                     product: link.product,
                     disabled_plans: link.disabled_plans.clone(),
                     grants: link.grants,
@@ -205,10 +217,12 @@ fn choose_product(
     let first = candidates[0].3;
     Outcome::Failed(Failure {
         reason: FailureReason::NoLicensesAvailable,
+        // What the claim was for: the first candidate's narrowest sufficient product.
         product: first
             .chain
             .iter()
-            .find(|link| sufficient(link.grants))
+            .filter(|link| sufficient(link.grants))
+            .min_by_key(|link| Catalog::product(link.product).capabilities().count())
             .map(|link| link.product),
         policy_id: Some(first.policy_id.clone()),
     })

@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use super::time::Timestamp;
 
-/// How many versions of one entity are kept. Older ones only matter to events older than several
-/// superseding changes, which a live stream does not carry; the bound keeps memory flat.
+/// How many versions of one entity are kept once older ones are superseded. Older ones only matter to
+/// events older than several superseding changes, which a live stream does not carry.
 pub const MAX_VERSIONS: usize = 16;
+/// A hard bound for an entity changed so often that more than `MAX_VERSIONS` changes are pending at
+/// once (the oldest pending ones are then dropped: memory stays bounded under any input).
+pub const HARD_MAX_VERSIONS: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned<T> {
@@ -24,13 +27,19 @@ impl<T> Default for Versioned<T> {
 
 impl<T> Versioned<T> {
     /// Records a version. A version with the same `changed_at` replaces the one there, so re-reading a
-    /// table topic is idempotent.
-    pub fn record(&mut self, changed_at: Timestamp, value: T) {
+    /// table topic is idempotent. Beyond `MAX_VERSIONS`, the oldest version is dropped only when the
+    /// one after it is in force by the time of the newest change: a version still in force is never
+    /// pushed out by changes that are only pending.
+    pub fn record(&mut self, changed_at: Timestamp, value: T, delay: Duration) {
         match self.versions.binary_search_by_key(&changed_at, |(t, _)| *t) {
             Ok(i) => self.versions[i].1 = value,
             Err(i) => self.versions.insert(i, (changed_at, value)),
         }
-        if self.versions.len() > MAX_VERSIONS {
+        let newest = self.versions[self.versions.len() - 1].0;
+        while self.versions.len() > MAX_VERSIONS
+            && (self.versions[1].0.saturating_add(delay) <= newest
+                || self.versions.len() > HARD_MAX_VERSIONS)
+        {
             self.versions.remove(0);
         }
     }
@@ -69,10 +78,10 @@ mod tests {
     #[test]
     fn a_version_is_in_force_only_after_the_delay() {
         let mut v = Versioned::default();
-        v.record(t(10), "first");
+        v.record(t(10), "first", 2 * HOUR);
         assert_eq!(v.in_force(t(11), 2 * HOUR), None);
         assert_eq!(v.in_force(t(12), 2 * HOUR), Some(&"first"));
-        v.record(t(20), "second");
+        v.record(t(20), "second", 2 * HOUR);
         assert_eq!(v.in_force(t(21), 2 * HOUR), Some(&"first"));
         assert_eq!(v.in_force(t(22), 2 * HOUR), Some(&"second"));
         // Judged by the event's time: an old event still sees the old version.
@@ -84,9 +93,9 @@ mod tests {
     #[test]
     fn out_of_order_and_repeated_versions() {
         let mut v = Versioned::default();
-        v.record(t(20), "second");
-        v.record(t(10), "first");
-        v.record(t(20), "second again");
+        v.record(t(20), "second", HOUR);
+        v.record(t(10), "first", HOUR);
+        v.record(t(20), "second again", HOUR);
         assert_eq!(v.in_force(t(15), HOUR), Some(&"first"));
         assert_eq!(v.in_force(t(25), HOUR), Some(&"second again"));
     }
@@ -95,9 +104,21 @@ mod tests {
     fn history_is_bounded() {
         let mut v = Versioned::default();
         for i in 0..100 {
-            v.record(t(i), i);
+            v.record(t(i), i, HOUR);
         }
         assert_eq!(v.versions.len(), MAX_VERSIONS);
         assert_eq!(v.in_force(t(1000), HOUR), Some(&99));
+    }
+
+    #[test]
+    fn pending_changes_do_not_push_out_the_version_in_force() {
+        let mut v = Versioned::default();
+        v.record(t(0), 0, HOUR);
+        // Many changes within one delay: all pending at the time of the last one.
+        for i in 1..=40 {
+            v.record(Timestamp::from_millis(10 * 3_600_000 + i), i, HOUR);
+        }
+        assert_eq!(v.in_force(t(10), HOUR), Some(&0));
+        assert!(v.versions.len() <= HARD_MAX_VERSIONS);
     }
 }

@@ -124,7 +124,8 @@ pub struct PastAssignment {
     pub tenant_id: String,
     pub user_id: String,
     pub product: ProductId,
-    pub occurred_at: Timestamp,
+    /// From when it counts against seats (occurredAt for records written before the field existed).
+    pub seats_counted_from: Timestamp,
 }
 
 pub fn assignment_record(raw: &RawRecord<'_>) -> Result<PastAssignment, WireError> {
@@ -132,9 +133,13 @@ pub fn assignment_record(raw: &RawRecord<'_>) -> Result<PastAssignment, WireErro
         .value
         .ok_or_else(|| WireError::field("value", "an assignment cannot be a tombstone"))?;
     let a: pb::LicenseAssignment = codec::decode(value, raw.format()?)?;
+    let occurred_at = convert::timestamp("occurredAt", a.occurred_at)?;
     Ok(PastAssignment {
         product: convert::product("product", &a.product)?,
-        occurred_at: convert::timestamp("occurredAt", a.occurred_at)?,
+        seats_counted_from: match a.seats_counted_from {
+            Some(t) => convert::timestamp("seatsCountedFrom", Some(t))?,
+            None => occurred_at,
+        },
         tenant_id: a.tenant_id,
         user_id: a.user_id,
     })

@@ -66,7 +66,12 @@ pub fn restore_partitions(
         |p, raw, offset| match records::assignment_record(raw) {
             Ok(a) => {
                 if let Some(state) = states.get_mut(&p) {
-                    state.record_assignment(&a.tenant_id, &a.user_id, a.product, a.occurred_at);
+                    state.record_assignment(
+                        &a.tenant_id,
+                        &a.user_id,
+                        a.product,
+                        a.seats_counted_from,
+                    );
                     stats.assignments += 1;
                 }
             }

@@ -43,6 +43,10 @@ impl StateView for View<'_> {
         self.partition.own_grants(tenant, user)
     }
 
+    fn inventory_as_of(&self, tenant: &str, product: ProductId) -> Option<Timestamp> {
+        self.tables.inventory(tenant, product).map(|i| i.as_of)
+    }
+
     fn seats_available(&self, tenant: &str, product: ProductId) -> u64 {
         seats::available(
             self.tables.inventory(tenant, product),
@@ -66,7 +70,7 @@ pub fn process(tables: &Tables, partition: &mut PartitionState, event: &Activity
             &decision.tenant_id,
             &decision.subject_user_id,
             a.product,
-            decision.occurred_at,
+            a.counts_from,
         );
     }
     decision

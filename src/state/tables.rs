@@ -52,18 +52,20 @@ impl Tables {
         changed_at: Timestamp,
         settings: TenantSettings,
     ) {
+        let delay = self.propagation_delay;
         self.tenant_mut(tenant)
             .settings
-            .record(changed_at, settings);
+            .record(changed_at, settings, delay);
     }
 
     pub fn record_policy(&mut self, tenant: &str, policy: Policy) {
+        let delay = self.propagation_delay;
         let versions = self
             .tenant_mut(tenant)
             .policies
             .entry(policy.policy_id.clone())
             .or_default();
-        versions.record(policy.changed_at, policy);
+        versions.record(policy.changed_at, policy, delay);
     }
 
     /// Keeps the newest snapshot: an older one arriving late does not roll the count back.

@@ -65,9 +65,29 @@ where
         });
     }
     match format {
-        Format::Json => Ok(serde_json::from_slice(bytes)?),
+        Format::Json => {
+            let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+            let message: M = serde_path_to_error::deserialize(&mut deserializer)
+                .map_err(|e| future_schema(bytes).unwrap_or_else(|| e.into()))?;
+            // Trailing bytes after the message are an error too.
+            deserializer.end()?;
+            Ok(message)
+        }
         Format::Protobuf => Ok(M::decode(bytes)?),
     }
+}
+
+/// A record from a newer schema may carry fields this build does not know; say that it is from a
+/// newer schema (as protobuf decoding does) rather than that a field is unknown.
+fn future_schema(bytes: &[u8]) -> Option<WireError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let version = value
+        .get("schemaVersion")
+        .or_else(|| value.get("schema_version"))?
+        .as_u64()?;
+    // Only a value the field can hold is a version; anything else is a plain type error.
+    let version = u32::try_from(version).ok()?;
+    (version > super::convert::SCHEMA_VERSION).then_some(WireError::UnknownSchemaVersion(version))
 }
 
 pub fn encode<M>(message: &M, format: Format) -> Vec<u8>

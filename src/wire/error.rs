@@ -13,7 +13,7 @@ pub enum WireError {
     #[error("invalid protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
     #[error("invalid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(JsonError),
     #[error("schema version {0} is newer than this build reads (1)")]
     UnknownSchemaVersion(u32),
     #[error("field {field}: {problem}")]
@@ -44,5 +44,31 @@ impl WireError {
             WireError::Field { .. } => "invalid_field",
             WireError::Policy(_) => "invalid_policy",
         }
+    }
+}
+
+/// A JSON error with the path of the field at fault (e.g. `flow.triggerType`).
+#[derive(Debug, Error)]
+#[error("{}{source}", if path.is_empty() || path == "." { String::new() } else { format!("field {path}: ") })]
+pub struct JsonError {
+    pub path: String,
+    pub source: serde_json::Error,
+}
+
+impl From<serde_path_to_error::Error<serde_json::Error>> for WireError {
+    fn from(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        WireError::Json(JsonError {
+            path: e.path().to_string(),
+            source: e.into_inner(),
+        })
+    }
+}
+
+impl From<serde_json::Error> for WireError {
+    fn from(source: serde_json::Error) -> Self {
+        WireError::Json(JsonError {
+            path: String::new(),
+            source,
+        })
     }
 }

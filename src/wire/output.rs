@@ -79,6 +79,7 @@ pub fn assignment(decision: &Decision, decided_at: Timestamp) -> Option<pb::Lice
         trigger_kind: activity_kind(decision.trigger_kind) as i32,
         occurred_at: Some(to_wire_timestamp(decision.occurred_at)),
         decided_at: Some(to_wire_timestamp(decided_at)),
+        seats_counted_from: Some(to_wire_timestamp(a.counts_from)),
     })
 }
 

@@ -350,3 +350,196 @@ impl Drop for Service {
         }
     }
 }
+
+// ---------------------------------------------------------------- fault tests (tests/faults_*.rs,
+// tests/hostile_kafka.rs): the checker, progress, process figures and raw records.
+
+impl Service {
+    /// The process id of the running service.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// `autoclaim verify`'s options for a test's topics and group (propagation delay 1h, as the tests
+/// start the service with).
+pub fn verify_args(
+    topics: &Topics,
+    group: &str,
+    compare_replay: bool,
+) -> autoclaim::verify::VerifyArgs {
+    let mut args = autoclaim::verify::VerifyArgs::new(kafka(), topics.clone(), group);
+    args.propagation_delay = Duration::from_secs(3600);
+    args.compare_replay = compare_replay;
+    args
+}
+
+/// Runs the checker (with the replay comparison).
+pub fn verify(topics: &Topics, group: &str) -> autoclaim::verify::Report {
+    autoclaim::verify::verify(&verify_args(topics, group, true)).expect("autoclaim verify")
+}
+
+/// Sum over the activity partitions of the group's committed offsets: how far the group is.
+pub fn committed_total(topics: &Topics, group: &str) -> i64 {
+    let partitions: Vec<i32> =
+        autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
+            .expect("activity watermarks")
+            .into_keys()
+            .collect();
+    autoclaim::verify::committed_offsets(
+        &kafka(),
+        group,
+        &topics.activity,
+        &partitions,
+        Duration::from_secs(30),
+    )
+    .map(|c| c.values().map(|o| o.unwrap_or(0)).sum())
+    .unwrap_or(0)
+}
+
+/// Sum of the activity partitions' high watermarks: how many records were published.
+pub fn activity_end_total(topics: &Topics) -> i64 {
+    autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
+        .expect("activity watermarks")
+        .values()
+        .map(|(_, high)| *high)
+        .sum()
+}
+
+/// Waits until the group has committed every activity record published so far.
+pub fn wait_processed(topics: &Topics, group: &str, timeout: Duration) {
+    let end = activity_end_total(topics);
+    wait_until(
+        &format!("group {group} to commit all {end} activity records"),
+        timeout,
+        || committed_total(topics, group) >= end,
+    );
+}
+
+/// Waits until the checker finds nothing wrong (outputs of transactions still open become visible
+/// only when they end), then returns its report; panics with the last report after `timeout`.
+pub fn wait_clean(topics: &Topics, group: &str, timeout: Duration) -> autoclaim::verify::Report {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let report = verify(topics, group);
+        if report.clean {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "autoclaim verify still finds problems:\n{}",
+            report.human()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Resident memory of a process, in KiB (VmRSS of /proc/<pid>/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// The broker script of `scripts/test` (AUTOCLAIM_TEST_KAFKA_SCRIPT); tests that restart the broker
+/// fail, never pass silently, without it.
+pub fn kafka_script() -> PathBuf {
+    let script = std::env::var("AUTOCLAIM_TEST_KAFKA_SCRIPT").unwrap_or_else(|_| {
+        panic!(
+            "AUTOCLAIM_TEST_KAFKA_SCRIPT is not set: this test restarts the broker and needs the \
+             script that started it. Run it through `scripts/test` (which starts a broker of its \
+             own and sets AUTOCLAIM_TEST_KAFKA_SCRIPT and AUTOCLAIM_KAFKA_RUN), or set both to the \
+             broker under test (AUTOCLAIM_TEST_KAFKA_SCRIPT=$PWD/scripts/kafka and the run dir of \
+             AUTOCLAIM_TEST_BROKERS)."
+        )
+    });
+    PathBuf::from(script)
+}
+
+/// Delivery failures of a `RawProducer`.
+#[derive(Default)]
+pub struct DeliveryErrors(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for DeliveryErrors {}
+
+impl rdkafka::producer::ProducerContext for DeliveryErrors {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{}/{:?}: {e}", m.topic(), m.partition()));
+        }
+    }
+}
+
+/// A plain producer of arbitrary records: any partition, key, value (or none) and headers. `flush`
+/// fails the test if any record was not delivered.
+pub struct RawProducer {
+    producer: rdkafka::producer::BaseProducer<DeliveryErrors>,
+}
+
+impl RawProducer {
+    pub fn new() -> RawProducer {
+        let mut config = clients::idempotent_producer(&kafka());
+        config.set("queue.buffering.max.messages", "1000000");
+        RawProducer {
+            producer: config
+                .create_with_context(DeliveryErrors::default())
+                .expect("create producer"),
+        }
+    }
+
+    pub fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, Producer};
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(owned);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("producing to {topic}: {e}"),
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        use rdkafka::producer::Producer;
+        self.producer.flush(Duration::from_secs(60)).expect("flush");
+    }
+}
