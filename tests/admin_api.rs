@@ -2011,3 +2011,143 @@ mod properties {
         }
     }
 }
+
+// ------------------------------------------------------------------ configuration
+
+fn admin_args(
+    jwks: Option<&str>,
+    secret: Option<&str>,
+    issuer: Option<&str>,
+    audience: &[&str],
+) -> autoclaim::admin::AdminArgs {
+    autoclaim::admin::AdminArgs {
+        jwks: jwks.map(str::to_owned),
+        hs256_secret: secret.map(str::to_owned),
+        issuer: issuer.map(str::to_owned),
+        audience: audience.iter().map(|a| (*a).to_owned()).collect(),
+        max_policies: 50,
+    }
+}
+
+#[test]
+fn the_admin_api_is_on_only_with_a_key_and_never_half_configured() {
+    // Nothing configured: off.
+    assert!(admin_args(None, None, None, &[])
+        .auth_settings()
+        .unwrap()
+        .is_none());
+    // An issuer or audience without a key is a mistake, not a reason to run open.
+    assert!(admin_args(None, None, Some(ISSUER), &[])
+        .auth_settings()
+        .is_err());
+    assert!(admin_args(None, None, None, &[AUDIENCE])
+        .auth_settings()
+        .is_err());
+    // JWKS URLs are refused with a clear error.
+    let err = admin_args(
+        Some("https://login.example.test/keys"),
+        None,
+        Some(ISSUER),
+        &[AUDIENCE],
+    )
+    .auth_settings()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not supported"), "{err}");
+    // A key without issuer or audience, a short secret, an unreadable or empty JWKS: refused.
+    let build = |args: autoclaim::admin::AdminArgs| {
+        Authenticator::new(args.auth_settings().unwrap().unwrap())
+    };
+    assert!(build(admin_args(None, Some(SECRET), None, &[AUDIENCE])).is_err());
+    assert!(build(admin_args(None, Some(SECRET), Some(ISSUER), &[])).is_err());
+    assert!(build(admin_args(
+        None,
+        Some("too-short"),
+        Some(ISSUER),
+        &[AUDIENCE]
+    ))
+    .is_err());
+    assert!(build(admin_args(
+        Some("/nonexistent/jwks.json"),
+        None,
+        Some(ISSUER),
+        &[AUDIENCE]
+    ))
+    .is_err());
+    let empty =
+        std::env::temp_dir().join(format!("autoclaim-empty-jwks-{}.json", std::process::id()));
+    std::fs::write(&empty, r#"{"keys": []}"#).unwrap();
+    assert!(build(admin_args(
+        Some(empty.to_str().unwrap()),
+        None,
+        Some(ISSUER),
+        &[AUDIENCE]
+    ))
+    .is_err());
+    // Either key alone is enough.
+    assert!(build(admin_args(None, Some(SECRET), Some(ISSUER), &[AUDIENCE])).is_ok());
+    let jwks = jwks_path();
+    assert!(build(admin_args(
+        Some(jwks.to_str().unwrap()),
+        None,
+        Some(ISSUER),
+        &[AUDIENCE]
+    ))
+    .is_ok());
+}
+
+#[test]
+fn autoclaim_run_refuses_to_start_with_a_partial_admin_configuration() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args([
+            "run",
+            "--brokers",
+            "127.0.0.1:1",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("AUTOCLAIM_ADMIN_JWKS")
+        .env_remove("AUTOCLAIM_ADMIN_HS256_SECRET")
+        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
+        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no token key"), "{stderr}");
+}
+
+#[test]
+fn autoclaim_token_mints_what_the_api_accepts() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args(["token", "--tenant", TENANT, "--oid", OID, "--ttl", "5m"])
+        .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
+        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
+        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let principal = authenticator()
+        .authenticate(Some(&format!("Bearer {token}").parse().unwrap()))
+        .unwrap();
+    assert_eq!(principal.tenant_id, TENANT);
+    assert_eq!(principal.object_id, OID);
+    assert!(principal.is_global_administrator());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args(["token", "--tenant", TENANT, "--role", HELPDESK_ADMIN])
+        .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
+        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
+        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let principal = authenticator()
+        .authenticate(Some(&format!("Bearer {token}").parse().unwrap()))
+        .unwrap();
+    assert!(!principal.is_global_administrator());
+}

@@ -211,6 +211,31 @@ fn a_policy_created_through_the_api_assigns_after_its_delay_and_shows_in_the_rep
     // The service's own endpoints are still there beside the admin API.
     assert_eq!(call(port, "GET", "/healthz", "", None).status, 200);
 
+    // Directory and inventory: three eligible users, ten licences of which none assigned yet.
+    let mut tables = vec![record(pb::replay_record::Record::Inventory(
+        pb::LicenseInventory {
+            tenant_id: TENANT.into(),
+            product: PER_USER.into(),
+            purchased_units: 10,
+            assigned_units: 0,
+            as_of: ts(Timestamp::now().as_millis() - 3_600_000),
+        },
+    ))];
+    for user in ["early", "straggler", "late"] {
+        tables.push(record(pb::replay_record::Record::DirectoryUser(
+            pb::DirectoryUser {
+                tenant_id: TENANT.into(),
+                user_id: user.into(),
+                account_enabled: true,
+                user_type: pb::directory_user::UserType::Member as i32,
+                usage_location: "US".into(),
+                as_of: ts(Timestamp::now().as_millis() - 3_600_000),
+                ..Default::default()
+            },
+        )));
+    }
+    publish(&topics, &tables, Format::Json);
+
     // Turn autoclaim on, and let that propagate before the policy is created, so that the only
     // thing the delay of the policy decides is the policy.
     let reply = call(
@@ -231,31 +256,6 @@ fn a_policy_created_through_the_api_assigns_after_its_delay_and_shows_in_the_rep
         call(port, "GET", &settings, &token, None).json()["status"],
         "ACTIVE"
     );
-
-    // Directory and inventory: two eligible users, ten licences of which none assigned yet.
-    let mut tables = vec![record(pb::replay_record::Record::Inventory(
-        pb::LicenseInventory {
-            tenant_id: TENANT.into(),
-            product: PER_USER.into(),
-            purchased_units: 10,
-            assigned_units: 0,
-            as_of: ts(settings_changed - 3_600_000),
-        },
-    ))];
-    for user in ["early", "late"] {
-        tables.push(record(pb::replay_record::Record::DirectoryUser(
-            pb::DirectoryUser {
-                tenant_id: TENANT.into(),
-                user_id: user.into(),
-                account_enabled: true,
-                user_type: pb::directory_user::UserType::Member as i32,
-                usage_location: "US".into(),
-                as_of: ts(settings_changed - 3_600_000),
-                ..Default::default()
-            },
-        )));
-    }
-    publish(&topics, &tables, Format::Json);
 
     // Create the policy: it is PROPAGATING until changedAt + 3 s.
     let reply = call(
@@ -280,16 +280,21 @@ fn a_policy_created_through_the_api_assigns_after_its_delay_and_shows_in_the_rep
         policy_id.as_str()
     );
     assert_eq!(list["policies"][0]["status"], "PROPAGATING");
-    assert_eq!(list["policies"][0]["availableLicenses"], 10);
+    assert_eq!(
+        list["policies"][0]["availableLicenses"], 10,
+        "the inventory was published seconds ago: {list}"
+    );
 
-    // A request inside the delay gets nothing; one after it gets a licence from the policy.
+    // A request made inside the delay gets nothing, even when it reaches the processor after the
+    // delay (decisions go by the event's time); a request after the delay gets a licence.
+    let early = Timestamp::now().as_millis();
+    assert!(
+        early < changed + DELAY_MS,
+        "the test was too slow to act inside the delay"
+    );
     publish(
         &topics,
-        &activity_records([licence_request(
-            "inside-delay",
-            "early",
-            changed + DELAY_MS - 1,
-        )]),
+        &activity_records([licence_request("inside-delay", "early", early)]),
         Format::Json,
     );
     sleep_until(changed + DELAY_MS + 100);
@@ -298,19 +303,19 @@ fn a_policy_created_through_the_api_assigns_after_its_delay_and_shows_in_the_rep
         call(port, "GET", &policy_path, &token, None).json()["status"],
         "ACTIVE"
     );
+    let now = Timestamp::now().as_millis();
     publish(
         &topics,
-        &activity_records([licence_request(
-            "after-delay",
-            "late",
-            Timestamp::now().as_millis(),
-        )]),
+        &activity_records([
+            licence_request("straggler", "straggler", changed + DELAY_MS - 1),
+            licence_request("after-delay", "late", now),
+        ]),
         Format::Json,
     );
     wait_until("the assignment", WAIT, || {
         !read_committed(&topics.assignments).is_empty()
     });
-    // Both events are in one partition, in order: the first was decided before the second.
+    // All three events are in one partition, in order: the first two were decided before the third.
     std::thread::sleep(Duration::from_secs(1));
     let got = assignments(&topics);
     assert_eq!(

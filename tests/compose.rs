@@ -1187,6 +1187,31 @@ fn dockerignore_keeps_the_build_inputs() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         inputs.push(format!("proto/autoclaim/v1/{name}"));
     }
+    // Files compiled in with include_str!/include_bytes!, relative to the file that includes them.
+    let mut dirs = vec![repo().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for mac in ["include_str!(\"", "include_bytes!(\""] {
+                for (at, _) in text.match_indices(mac) {
+                    let rest = &text[at + mac.len()..];
+                    let included = &rest[..rest.find('"').unwrap()];
+                    let full = path.parent().unwrap().join(included);
+                    let full = std::fs::canonicalize(&full)
+                        .unwrap_or_else(|e| panic!("{}: {included}: {e}", path.display()));
+                    let relative = full
+                        .strip_prefix(std::fs::canonicalize(repo()).unwrap())
+                        .unwrap_or_else(|_| panic!("{included} is outside the repository"));
+                    inputs.push(relative.to_str().unwrap().to_owned());
+                }
+            }
+        }
+    }
     for path in &inputs {
         assert!(repo().join(path).exists(), "{path} does not exist");
         assert!(

@@ -118,15 +118,17 @@ impl BatchMetrics {
     }
 }
 
-/// Per-partition consumer lag from librdkafka's statistics.
+/// Per-partition consumer lag from librdkafka's statistics: the last stable offset minus the
+/// position of the loop. (librdkafka's own `consumer_lag` is measured from committed offsets, which
+/// transactional commits do not update in its statistics.)
 pub fn record_lag(stats: &rdkafka::Statistics, topic: &str) {
     let Some(t) = stats.topics.get(topic) else {
         return;
     };
     for (partition, p) in &t.partitions {
-        if *partition >= 0 && p.consumer_lag >= 0 {
+        if *partition >= 0 && p.ls_offset >= 0 && p.app_offset >= 0 {
             gauge!(telemetry::CONSUMER_LAG, "partition" => partition.to_string())
-                .set(p.consumer_lag as f64);
+                .set((p.ls_offset - p.app_offset).max(0) as f64);
         }
     }
 }

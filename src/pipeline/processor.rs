@@ -11,7 +11,7 @@ use metrics::{gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -180,7 +180,7 @@ impl Processor {
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
         let activity_partitions = admin::check_topics(&config.kafka, &config.topics)?;
         let transactional_id = config.transactional_id();
-        let producer: ThreadedProducer<_> =
+        let producer: BaseProducer<_> =
             clients::transactional_producer(&config.kafka, &transactional_id).create()?;
         let transactions = Arc::new(
             Transactions::init(producer, &config.topics.activity).map_err(|e| {

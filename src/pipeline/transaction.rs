@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -57,7 +57,7 @@ struct Open {
 }
 
 pub struct Transactions {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: BaseProducer<DefaultProducerContext>,
     input_topic: String,
     open: Mutex<Open>,
 }
@@ -66,7 +66,7 @@ impl Transactions {
     /// Creates the producer and fences any earlier producer with the same transactional id (its open
     /// transaction is aborted).
     pub fn init(
-        producer: ThreadedProducer<DefaultProducerContext>,
+        producer: BaseProducer<DefaultProducerContext>,
         input_topic: &str,
     ) -> Result<Self, TxnError> {
         retry(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| match classify(&e) {
@@ -103,12 +103,14 @@ impl Transactions {
 
     /// Sends an output record in the open transaction, waiting while the local queue is full.
     pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), TxnError> {
+        // Serve delivery reports as we go (the commit checks every delivery anyway).
+        self.producer.poll(Duration::ZERO);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    std::thread::sleep(Duration::from_millis(1));
+                    self.producer.poll(Duration::from_millis(1));
                 }
                 Err((e, _)) => {
                     return Err(match classify(&e) {
@@ -175,12 +177,25 @@ impl Transactions {
                     Offset::Offset(*next),
                 )?;
             }
+            let started = Instant::now();
             retry(|| {
                 self.producer
                     .send_offsets_to_transaction(&offsets, group, TXN_TIMEOUT)
             })?;
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "offsets sent to transaction"
+            );
         }
-        retry(|| self.producer.commit_transaction(TXN_TIMEOUT))
+        let started = Instant::now();
+        self.drain_outputs();
+        let result = retry(|| self.producer.commit_transaction(TXN_TIMEOUT));
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            records = open.records,
+            "transaction committed"
+        );
+        result
     }
 
     /// Aborts the open transaction, if any (shutdown with nothing to keep, or after a fatal error of
@@ -193,6 +208,18 @@ impl Transactions {
         *open = Open::default();
         info!("aborting open transaction");
         retry(|| self.producer.abort_transaction(TXN_TIMEOUT)).map_err(TxnError::Fatal)
+    }
+}
+
+impl Transactions {
+    /// Waits until every output of the batch is acknowledged, serving delivery reports every
+    /// millisecond. rdkafka's own flush (which commit calls first) polls in steps of up to 100 ms,
+    /// which would add that much to every commit; after this it finds nothing left to wait for.
+    fn drain_outputs(&self) {
+        let deadline = Instant::now() + TXN_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
     }
 }
 

@@ -505,7 +505,7 @@ impl RawProducer {
         headers: &[(&str, &[u8])],
     ) {
         use rdkafka::message::{Header, OwnedHeaders};
-        use rdkafka::producer::{BaseRecord, Producer};
+        use rdkafka::producer::BaseRecord;
         let mut owned = OwnedHeaders::new();
         for (k, v) in headers {
             owned = owned.insert(Header {

@@ -1,0 +1,387 @@
+//! Faults among instances of one group, against a real broker (AUTOCLAIM_TEST_BROKERS):
+//!
+//! * three instances share the partitions; one is SIGKILLed mid-stream and never comes back; the
+//!   two others take over its partitions (after its session times out) and nothing is lost or
+//!   duplicated;
+//! * a second instance started with the same transactional id fences the first, which exits
+//!   cleanly (status 0, a "fenced" log line); the second goes on and nothing is lost.
+//!
+//! Each ends with `autoclaim verify` finding nothing wrong and the outputs equal to `replay`'s. The
+//! activity is published while the instances run, in chunks; the workload is seeded
+//! (AUTOCLAIM_FAULT_SEED).
+mod kafka_support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use autoclaim::scenario::{Scenario, ScenarioConfig};
+use autoclaim::wire::{pb, Format};
+use kafka_support::*;
+
+const DEFAULT_SEED: u64 = 4242;
+/// Guards against a hang; not a performance threshold.
+const GUARD: Duration = Duration::from_secs(600);
+
+fn seed() -> u64 {
+    std::env::var("AUTOCLAIM_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED)
+}
+
+struct Workload {
+    tables: Vec<pb::ReplayRecord>,
+    activity: Vec<pb::ReplayRecord>,
+    expected: Expected,
+}
+
+fn workload(seed: u64, tenants: usize, events: usize, seats_per_user: f64) -> Workload {
+    let scenario = Scenario::new(ScenarioConfig {
+        tenants,
+        users_per_tenant: 30,
+        seed,
+        seats_per_user,
+        ..ScenarioConfig::default()
+    });
+    let tables = scenario.tables();
+    let activity = activity_records(scenario.activity(events));
+    let all: Vec<pb::ReplayRecord> = tables.iter().chain(&activity).cloned().collect();
+    let expected = expected(&all, Duration::from_secs(3600));
+    Workload {
+        tables,
+        activity,
+        expected,
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The partitions of the last "partitions assigned" line of a service log.
+fn last_assigned(log: &str) -> Option<BTreeSet<i32>> {
+    let log = strip_ansi(log);
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned"))?;
+    let list = line.split("partitions=[").nth(1)?.split(']').next()?;
+    Some(
+        list.split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+    )
+}
+
+/// Sum of the group's committed offsets of some activity partitions.
+fn committed_of(topics: &Topics, group: &str, partitions: &BTreeSet<i32>) -> i64 {
+    let list: Vec<i32> = partitions.iter().copied().collect();
+    autoclaim::verify::committed_offsets(
+        &kafka(),
+        group,
+        &topics.activity,
+        &list,
+        Duration::from_secs(30),
+    )
+    .expect("committed offsets")
+    .values()
+    .map(|o| o.unwrap_or(0))
+    .sum()
+}
+
+/// Sum of the high watermarks of some activity partitions.
+fn end_of(topics: &Topics, partitions: &BTreeSet<i32>) -> i64 {
+    autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
+        .expect("watermarks")
+        .iter()
+        .filter(|(p, _)| partitions.contains(p))
+        .map(|(_, (_, high))| *high)
+        .sum()
+}
+
+fn options<'a>(topics: &'a Topics, group: &'a str, id: &'a str) -> ServiceOptions<'a> {
+    ServiceOptions {
+        topics,
+        group,
+        transactional_id: id,
+        delay: "1h",
+        extra: vec![],
+    }
+}
+
+/// Checks the outputs against replay, after the checker found nothing wrong.
+fn assert_equal_to_replay(topics: &Topics, expected: &Expected) {
+    let got = assignments(topics);
+    assert_eq!(got.len(), expected.assignments.len(), "assignment count");
+    assert!(
+        got == expected.assignments,
+        "assignments differ from replay"
+    );
+    assert!(
+        failures(topics) == expected.failures,
+        "failures differ from replay"
+    );
+}
+
+#[test]
+fn a_killed_instance_s_partitions_are_taken_over_without_loss_or_duplicate() {
+    let started = Instant::now();
+    let seed = seed();
+    let topics = unique_topics("takeover");
+    create_topics(&topics, 6);
+    let w = workload(seed, 60, 30_000, 0.2);
+    publish(&topics, &w.tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut a = Service::start(&options(&topics, &group, "takeover-a"));
+    let mut b = Service::start(&options(&topics, &group, "takeover-b"));
+    let mut c = Service::start(&options(&topics, &group, "takeover-c"));
+    let all: BTreeSet<i32> = (0..6).collect();
+    wait_until("the three instances to share the partitions", GUARD, || {
+        let parts: Vec<_> = [&a, &b, &c]
+            .iter()
+            .map(|s| last_assigned(&s.log_text()).unwrap_or_default())
+            .collect();
+        parts.iter().all(|p| !p.is_empty())
+            && parts.iter().flatten().copied().collect::<BTreeSet<_>>() == all
+            && parts.iter().map(BTreeSet::len).sum::<usize>() == 6
+    });
+    let b_partitions = last_assigned(&b.log_text()).unwrap();
+
+    // The stream, in chunks of 1,000. Once b has committed some of its records, three chunks go
+    // at once and b is SIGKILLed 200 ms later, in the middle of that work (a transaction open).
+    let chunks: Vec<&[pb::ReplayRecord]> = w.activity.chunks(1000).collect();
+    let mut killed_at = None;
+    let mut i = 0;
+    while i < chunks.len() {
+        if i == 12 {
+            wait_until("b to commit some of its records", GUARD, || {
+                committed_of(&topics, &group, &b_partitions) > 0
+            });
+            let burst: Vec<pb::ReplayRecord> = chunks[i..i + 3].concat();
+            publish(&topics, &burst, Format::Json);
+            i += 3;
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(b.is_running(), "b exited by itself; log:\n{}", b.log_text());
+            b.kill();
+            let b_committed = committed_of(&topics, &group, &b_partitions);
+            let b_end = end_of(&topics, &b_partitions);
+            killed_at = Some((
+                activity_end_total(&topics),
+                b_committed,
+                b_end,
+                started.elapsed(),
+            ));
+        } else {
+            publish(&topics, chunks[i], Format::Json);
+            i += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until("a and c to take over b's partitions", GUARD, || {
+        let pa = last_assigned(&a.log_text()).unwrap_or_default();
+        let pc = last_assigned(&c.log_text()).unwrap_or_default();
+        pa.union(&pc).copied().collect::<BTreeSet<_>>() == all
+    });
+    let taken_over = started.elapsed();
+    wait_processed(&topics, &group, GUARD);
+    let processed = started.elapsed();
+    let report = wait_clean(&topics, &group, GUARD);
+    let clean = started.elapsed();
+    assert_equal_to_replay(&topics, &w.expected);
+    for (name, s) in [("a", &mut a), ("c", &mut c)] {
+        assert!(s.is_running(), "{name} exited; log:\n{}", s.log_text());
+        assert!(
+            s.stop().success(),
+            "{name}: clean exit; log:\n{}",
+            s.log_text()
+        );
+    }
+    let logs = [a.log_text(), b.log_text(), c.log_text()];
+    assert!(
+        logs.iter().all(|l| !l.contains("panicked")),
+        "a service log shows a panic"
+    );
+    let assigned_lines: usize = logs
+        .iter()
+        .map(|l| l.matches("partitions assigned").count())
+        .sum();
+    let (published, b_committed, b_end, kill_time) = killed_at.unwrap();
+    eprintln!(
+        "takeover: FIGURES seed={seed} events={} partitions=6 instances=3 killed=b (owned {b_partitions:?}) \
+         at {:.1}s when {published} records were published, {b_committed} of the {b_end} of its partitions committed; taken over by {:.1}s; \
+         all committed by {:.1}s; verify clean by {:.1}s; partition_assignments={assigned_lines} \
+         assignments={} failures={} duplicates=0 lost=0 elapsed={:.1}s",
+        w.activity.len(),
+        kill_time.as_secs_f64(),
+        taken_over.as_secs_f64(),
+        processed.as_secs_f64(),
+        clean.as_secs_f64(),
+        report.counts.assignments,
+        report.counts.failures,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
+    let started = Instant::now();
+    let seed = seed() + 1;
+    let topics = unique_topics("fence");
+    create_topics(&topics, 3);
+    let w = workload(seed, 30, 20_000, 0.2);
+    publish(&topics, &w.tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut first = Service::start(&options(&topics, &group, "fence-1"));
+    let chunks: Vec<&[pb::ReplayRecord]> = w.activity.chunks(500).collect();
+    let mut second = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        publish(&topics, chunk, Format::Json);
+        if i == 15 {
+            let published = activity_end_total(&topics);
+            wait_until(
+                "the first instance to process part of the stream",
+                GUARD,
+                || committed_total(&topics, &group) >= published / 2,
+            );
+            assert!(first.is_running(), "log:\n{}", first.log_text());
+            second = Some(Service::start(&options(&topics, &group, "fence-1")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut second = second.unwrap();
+    let status = first.wait(GUARD);
+    let first_log = first.log_text();
+    assert!(
+        status.success(),
+        "the fenced instance must exit with status 0, got {status}; log:\n{first_log}"
+    );
+    assert!(
+        first_log.contains("fenced"),
+        "the fenced instance must say so; log:\n{first_log}"
+    );
+    let fenced_after = started.elapsed();
+    wait_processed(&topics, &group, GUARD);
+    let report = wait_clean(&topics, &group, GUARD);
+    assert_equal_to_replay(&topics, &w.expected);
+    assert!(second.is_running(), "log:\n{}", second.log_text());
+    assert!(
+        second.stop().success(),
+        "clean exit; log:\n{}",
+        second.log_text()
+    );
+    assert!(!second.log_text().contains("panicked") && !first_log.contains("panicked"));
+    eprintln!(
+        "fence: FIGURES seed={seed} events={} partitions=3 first exited (status 0, fenced) by {:.1}s; \
+         assignments={} failures={} duplicates=0 lost=0 elapsed={:.1}s",
+        w.activity.len(),
+        fenced_after.as_secs_f64(),
+        report.counts.assignments,
+        report.counts.failures,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A dead instance that is not restarted with its transactional id leaves its last transaction open
+/// until the broker times it out (transaction.timeout.ms, 60 s). Meanwhile the survivors take over
+/// and commit new assignments on its partitions; a replacement instance (a new pod: a new
+/// transactional id) joining in that window makes every partition be restored again from the
+/// assignments changelog. Those assignments must not be forgotten.
+#[test]
+fn a_replacement_joining_while_a_dead_instance_s_transaction_is_open_forgets_nothing() {
+    let started = Instant::now();
+    let seed = seed() + 2;
+    let topics = unique_topics("replace");
+    create_topics(&topics, 6);
+    let w = workload(seed, 40, 30_000, 0.6);
+    publish(&topics, &w.tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut a = Service::start(&options(&topics, &group, "replace-a"));
+    let mut b = Service::start(&options(&topics, &group, "replace-b"));
+    let mut c = Service::start(&options(&topics, &group, "replace-c"));
+    let all: BTreeSet<i32> = (0..6).collect();
+    wait_until("the three instances to share the partitions", GUARD, || {
+        let parts: Vec<_> = [&a, &b, &c]
+            .iter()
+            .map(|s| last_assigned(&s.log_text()).unwrap_or_default())
+            .collect();
+        parts.iter().all(|p| !p.is_empty()) && parts.iter().map(BTreeSet::len).sum::<usize>() == 6
+    });
+    let b_partitions = last_assigned(&b.log_text()).unwrap();
+    let chunks: Vec<&[pb::ReplayRecord]> = w.activity.chunks(1000).collect();
+    let mut d = None;
+    let mut figures = Vec::new();
+    let mut i = 0;
+    while i < chunks.len() {
+        if i == 6 {
+            wait_until("b to commit some of its records", GUARD, || {
+                committed_of(&topics, &group, &b_partitions) > 0
+            });
+            let burst: Vec<pb::ReplayRecord> = chunks[i..i + 3].concat();
+            publish(&topics, &burst, Format::Json);
+            i += 3;
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(b.is_running(), "b exited by itself; log:\n{}", b.log_text());
+            b.kill();
+            figures.push(format!(
+                "b killed at {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            continue;
+        }
+        if i == 12 {
+            // Well inside the 60 s of b's open transaction.
+            wait_until("a and c to take over b's partitions", GUARD, || {
+                let pa = last_assigned(&a.log_text()).unwrap_or_default();
+                let pc = last_assigned(&c.log_text()).unwrap_or_default();
+                pa.union(&pc).copied().collect::<BTreeSet<_>>() == all
+            });
+            figures.push(format!(
+                "taken over by {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        if i == 18 {
+            d = Some(Service::start(&options(&topics, &group, "replace-d")));
+            figures.push(format!(
+                "d started at {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        publish(&topics, chunks[i], Format::Json);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut d = d.unwrap();
+    wait_processed(&topics, &group, GUARD);
+    let report = wait_clean(&topics, &group, GUARD);
+    assert_equal_to_replay(&topics, &w.expected);
+    for (name, s) in [("a", &mut a), ("c", &mut c), ("d", &mut d)] {
+        assert!(s.is_running(), "{name} exited; log:\n{}", s.log_text());
+        assert!(
+            s.stop().success(),
+            "{name}: clean exit; log:\n{}",
+            s.log_text()
+        );
+    }
+    eprintln!(
+        "replace: FIGURES seed={seed} events={} {} assignments={} failures={} elapsed={:.1}s",
+        w.activity.len(),
+        figures.join(", "),
+        report.counts.assignments,
+        report.counts.failures,
+        started.elapsed().as_secs_f64()
+    );
+}
