@@ -116,10 +116,19 @@ fn run_gives_the_same_outputs_as_replay() {
 fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
     let topics = unique_topics("restart");
     create_topics(&topics, 3);
-    let (tables, activity) = scenario(12, 10, 40, 4000);
+    let (tables, activity) = scenario(12, 10, 40, 8000);
     let expected = expected(&all(&tables, &activity), DELAY);
     publish(&topics, &tables, Format::Json);
-    publish(&topics, &activity, Format::Json);
+    // The stream arrives over about eight seconds, so the stop and the kill below land part-way.
+    let producer = {
+        let (topics, activity) = (topics.clone(), activity.clone());
+        std::thread::spawn(move || {
+            for chunk in activity.chunks(200) {
+                publish(&topics, chunk, Format::Json);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
     let group = format!("g-{}", topics.activity);
     let small_batches = vec!["--batch-max-records".to_string(), "50".to_string()];
 
@@ -155,6 +164,7 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
         extra: small_batches,
         ..options(&topics, &group, "restart-1")
     });
+    producer.join().unwrap();
     assert_outputs(&topics, &expected);
     assert!(service.stop().success());
 }

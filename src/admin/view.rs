@@ -221,7 +221,16 @@ impl AdminView {
         if !tenant.assignment_ids.insert(a.assignment_id.clone()) {
             return Ok(());
         }
-        tenant.usage.entry(product).or_default().record(occurred_at);
+        // Seats are counted as the processor counted them (see LicenseAssignment.seatsCountedFrom).
+        let seats_counted_from = match a.seats_counted_from {
+            Some(t) => convert::timestamp("seatsCountedFrom", Some(t))?,
+            None => occurred_at,
+        };
+        tenant
+            .usage
+            .entry(product)
+            .or_default()
+            .record(seats_counted_from);
         let row = AssignmentRow {
             assignment_id: a.assignment_id,
             user_id: a.user_id,

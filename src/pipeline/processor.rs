@@ -30,6 +30,10 @@ use crate::state::{self, PartitionState, Tables};
 use crate::telemetry;
 use crate::wire::{codec, output, Format, WireError};
 
+/// How often the table feed is polled while activity flows.
+const FEED_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Records taken from the consumer between checks of the batch bounds.
+const MAX_BURST: usize = 256;
 /// How often state gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -76,9 +80,25 @@ enum PartitionEvent {
 
 struct RebalanceContext {
     activity_topic: String,
+    /// Set whenever `events` or `fatal` gets something, so the loop need not lock to look.
+    pending: AtomicBool,
     transactions: Arc<Transactions>,
     events: Mutex<Vec<PartitionEvent>>,
     fatal: Mutex<Option<TxnError>>,
+}
+
+impl RebalanceContext {
+    fn push(&self, event: PartitionEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    fn has_events(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
 }
 
 impl ClientContext for RebalanceContext {
@@ -114,32 +134,24 @@ impl ConsumerContext for RebalanceContext {
                     }
                     Err(fatal) => {
                         *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(fatal);
+                        self.pending.store(true, Ordering::Release);
                         false
                     }
                 };
-                self.events
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(PartitionEvent::BatchEnded { committed });
+                self.push(PartitionEvent::BatchEnded { committed });
             }
             let partitions = list.elements().iter().map(|e| e.partition()).collect();
-            self.events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(PartitionEvent::Revoked {
-                    partitions,
-                    lost: consumer.assignment_lost(),
-                });
+            self.push(PartitionEvent::Revoked {
+                partitions,
+                lost: consumer.assignment_lost(),
+            });
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let partitions = list.elements().iter().map(|e| e.partition()).collect();
-            self.events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(PartitionEvent::Assigned(partitions));
+            self.push(PartitionEvent::Assigned(partitions));
         }
     }
 }
@@ -211,6 +223,7 @@ impl Processor {
         );
         let context = RebalanceContext {
             activity_topic: config.topics.activity.clone(),
+            pending: AtomicBool::new(false),
             transactions: Arc::clone(&transactions),
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
@@ -262,21 +275,51 @@ impl Processor {
     fn run_loop(&mut self, stop: &AtomicBool) -> Result<(), PipelineError> {
         let consumer = &self.consumer;
         let core = &mut self.core;
+        let mut last_feed_poll = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            core.feed.poll(
-                &mut core.tables,
-                &mut core.states,
-                core.activity_partitions,
-                Duration::ZERO,
-                1000,
-            )?;
-            let message = consumer.poll(Duration::from_millis(20));
-            core.check_fatal(consumer)?;
-            core.handle_partition_events(consumer)?;
-            match message {
-                None => {}
-                Some(Ok(m)) => core.process(&m)?,
-                Some(Err(e)) => warn!(error = %e, "consumer error"),
+            // The tables change rarely: looking every few milliseconds keeps them fresh without
+            // three extra polls per event.
+            if last_feed_poll.elapsed() >= FEED_POLL_INTERVAL {
+                core.feed.poll(
+                    &mut core.tables,
+                    &mut core.states,
+                    core.activity_partitions,
+                    Duration::ZERO,
+                    1000,
+                )?;
+                last_feed_poll = Instant::now();
+            }
+            // Wait for a record, then take what is already fetched without waiting, up to the
+            // batch's size bound; the batch bounds are checked once per burst.
+            let mut message = consumer.poll(Duration::from_millis(20));
+            let room = core
+                .config
+                .batch_max_records
+                .saturating_sub(core.transactions.records())
+                .clamp(1, MAX_BURST);
+            for _ in 0..room {
+                if consumer.context().has_events() {
+                    core.check_fatal(consumer)?;
+                    core.handle_partition_events(consumer)?;
+                }
+                match message {
+                    None => break,
+                    Some(Ok(m)) => core.process(&m)?,
+                    Some(Err(e)) => warn!(error = %e, "consumer error"),
+                }
+                message = consumer.poll(Duration::ZERO);
+            }
+            if let Some(Ok(m)) = message {
+                // One past the burst: process it rather than lose its place.
+                if consumer.context().has_events() {
+                    core.check_fatal(consumer)?;
+                    core.handle_partition_events(consumer)?;
+                }
+                core.process(&m)?;
+            }
+            if consumer.context().has_events() {
+                core.check_fatal(consumer)?;
+                core.handle_partition_events(consumer)?;
             }
             core.report_gauges();
             if core.transactions.is_open()
@@ -330,6 +373,7 @@ impl Core {
         &mut self,
         consumer: &BaseConsumer<RebalanceContext>,
     ) -> Result<(), PipelineError> {
+        consumer.context().pending.store(false, Ordering::Release);
         let events: Vec<PartitionEvent> = std::mem::take(
             &mut *consumer
                 .context()

@@ -135,6 +135,11 @@ impl Transactions {
         open.records >= max_records || open.began.is_some_and(|b| b.elapsed() >= max_time)
     }
 
+    /// Input records in the open transaction.
+    pub fn records(&self) -> usize {
+        self.lock().records
+    }
+
     pub fn is_open(&self) -> bool {
         self.lock().began.is_some()
     }
