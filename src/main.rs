@@ -155,6 +155,7 @@ fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_writer(io::stderr);
     if json {
         builder.json().init();
@@ -361,6 +362,11 @@ fn run_service(
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    // Bind before anything consumes: a busy port is an error at start, not after a rebalance.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.http_addr))
+        .with_context(|| format!("cannot serve HTTP on {}", config.http_addr))?;
+    info!(addr = %listener.local_addr()?, "serving HTTP (/metrics, /healthz, /readyz)");
 
     let pipeline = {
         let (config, health, stop) = (config.clone(), Arc::clone(&health), Arc::clone(&stop));
@@ -387,9 +393,9 @@ fn run_service(
             }
             stop_on_signal.store(true, Ordering::Relaxed);
         };
-        autoclaim::http::serve(config.http_addr, router, shutdown)
+        autoclaim::http::serve_on(listener, router, shutdown)
             .await
-            .with_context(|| format!("cannot serve HTTP on {}", config.http_addr))
+            .context("HTTP server failed")
     })?;
 
     match pipeline.join() {

@@ -1,0 +1,41 @@
+//! `autoclaim demo`, the zero-set-up command of the README: it runs the real loop on the embedded
+//! broker, and its outputs equal replay's.
+use std::process::Command;
+
+#[test]
+fn the_demo_runs_with_no_set_up_and_matches_replay() {
+    let output = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args([
+            "demo",
+            "--events",
+            "1500",
+            "--seed",
+            "3",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("AUTOCLAIM_BROKERS")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("no transaction isolation"),
+        "the demo must say what the mock broker lacks:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("Processed 1500 activity events"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Outcomes"), "{stdout}");
+    assert!(stdout.contains("Autoclaim report"), "{stdout}");
+    assert!(
+        stdout.contains("Pipeline outputs equal replay's for the same input: yes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("/metrics"), "{stdout}");
+}

@@ -1,0 +1,99 @@
+//! `/metrics`, `/healthz` and `/readyz` while `run` processes real Kafka traffic: the values move.
+//! Needs AUTOCLAIM_TEST_BROKERS (see `scripts/kafka`).
+mod kafka_support;
+
+use std::time::Duration;
+
+use autoclaim::scenario::{Scenario, ScenarioConfig};
+use autoclaim::telemetry;
+use autoclaim::wire::Format;
+use kafka_support::*;
+
+/// The value of a series, summed over its label sets (0 when absent).
+fn total(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_move_while_run_processes_traffic() {
+    let topics = unique_topics("metrics");
+    create_topics(&topics, 2);
+    let scenario = Scenario::new(ScenarioConfig {
+        tenants: 8,
+        users_per_tenant: 30,
+        seed: 21,
+        ..ScenarioConfig::default()
+    });
+    let tables = scenario.tables();
+    let activity = activity_records(scenario.activity(2000));
+    let expected = expected(
+        &tables.iter().chain(&activity).cloned().collect::<Vec<_>>(),
+        Duration::from_secs(3600),
+    );
+    publish(&topics, &tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut service = Service::start(&ServiceOptions {
+        topics: &topics,
+        group: &group,
+        transactional_id: "metrics-1",
+        delay: "1h",
+        extra: vec![],
+    });
+    let addr = service.http_addr();
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    wait_until("readiness", Duration::from_secs(60), || {
+        http_get(addr, "/readyz").0 == 200
+    });
+    let (_, before) = http_get(addr, "/metrics");
+    assert_eq!(total(&before, telemetry::EVENTS), 0.0);
+
+    publish(&topics, &activity, Format::Json);
+    wait_until(
+        "every event to be counted",
+        Duration::from_secs(120),
+        || total(&http_get(addr, "/metrics").1, telemetry::EVENTS) >= activity.len() as f64,
+    );
+    let (status, after) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    // Counters count committed decisions, exactly once each.
+    assert_eq!(total(&after, telemetry::EVENTS), activity.len() as f64);
+    assert_eq!(
+        total(&after, telemetry::ASSIGNMENTS),
+        expected.assignments.len() as f64
+    );
+    assert_eq!(
+        total(&after, telemetry::FAILURES),
+        expected.failures.len() as f64
+    );
+    assert!(
+        total(&after, &format!("{}_count", telemetry::DECISION_SECONDS)) >= activity.len() as f64
+    );
+    assert!(
+        total(
+            &after,
+            &format!("{}_count", telemetry::EVENT_TO_COMMIT_SECONDS)
+        ) >= activity.len() as f64
+    );
+    assert!(after.contains(&format!(
+        "{}{{result=\"committed\"}}",
+        telemetry::TRANSACTIONS
+    )));
+    assert_eq!(total(&after, telemetry::PARTITIONS_OWNED), 2.0);
+    // The feed reads settings, policies and inventory whole (the directory rows come in by restore).
+    let global = tables
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.record,
+                Some(autoclaim::wire::pb::replay_record::Record::DirectoryUser(_))
+            )
+        })
+        .count();
+    assert_eq!(total(&after, telemetry::TABLE_RECORDS), global as f64);
+    assert!(service.stop().success());
+}
