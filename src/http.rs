@@ -1,5 +1,4 @@
 //! The HTTP surface of `autoclaim run`: liveness and readiness (metrics and the admin API join here).
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -34,16 +33,6 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str)
             "not ready: restoring state or not consuming\n",
         )
     }
-}
-
-/// Serves until `shutdown` completes.
-pub async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener, router, shutdown).await
 }
 
 /// Serves on a bound listener until `shutdown` completes.
