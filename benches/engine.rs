@@ -9,7 +9,8 @@
 //! - `full_path/json_in_protobuf_out`: JSON decode + validate, decide, protobuf encode of the decision.
 //! - `decide/pre_decoded`: `state::process` only.
 //! - `decode/json`: JSON decode + validate only (with `decode/protobuf` next to it for comparison, and
-//!   `decode/json_without_schema_version`, the same payloads without their one numeric field).
+//!   `decode/json_without_schema_version`, the same payloads without their one numeric field, and
+//!   `decode/json_without_path_tracking`, plain `serde_json::from_slice` instead of `codec::decode`).
 //! - `full_path/protobuf_in_protobuf_out`: protobuf decode + validate, decide, protobuf encode.
 //! - `encode/decision_protobuf`: building and encoding the decision message only.
 //! - `first_claims/*`: the same paths when every event is a user's first claim (ASSIGNED or a seat
@@ -828,6 +829,17 @@ fn main() {
                 let e = decode_json(black_box(&pool.json_unversioned[i]));
                 i = (i + 1) % n;
                 e
+            })
+        });
+        // `codec::decode` tracks the path of the field being read (serde_path_to_error) so that a
+        // rejected record names its field; this is the same decode without the tracking.
+        let mut i = 0;
+        group.bench_function("json_without_path_tracking", |b| {
+            b.iter(|| {
+                let event: pb::ActivityEvent =
+                    serde_json::from_slice(black_box(&pool.json[i])).expect("valid JSON event");
+                i = (i + 1) % n;
+                Activity::try_from(event).expect("valid event")
             })
         });
         let mut i = 0;

@@ -140,6 +140,32 @@ pub struct BenchArgs {
     /// Keep the topics at the end (by default the run deletes what it created).
     #[arg(long)]
     pub keep_topics: bool,
+    /// Log filter of the `run` children (`AUTOCLAIM_LOG`); e.g.
+    /// `info,autoclaim::pipeline::transaction=debug` logs every commit's duration.
+    #[arg(
+        long,
+        default_value = "info,autoclaim::pipeline::transaction=debug,librdkafka=warn,rdkafka=warn"
+    )]
+    pub child_log: String,
+    /// Experiment: the transactional pass-through drains its outputs with `poll(0)` and sleeps of
+    /// this many microseconds instead of `poll(1 ms)` (which spins: rdkafka rounds the remaining
+    /// time down to whole milliseconds). 0: like autoclaim.
+    #[arg(long, default_value_t = 0)]
+    pub drain_sleep_us: u64,
+    /// `fetch.wait.max.ms` of the latency phase's output reader (bounds how late it can see an
+    /// output that became visible).
+    #[arg(long, default_value_t = 5)]
+    pub watch_fetch_wait_ms: u64,
+    /// Experiment: `linger.ms` of the pass-through producers (default: autoclaim's, 5).
+    #[arg(long)]
+    pub ceiling_linger_ms: Option<u64>,
+    /// Internal: run one pass-through (`plain` or `txn`) and print its figures as JSON.
+    #[arg(long, hide = true)]
+    pub internal_pass_through: Option<String>,
+    #[arg(long, hide = true)]
+    pub internal_input: Option<String>,
+    #[arg(long, hide = true)]
+    pub internal_output: Option<String>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -208,7 +234,7 @@ struct Window {
     machine: (u64, u64),
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct WindowFigures {
     wall: f64,
     broker_cpu: Option<f64>,
@@ -339,7 +365,7 @@ impl Cluster {
 
 // ------------------------------------------------------------------------------------ pass-through
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Throughput {
     events: usize,
     secs: f64,
@@ -347,6 +373,91 @@ struct Throughput {
     peak_rss_kib: u64,
     outputs: u64,
     window: WindowFigures,
+    commits: Option<CommitTimes>,
+}
+
+/// Durations of the steps of each commit, in microseconds.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct CommitTimes {
+    offsets_us: Vec<u64>,
+    /// Empty when the drain is part of `commit_us` (autoclaim's log times both together).
+    drain_us: Vec<u64>,
+    commit_us: Vec<u64>,
+}
+
+fn mean_ms(v: &[u64]) -> f64 {
+    v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1000.0
+}
+
+fn quantile_ms(v: &[u64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i] as f64 / 1000.0
+}
+
+impl CommitTimes {
+    /// From the debug lines of `autoclaim::pipeline::transaction` in a child's log.
+    fn from_log(log: &str) -> Option<CommitTimes> {
+        let field = |l: &str| -> Option<u64> {
+            l.split("elapsed_us=")
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let mut times = CommitTimes::default();
+        for l in log.lines() {
+            if l.contains("offsets sent to transaction") {
+                times.offsets_us.extend(field(l));
+            } else if l.contains("transaction committed") {
+                times.commit_us.extend(field(l));
+            }
+        }
+        (!times.commit_us.is_empty()).then_some(times)
+    }
+
+    fn total_secs(&self) -> f64 {
+        (self.offsets_us.iter().sum::<u64>()
+            + self.drain_us.iter().sum::<u64>()
+            + self.commit_us.iter().sum::<u64>()) as f64
+            / 1e6
+    }
+
+    fn describe(&self, wall: f64) -> String {
+        let drain = if self.drain_us.is_empty() {
+            String::from(" (drain included in commit)")
+        } else {
+            format!(
+                ", drain {:.1} (p99 {:.1})",
+                mean_ms(&self.drain_us),
+                quantile_ms(&self.drain_us, 0.99)
+            )
+        };
+        format!(
+            "{} commits; mean ms: send_offsets {:.1} (p99 {:.1}){drain}, commit {:.1} (p99 {:.1}); loop blocked in commits {:.0}% of the time",
+            self.commit_us.len(),
+            mean_ms(&self.offsets_us),
+            quantile_ms(&self.offsets_us, 0.99),
+            mean_ms(&self.commit_us),
+            quantile_ms(&self.commit_us, 0.99),
+            self.total_secs() / wall.max(1e-9) * 100.0
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "count": self.commit_us.len(),
+            "send_offsets_ms": {"mean": mean_ms(&self.offsets_us), "p99": quantile_ms(&self.offsets_us, 0.99)},
+            "drain_ms": {"mean": mean_ms(&self.drain_us), "p99": quantile_ms(&self.drain_us, 0.99)},
+            "commit_ms": {"mean": mean_ms(&self.commit_us), "p99": quantile_ms(&self.commit_us, 0.99)},
+            "blocked_s": self.total_secs(),
+        })
+    }
 }
 
 impl Throughput {
@@ -368,6 +479,7 @@ impl Throughput {
             "peak_rss_mib": self.peak_rss_kib as f64 / 1024.0,
             "outputs": self.outputs,
             "window": self.window.json(),
+            "commits": self.commits.as_ref().map(CommitTimes::json),
         })
     }
 
@@ -382,7 +494,9 @@ impl Throughput {
             self.outputs,
             "",
             self.window.describe(self.events)
-        )
+        ) + &self.commits.as_ref().map_or(String::new(), |c| {
+            format!("\n{:<36}{}", "", c.describe(self.secs))
+        })
     }
 }
 
@@ -416,10 +530,15 @@ fn send_copy(
     }
 }
 
-fn drain(producer: &BaseProducer) {
+fn drain(producer: &BaseProducer, sleep_us: u64) {
     let deadline = Instant::now() + TXN_TIMEOUT;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        producer.poll(Duration::from_millis(1));
+        if sleep_us == 0 {
+            producer.poll(Duration::from_millis(1));
+        } else {
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_micros(sleep_us));
+        }
     }
 }
 
@@ -435,18 +554,23 @@ fn pass_through(
     transactional_id: Option<&str>,
     batch: (usize, Duration),
     broker: Option<u32>,
+    drain_sleep_us: u64,
+    linger_ms: Option<u64>,
 ) -> anyhow::Result<Throughput> {
     reset_peak_rss();
     let consumer: BaseConsumer<QuietContext> =
         clients::activity_consumer(kafka, group).create_with_context(QuietContext)?;
-    let producer: BaseProducer = match transactional_id {
-        Some(id) => {
-            let p: BaseProducer = clients::transactional_producer(kafka, id).create()?;
-            p.init_transactions(TXN_TIMEOUT)?;
-            p
-        }
-        None => clients::idempotent_producer(kafka).create()?,
+    let mut config = match transactional_id {
+        Some(id) => clients::transactional_producer(kafka, id),
+        None => clients::idempotent_producer(kafka),
     };
+    if let Some(linger) = linger_ms {
+        config.set("linger.ms", linger.to_string());
+    }
+    let producer: BaseProducer = config.create()?;
+    if transactional_id.is_some() {
+        producer.init_transactions(TXN_TIMEOUT)?;
+    }
     consumer.subscribe(&[input])?;
     let mut count = 0usize;
     let mut started: Option<(Instant, f64, Window)> = None;
@@ -454,7 +578,8 @@ fn pass_through(
     let mut in_batch = 0usize;
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     let guard = Instant::now();
-    let commit = |next_offsets: &mut BTreeMap<i32, i64>| -> anyhow::Result<()> {
+    let mut times = CommitTimes::default();
+    let mut commit = |next_offsets: &mut BTreeMap<i32, i64>| -> anyhow::Result<()> {
         let mut offsets = TopicPartitionList::new();
         for (p, o) in next_offsets.iter() {
             offsets.add_partition_offset(input, *p, Offset::Offset(*o))?;
@@ -462,9 +587,15 @@ fn pass_through(
         let group = consumer
             .group_metadata()
             .context("no consumer group metadata")?;
+        let t = Instant::now();
         producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
-        drain(&producer);
+        times.offsets_us.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        drain(&producer, drain_sleep_us);
+        times.drain_us.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
         producer.commit_transaction(TXN_TIMEOUT)?;
+        times.commit_us.push(t.elapsed().as_micros() as u64);
         next_offsets.clear();
         Ok(())
     };
@@ -511,6 +642,7 @@ fn pass_through(
         peak_rss_kib: status_kib("self", "VmHWM"),
         outputs: count as u64,
         window: window.finish(),
+        commits: transactional_id.map(|_| times),
     };
     consumer.unsubscribe();
     Ok(figures)
@@ -609,6 +741,7 @@ struct ChildOptions<'a> {
     output_format: Format,
     batch: (usize, Duration),
     log: PathBuf,
+    log_filter: &'a str,
 }
 
 impl RunChild {
@@ -647,7 +780,7 @@ impl RunChild {
             command.args(["--kafka-property", &format!("{k}={v}")]);
         }
         let child = command
-            .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("AUTOCLAIM_LOG", o.log_filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -809,7 +942,13 @@ fn machine() -> serde_json::Value {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let memory_gib = status_like("/proc/meminfo", "MemTotal") as f64 / 1024.0 / 1024.0;
-    json!({"cpu": model, "cores": cores, "memory_gib": memory_gib, "loadavg": loadavg()})
+    let source = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    json!({"cpu": model, "cores": cores, "memory_gib": memory_gib, "loadavg": loadavg(), "source": source})
 }
 
 fn status_like(path: &str, field: &str) -> u64 {
@@ -832,6 +971,28 @@ fn unix_secs() -> u64 {
 
 /// Runs the phases asked for and prints the figures.
 pub fn command(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(kind) = &args.internal_pass_through {
+        let prefix = args.prefix.clone().unwrap_or_default();
+        let transactional = kind == "txn";
+        let figures = pass_through(
+            &args.kafka,
+            args.internal_input.as_deref().context("--internal-input")?,
+            args.internal_output
+                .as_deref()
+                .context("--internal-output")?,
+            &format!("{prefix}.ceiling-{kind}"),
+            args.events,
+            transactional
+                .then(|| format!("{prefix}.ceiling-{kind}"))
+                .as_deref(),
+            (args.batch_max_records, args.batch_max_time),
+            broker_pid(&args),
+            args.drain_sleep_us,
+            args.ceiling_linger_ms,
+        )?;
+        println!("{}", serde_json::to_string(&figures)?);
+        return Ok(());
+    }
     let prefix = args
         .prefix
         .clone()
@@ -889,6 +1050,7 @@ impl Bench<'_> {
             output_format: self.args.output_format,
             batch: (self.args.batch_max_records, self.args.batch_max_time),
             log: self.args.work_dir.join(format!("{id}.log")),
+            log_filter: &self.args.child_log,
         })
     }
 
@@ -909,12 +1071,13 @@ impl Bench<'_> {
         );
         let m = machine();
         println!(
-            "machine: {} ({} cores, {:.1} GiB), load {}; broker pid {:?}",
+            "machine: {} ({} cores, {:.1} GiB), load {}; broker pid {:?}; source {}",
             m["cpu"].as_str().unwrap_or(""),
             m["cores"],
             m["memory_gib"].as_f64().unwrap_or(0.0),
             m["loadavg"].as_str().unwrap_or(""),
-            self.broker
+            self.broker,
+            m["source"].as_str().unwrap_or("unknown")
         );
         self.results.insert("machine".into(), m);
         self.results.insert(
@@ -994,28 +1157,9 @@ impl Bench<'_> {
         let txn_out = format!("{}.ceiling-txn.out", self.prefix);
         self.cluster.create_plain(&plain_out, a.partitions)?;
         self.cluster.create_plain(&txn_out, a.partitions)?;
-        let batch = (a.batch_max_records, a.batch_max_time);
-        let plain = pass_through(
-            &a.kafka,
-            &input,
-            &plain_out,
-            &format!("{}.ceiling-plain", self.prefix),
-            a.events,
-            None,
-            batch,
-            self.broker,
-        )?;
+        let plain = self.pass_through_child("plain", &input, &plain_out)?;
         println!("{}", plain.line("ceiling: pass-through, plain"));
-        let txn = pass_through(
-            &a.kafka,
-            &input,
-            &txn_out,
-            &format!("{}.ceiling-txn", self.prefix),
-            a.events,
-            Some(&format!("{}.ceiling-txn", self.prefix)),
-            batch,
-            self.broker,
-        )?;
+        let txn = self.pass_through_child("txn", &input, &txn_out)?;
         println!("{}", txn.line("ceiling: pass-through, transactions"));
         self.results.insert("ceiling_plain".into(), plain.json());
         self.results
@@ -1023,6 +1167,72 @@ impl Bench<'_> {
         // The copies are not needed any more; free the broker's disk.
         self.cluster.delete(&[plain_out, txn_out]);
         Ok((plain, txn))
+    }
+
+    /// With `--perf`: `perf record` of a child process until `stop_perf`.
+    fn start_perf(&self, pid: &str, name: &str) -> Option<(Child, PathBuf)> {
+        if !self.args.perf {
+            return None;
+        }
+        let path = self
+            .args
+            .work_dir
+            .join(format!("{}.{name}.perf.data", self.prefix));
+        Command::new("perf")
+            .args(["record", "-F", "299", "-g", "--call-graph", "dwarf,16384"])
+            .args(["-p", pid, "-o"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+            .map(|c| (c, path))
+    }
+
+    /// One pass-through in a process of its own (this binary), so that its CPU and peak memory are
+    /// its own, as autoclaim's are.
+    fn pass_through_child(
+        &self,
+        kind: &str,
+        input: &str,
+        output: &str,
+    ) -> anyhow::Result<Throughput> {
+        let a = self.args;
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["bench", "--brokers", &a.kafka.brokers])
+            .args(["--events", &a.events.to_string()])
+            .args(["--batch-max-records", &a.batch_max_records.to_string()])
+            .args([
+                "--batch-max-time",
+                &humantime::format_duration(a.batch_max_time).to_string(),
+            ])
+            .args(["--drain-sleep-us", &a.drain_sleep_us.to_string()])
+            .args(
+                a.ceiling_linger_ms
+                    .map(|l| vec!["--ceiling-linger-ms".to_owned(), l.to_string()])
+                    .unwrap_or_default(),
+            )
+            .args(["--prefix", &self.prefix])
+            .args(["--internal-pass-through", kind])
+            .args(["--internal-input", input])
+            .args(["--internal-output", output]);
+        if let Some(pid) = self.broker {
+            command.args(["--broker-pid", &pid.to_string()]);
+        }
+        for (k, v) in &a.kafka.properties {
+            command.args(["--kafka-property", &format!("{k}={v}")]);
+        }
+        let out = command
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot start the pass-through process")?;
+        if !out.status.success() {
+            bail!("the {kind} pass-through failed ({})", out.status);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).with_context(|| format!("pass-through output: {line}"))
     }
 
     fn run_phase(
@@ -1039,46 +1249,28 @@ impl Bench<'_> {
         let window = Window::start(self.broker);
         let cpu0 = cpu_secs(&pid);
         let startup = ready.duration_since(child.spawned).as_secs_f64();
-        let perf = if a.perf {
-            let path = a.work_dir.join(format!("{}.run.perf.data", self.prefix));
-            Command::new("perf")
-                .args(["record", "-F", "299", "-g", "--call-graph", "dwarf,16384"])
-                .args(["-p", &pid, "-o"])
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()
-                .map(|c| (c, path))
-        } else {
-            None
-        };
+        let perf = self.start_perf(&pid, "run");
         let done = wait_processed(&mut [&mut child], a.events as f64)?;
         let secs = done.duration_since(ready).as_secs_f64();
         let cpu = cpu_secs(&pid) - cpu0;
         let peak = status_kib(&pid, "VmHWM");
         let metrics = child.metrics();
-        if let Some((c, path)) = perf {
-            let _ = Command::new("kill")
-                .args(["-INT", &c.id().to_string()])
-                .status();
-            let mut c = c;
-            let _ = c.wait();
-            println!("      perf profile of run: {}", path.display());
-        }
+        stop_perf(perf);
         let outputs = metric_sum(&metrics, crate::telemetry::ASSIGNMENTS)
             + metric_sum(&metrics, crate::telemetry::FAILURES)
             + metric_sum(&metrics, crate::telemetry::DEAD_LETTERS);
-        let figures = Throughput {
+        let mut figures = Throughput {
             events: a.events,
             secs,
             cpu_secs: cpu,
             peak_rss_kib: peak,
             outputs: outputs as u64,
             window: window.finish(),
+            commits: None,
         };
         let transactions = metric_sum(&metrics, crate::telemetry::TRANSACTIONS);
         child.stop();
+        figures.commits = CommitTimes::from_log(&child.log_text());
         println!("{}", figures.line("autoclaim run (exactly once)"));
         println!(
             "{:<36}start to ready {startup:.1} s; {transactions:.0} transactions ({:.0} records each)",
@@ -1130,8 +1322,17 @@ impl Bench<'_> {
                 Arc::clone(&stop),
             );
             let event_prefix = format!("evt-{}-", a.seed);
+            let fetch_wait = a.watch_fetch_wait_ms;
             std::thread::spawn(move || {
-                watch_outputs(&kafka, &topics, &event_prefix, base, &sent, &stop)
+                watch_outputs(
+                    &kafka,
+                    &topics,
+                    &event_prefix,
+                    base,
+                    &sent,
+                    &stop,
+                    fetch_wait,
+                )
             })
         };
         // Let the watcher's assignment settle before the first event.
@@ -1164,6 +1365,7 @@ impl Bench<'_> {
             .map_err(|_| anyhow::anyhow!("the output watcher panicked"))??;
         let metrics = child.metrics();
         child.stop();
+        let commits = CommitTimes::from_log(&child.log_text());
         latencies.sort_unstable();
         let pct = |q: f64| -> f64 {
             if latencies.is_empty() {
@@ -1205,6 +1407,9 @@ impl Bench<'_> {
             cpu / win.wall,
             win.describe(count)
         );
+        if let Some(c) = &commits {
+            println!("{:<36}{}", "", c.describe(win.wall));
+        }
         self.results.insert(
             "latency".into(),
             json!({
@@ -1213,6 +1418,7 @@ impl Bench<'_> {
                 "visible_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
                 "histogram_ms": {"p50": hist(0.5), "p99": hist(0.99), "p999": hist(0.999)},
                 "autoclaim_cores": cpu / win.wall,
+                "commits": commits.as_ref().map(CommitTimes::json),
                 "window": win.json(),
             }),
         );
@@ -1240,12 +1446,18 @@ impl Bench<'_> {
             let window = Window::start(self.broker);
             let mut first_ready: Option<Instant> = None;
             let mut all_ready: Option<(Instant, f64, Vec<f64>, Window)> = None;
+            let mut last: Option<(Instant, f64)> = None;
             let done = loop {
                 for c in &mut children {
                     c.check_alive()?;
                 }
-                let ready: Vec<bool> = children.iter().map(RunChild::ready).collect();
+                let ready: Vec<bool> = if all_ready.is_none() {
+                    children.iter().map(RunChild::ready).collect()
+                } else {
+                    vec![true; k]
+                };
                 let processed: f64 = children.iter().map(RunChild::processed).sum();
+                let now = Instant::now();
                 if first_ready.is_none() && ready.iter().any(|r| *r) {
                     first_ready = Some(Instant::now());
                 }
@@ -1263,7 +1475,12 @@ impl Bench<'_> {
                 if spawned.elapsed() > PROCESS_TIMEOUT {
                     bail!("{k} instances did not process {} events", a.events);
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                if all_ready.is_none() {
+                    std::thread::sleep(Duration::from_millis(20));
+                } else {
+                    std::thread::sleep(poll_interval(last, now, processed, a.events as f64));
+                    last = Some((now, processed));
+                }
             };
             let whole = window.finish();
             let cpu_end: Vec<f64> = pids.iter().map(|p| cpu_secs(p)).collect();
@@ -1342,7 +1559,13 @@ impl Bench<'_> {
             let group = format!("{}.scale-{users}", self.prefix);
             let mut child =
                 self.child(&topics, &group, &format!("{}.scale-{users}-0", self.prefix))?;
+            let perf = if users > 0 {
+                self.start_perf(&child.pid(), &format!("restore-{users}"))
+            } else {
+                None
+            };
             let ready = child.wait_ready(Duration::from_millis(50))?;
+            stop_perf(perf);
             let startup = ready.duration_since(child.spawned).as_secs_f64();
             // The tracked-users gauge is refreshed every 5 s.
             let mut tracked = 0.0;
@@ -1383,30 +1606,62 @@ impl Bench<'_> {
                 "rss_mib": rss as f64 / 1024.0, "peak_rss_mib": hwm as f64 / 1024.0,
                 "bytes_per_user": per_user, "loadavg": loadavg(),
             }));
-            self.cluster.delete(&[topics.directory.clone()]);
+            self.cluster.delete(std::slice::from_ref(&topics.directory));
         }
         self.results.insert("scale".into(), json!(rows));
         Ok(())
     }
 }
 
+fn stop_perf(perf: Option<(Child, PathBuf)>) {
+    if let Some((mut c, path)) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+        println!("      perf profile: {}", path.display());
+    }
+}
+
 /// Waits until the children's committed counters add up to `target`; returns when they did.
 fn wait_processed(children: &mut [&mut RunChild], target: f64) -> anyhow::Result<Instant> {
     let started = Instant::now();
+    let mut last: Option<(Instant, f64)> = None;
     loop {
         let mut processed = 0.0;
         for c in children.iter_mut() {
             c.check_alive()?;
             processed += c.processed();
         }
+        let now = Instant::now();
         if processed >= target {
-            return Ok(Instant::now());
+            return Ok(now);
         }
         if started.elapsed() > PROCESS_TIMEOUT {
             bail!("only {processed} of {target} events processed in {PROCESS_TIMEOUT:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(poll_interval(last, now, processed, target));
+        last = Some((now, processed));
     }
+}
+
+/// How long to wait before looking at the counters again: half the expected time to the target at
+/// the current rate, between 10 and 200 ms, so that scraping /metrics costs the child little and
+/// the end is still seen within 10 ms.
+fn poll_interval(
+    last: Option<(Instant, f64)>,
+    now: Instant,
+    processed: f64,
+    target: f64,
+) -> Duration {
+    let Some((then, before)) = last else {
+        return Duration::from_millis(10);
+    };
+    let rate = (processed - before) / now.duration_since(then).as_secs_f64().max(1e-6);
+    if rate <= 0.0 {
+        return Duration::from_millis(100);
+    }
+    Duration::from_secs_f64(((target - processed) / rate / 2.0).clamp(0.01, 0.2))
 }
 
 /// Reads the assignments and failures topics (read_committed) and returns, for each output, the
@@ -1418,11 +1673,12 @@ fn watch_outputs(
     base: Instant,
     sent: &[AtomicU64],
     stop: &AtomicBool,
+    fetch_wait_ms: u64,
 ) -> anyhow::Result<Vec<u64>> {
     let mut config = clients::table_reader(kafka);
     config
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "5");
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
     let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
     let mut assignment = TopicPartitionList::new();
     for topic in [&topics.assignments, &topics.failures] {
@@ -1535,7 +1791,7 @@ fn publish_directory(
                 "US".into()
             },
             licenses,
-            as_of: as_of.clone(),
+            as_of,
         };
         publisher.send(&pb::ReplayRecord {
             record: Some(Record::DirectoryUser(user)),

@@ -403,6 +403,10 @@ fn run_service(
             info!(?counts, "stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Ok(Err(PipelineError::Transaction(e))) if e.is_fenced() => {
+            warn!("fenced by a newer instance with the same transactional id; exiting");
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(Err(PipelineError::Fenced(id))) => {
             warn!(
                 transactional_id = id,

@@ -6,7 +6,9 @@
 //! * `duplicate_assignment`: the same tenant, user and product assigned more than once;
 //! * `over_assignment`: per tenant and product, more assignments after the newest inventory
 //!   snapshot's `asOf` than `purchased - assigned` of that snapshot (and any assignment of a product
-//!   the tenant has no inventory for);
+//!   the tenant has no inventory for). An assignment is "after" by its `seatsCountedFrom` (its
+//!   `occurredAt`, or just after the snapshot it was checked against when its event lagged behind
+//!   that snapshot), or by `occurredAt` when the record has no `seatsCountedFrom`;
 //! * `misplaced_assignment`: an assignment not on the partition number its tenant's activity is on
 //!   (the partition's state would not see it when it is restored);
 //! * `unprocessed_records`: activity records at or after the group's committed offset (neither
@@ -592,7 +594,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         counts.assignments += 1;
         match decode_output::<pb::LicenseAssignment>(m) {
             Ok(a) => {
-                let occurred = convert::timestamp("occurredAt", a.occurred_at).ok();
+                // From when it counts against seats: seatsCountedFrom (the event's time, or just
+                // after the snapshot it was checked against), or occurredAt for older records.
+                let counted_from = match a.seats_counted_from {
+                    Some(t) => convert::timestamp("seatsCountedFrom", Some(t)).ok(),
+                    None => convert::timestamp("occurredAt", a.occurred_at).ok(),
+                };
                 let owner = tenant_partition(&a.tenant_id, activity_partitions);
                 let record = OutputRecord {
                     topic: "assignments",
@@ -613,7 +620,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
                 let entry = first_assignment
                     .entry((a.tenant_id.clone(), a.user_id.clone(), a.product.clone()))
                     .or_insert_with(|| (Timestamp::MAX, Vec::new()));
-                if let Some(t) = occurred {
+                if let Some(t) = counted_from {
                     entry.0 = entry.0.min(t);
                 }
                 entry

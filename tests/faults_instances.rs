@@ -265,7 +265,7 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     let status = first.wait(GUARD);
     let fenced_after = started.elapsed();
     // Nothing lost first, then how the first instance went.
-    wait_processed(&topics, &group, GUARD);
+    wait_processed_by(&mut second, &topics, &group, GUARD);
     let report = wait_clean(&topics, &group, GUARD);
     assert_equal_to_replay(&topics, &w.expected);
     let first_log = first.log_text();

@@ -6,7 +6,32 @@ use super::config::KafkaArgs;
 fn base(kafka: &KafkaArgs) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
+/// The settings exactly-once depends on; `--kafka-property` may not change them.
+const PROTECTED: &[&str] = &[
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "transactional.id",
+    "enable.idempotence",
+    "acks",
+    "partitioner",
+];
+
+/// Applies the operator's `--kafka-property` settings over our defaults (so e.g. timeouts and
+/// security can be tuned), except those exactly-once depends on.
+fn with_overrides(mut config: ClientConfig, kafka: &KafkaArgs) -> ClientConfig {
     for (key, value) in &kafka.properties {
+        if PROTECTED.contains(&key.as_str()) {
+            tracing::warn!(
+                key,
+                "ignoring --kafka-property: exactly-once depends on this setting"
+            );
+            continue;
+        }
         config.set(key, value);
     }
     config
@@ -26,7 +51,7 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         .set("max.poll.interval.ms", "300000")
         // Statistics feed the per-partition lag metric.
         .set("statistics.interval.ms", "5000");
-    config
+    with_overrides(config, kafka)
 }
 
 /// A reader of whole topics (tables, changelogs): no group, no commits, committed data only.
@@ -39,7 +64,7 @@ pub fn table_reader(kafka: &KafkaArgs) -> ClientConfig {
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
-    config
+    with_overrides(config, kafka)
 }
 
 /// The transactional producer of assignments, failures and dead letters.
@@ -49,10 +74,13 @@ pub fn transactional_producer(kafka: &KafkaArgs, transactional_id: &str) -> Clie
         .set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("transaction.timeout.ms", "60000")
+        // As Kafka Streams does: a crashed instance's open transaction blocks read_committed
+        // readers of its partitions until this runs out, so keep it short (commits come every
+        // --batch-max-time anyway).
+        .set("transaction.timeout.ms", "10000")
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random");
-    config
+    with_overrides(config, kafka)
 }
 
 /// A plain idempotent producer (admin API writes, load generation, tests).
@@ -63,11 +91,11 @@ pub fn idempotent_producer(kafka: &KafkaArgs) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random");
-    config
+    with_overrides(config, kafka)
 }
 
 pub fn admin(kafka: &KafkaArgs) -> ClientConfig {
-    base(kafka)
+    with_overrides(base(kafka), kafka)
 }
 
 /// A client context that logs librdkafka's errors through `tracing`, except the end-of-partition

@@ -156,7 +156,11 @@ impl TableFeed {
                         reader.pending.remove(&p);
                         continue;
                     }
-                    Some(Err(e)) => return Err(e),
+                    Some(Err(e)) => {
+                        // Brokers going away is routine: librdkafka reconnects by itself.
+                        warn!(topic = reader.topic, error = %e, "table feed consumer error");
+                        break;
+                    }
                     Some(Ok(m)) => m,
                 };
                 timeout = Duration::ZERO;

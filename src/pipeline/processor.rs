@@ -11,7 +11,7 @@ use metrics::{gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{error, info, warn};
@@ -192,7 +192,7 @@ impl Processor {
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
         let activity_partitions = admin::check_topics(&config.kafka, &config.topics)?;
         let transactional_id = config.transactional_id();
-        let producer: BaseProducer<_> =
+        let producer: ThreadedProducer<_> =
             clients::transactional_producer(&config.kafka, &transactional_id).create()?;
         let transactions = Arc::new(
             Transactions::init(producer, &config.topics.activity).map_err(|e| {
@@ -304,7 +304,7 @@ impl Processor {
                 }
                 match message {
                     None => break,
-                    Some(Ok(m)) => core.process(&m)?,
+                    Some(Ok(m)) => core.process_or_recover(consumer, &m)?,
                     Some(Err(e)) => warn!(error = %e, "consumer error"),
                 }
                 message = consumer.poll(Duration::ZERO);
@@ -315,7 +315,7 @@ impl Processor {
                     core.check_fatal(consumer)?;
                     core.handle_partition_events(consumer)?;
                 }
-                core.process(&m)?;
+                core.process_or_recover(consumer, &m)?;
             }
             if consumer.context().has_events() {
                 core.check_fatal(consumer)?;
@@ -416,6 +416,28 @@ impl Core {
         Ok(())
     }
 
+    /// Processes a record; if that aborts the transaction (a send failed), rewinds to the committed
+    /// offsets and rebuilds the state, as a failed commit does, instead of stopping.
+    fn process_or_recover(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), PipelineError> {
+        match self.process(message) {
+            Err(PipelineError::Transaction(TxnError::Aborted(e))) => {
+                warn!(error = %e, "sending an output failed; aborting and rewinding");
+                self.transactions.abort()?;
+                self.counts.aborts += 1;
+                self.batch.aborted();
+                self.rewind(consumer)
+            }
+            Err(PipelineError::Transaction(e)) if e.is_fenced() => {
+                Err(PipelineError::Fenced(self.config.transactional_id()))
+            }
+            other => other,
+        }
+    }
+
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
         let partition = message.partition();
         let offset = message.offset();
@@ -512,8 +534,19 @@ impl Core {
                 });
             }
         }
+        // A record refused for its size is kept only up to the limit (with its size in a header), so
+        // that its dead letter always fits within the broker's message size.
+        let payload = message.payload().unwrap_or_default();
+        let kept = &payload[..payload.len().min(codec::MAX_RECORD_BYTES)];
+        if kept.len() < payload.len() {
+            let size = payload.len().to_string();
+            headers = headers.insert(Header {
+                key: "autoclaim.error.original-size",
+                value: Some(&size),
+            });
+        }
         let mut record = BaseRecord::to(&self.config.topics.dead_letters)
-            .payload(message.payload().unwrap_or_default())
+            .payload(kept)
             .headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);

@@ -56,6 +56,9 @@ pub fn restore_partitions(
     if partitions.is_empty() {
         return Ok((states, stats));
     }
+    // Transactions still open on the changelog (a crashed instance's, until the broker times them
+    // out) hide what was committed after them from a read_committed reader: wait for them to end.
+    wait_for_open_transactions(kafka, &topics.assignments, partitions, started)?;
     // The changelog first: what this processor assigned in these partitions.
     let changelog: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
     read_to_end(
@@ -177,4 +180,39 @@ pub fn apply_directory_change(state: &mut PartitionState, change: DirectoryChang
             state.delete_directory_user(&tenant_id, &user_id)
         }
     }
+}
+
+/// Waits until no transaction is open on the changelog partitions: the last stable offset (what a
+/// read_committed consumer sees as the end) reaches the high watermark. This instance has no open
+/// transaction of its own on these partitions at restore time (it commits before revocation and
+/// aborts before a rewind), so what it waits for is another, dead instance's.
+fn wait_for_open_transactions(
+    kafka: &KafkaArgs,
+    topic: &str,
+    partitions: &[i32],
+    started: Instant,
+) -> Result<(), RestoreError> {
+    let mut uncommitted = clients::table_reader(kafka);
+    uncommitted.set("isolation.level", "read_uncommitted");
+    let uncommitted: BaseConsumer<QuietContext> = uncommitted.create_with_context(QuietContext)?;
+    let committed: BaseConsumer<QuietContext> =
+        clients::table_reader(kafka).create_with_context(QuietContext)?;
+    for p in partitions {
+        let (_, high) = uncommitted.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        loop {
+            let (_, stable) = committed.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+            if stable >= high {
+                break;
+            }
+            if started.elapsed() > RESTORE_TIMEOUT {
+                return Err(RestoreError::Timeout(vec![*p]));
+            }
+            warn!(
+                partition = p,
+                stable, high, "waiting for an open transaction on the changelog to end"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -57,7 +57,7 @@ struct Open {
 }
 
 pub struct Transactions {
-    producer: BaseProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<DefaultProducerContext>,
     input_topic: String,
     open: Mutex<Open>,
 }
@@ -66,7 +66,7 @@ impl Transactions {
     /// Creates the producer and fences any earlier producer with the same transactional id (its open
     /// transaction is aborted).
     pub fn init(
-        producer: BaseProducer<DefaultProducerContext>,
+        producer: ThreadedProducer<DefaultProducerContext>,
         input_topic: &str,
     ) -> Result<Self, TxnError> {
         retry(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| match classify(&e) {
@@ -103,20 +103,22 @@ impl Transactions {
 
     /// Sends an output record in the open transaction, waiting while the local queue is full.
     pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), TxnError> {
-        // Serve delivery reports as we go (the commit checks every delivery anyway).
-        self.producer.poll(Duration::ZERO);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, _)) => {
+                    // A send may be the first call to see that the producer is fenced.
+                    if let Some((code, _)) = self.producer.client().fatal_error() {
+                        return Err(TxnError::Fatal(KafkaError::MessageProduction(code)));
+                    }
                     return Err(match classify(&e) {
                         Class::Fatal => TxnError::Fatal(e),
                         _ => TxnError::Aborted(e),
-                    })
+                    });
                 }
             }
         }
@@ -217,13 +219,13 @@ impl Transactions {
 }
 
 impl Transactions {
-    /// Waits until every output of the batch is acknowledged, serving delivery reports every
-    /// millisecond. rdkafka's own flush (which commit calls first) polls in steps of up to 100 ms,
-    /// which would add that much to every commit; after this it finds nothing left to wait for.
+    /// Waits until every output of the batch is acknowledged (the producer's own thread serves the
+    /// delivery reports). rdkafka's flush, which commit calls first, waits in steps of up to
+    /// 100 ms, which would add that much to every commit; after this it finds nothing to wait for.
     fn drain_outputs(&self) {
         let deadline = Instant::now() + TXN_TIMEOUT;
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            self.producer.poll(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

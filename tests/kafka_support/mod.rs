@@ -416,6 +416,23 @@ pub fn wait_processed(topics: &Topics, group: &str, timeout: Duration) {
     );
 }
 
+/// Like `wait_processed`, but fails at once (with the log) if `service` exits meanwhile.
+pub fn wait_processed_by(service: &mut Service, topics: &Topics, group: &str, timeout: Duration) {
+    let end = activity_end_total(topics);
+    wait_until(
+        &format!("group {group} to commit all {end} activity records"),
+        timeout,
+        || {
+            assert!(
+                service.is_running(),
+                "the service exited before processing everything; log:\n{}",
+                service.log_text()
+            );
+            committed_total(topics, group) >= end
+        },
+    );
+}
+
 /// Problems that no later commit can repair: once seen in committed outputs they stay.
 pub const PERMANENT_PROBLEMS: [&str; 8] = [
     "duplicate_assignment",
@@ -506,7 +523,11 @@ pub struct RawProducer {
 impl RawProducer {
     pub fn new() -> RawProducer {
         let mut config = clients::idempotent_producer(&kafka());
-        config.set("queue.buffering.max.messages", "1000000");
+        config
+            .set("queue.buffering.max.messages", "1000000")
+            // Up to the broker's default limit (message.max.bytes 1048588 per batch), beyond
+            // librdkafka's default of 1,000,000 bytes.
+            .set("message.max.bytes", "1048576");
         RawProducer {
             producer: config
                 .create_with_context(DeliveryErrors::default())
