@@ -147,10 +147,10 @@ pub struct BenchArgs {
         default_value = "info,autoclaim::pipeline::transaction=debug,librdkafka=warn,rdkafka=warn"
     )]
     pub child_log: String,
-    /// Experiment: the transactional pass-through drains its outputs with `poll(0)` and sleeps of
-    /// this many microseconds instead of `poll(1 ms)` (which spins: rdkafka rounds the remaining
-    /// time down to whole milliseconds). 0: like autoclaim.
-    #[arg(long, default_value_t = 0)]
+    /// How the transactional pass-through waits for its outputs before committing: `poll(0)` and
+    /// sleeps of this many microseconds, as autoclaim's drain sleeps 200 us; 0: `poll(1 ms)` in a
+    /// loop, which spins (rdkafka rounds the remaining time down to whole milliseconds).
+    #[arg(long, default_value_t = 200)]
     pub drain_sleep_us: u64,
     /// `fetch.wait.max.ms` of the latency phase's output reader (bounds how late it can see an
     /// output that became visible).
@@ -1223,10 +1223,14 @@ impl Bench<'_> {
         for (k, v) in &a.kafka.properties {
             command.args(["--kafka-property", &format!("{k}={v}")]);
         }
-        let out = command
+        let child = command
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .output()
+            .spawn()
             .context("cannot start the pass-through process")?;
+        let perf = self.start_perf(&child.id().to_string(), &format!("ceiling-{kind}"));
+        let out = child.wait_with_output()?;
+        stop_perf(perf);
         if !out.status.success() {
             bail!("the {kind} pass-through failed ({})", out.status);
         }
@@ -1341,6 +1345,7 @@ impl Bench<'_> {
         let scenario = Scenario::new(self.scenario_config());
         let window = Window::start(self.broker);
         let cpu0 = cpu_secs(&pid);
+        let own0 = cpu_secs("self");
         let started = Instant::now();
         for (i, event) in scenario.activity(count).enumerate() {
             let due = Duration::from_secs_f64(i as f64 / a.rate as f64);
@@ -1357,6 +1362,7 @@ impl Bench<'_> {
         publisher.flush(Duration::from_secs(60))?;
         wait_processed(&mut [&mut child], count as f64)?;
         let cpu = cpu_secs(&pid) - cpu0;
+        let own = cpu_secs("self") - own0;
         let win = window.finish();
         std::thread::sleep(Duration::from_millis(500));
         stop.store(true, Ordering::Relaxed);
@@ -1402,9 +1408,10 @@ impl Bench<'_> {
             hist(0.999)
         );
         println!(
-            "{:<36}autoclaim CPU {:.2} cores; {}",
+            "{:<36}autoclaim CPU {:.2} cores, load generator and output reader {:.2} cores; {}",
             "",
             cpu / win.wall,
+            own / win.wall,
             win.describe(count)
         );
         if let Some(c) = &commits {
@@ -1418,6 +1425,7 @@ impl Bench<'_> {
                 "visible_ms": {"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "max": pct(1.0)},
                 "histogram_ms": {"p50": hist(0.5), "p99": hist(0.99), "p999": hist(0.999)},
                 "autoclaim_cores": cpu / win.wall,
+                "bench_cores": own / win.wall,
                 "commits": commits.as_ref().map(CommitTimes::json),
                 "window": win.json(),
             }),
@@ -1829,6 +1837,59 @@ x_count 100
     fn restore_lines_are_read() {
         let log = "2026 INFO partition state restored partitions=[0] assignments=0 directory_rows=5 elapsed_ms=1234\nother";
         assert_eq!(restore_log_ms(log), vec![1234]);
+    }
+
+    /// What the JSON decode of an activity record costs, and how much of it is the
+    /// `serde_path_to_error` wrapper (A/B on the same payloads). Evidence for BENCHMARKS.md;
+    /// `cargo test --release --lib bench_e2e::tests::json_decode_split -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn json_decode_split() {
+        let scenario = Scenario::new(ScenarioConfig {
+            tenants: 2000,
+            users_per_tenant: 50,
+            ..ScenarioConfig::default()
+        });
+        let payloads: Vec<Vec<u8>> = scenario
+            .activity(200_000)
+            .map(|e| codec::encode(&e, Format::Json))
+            .collect();
+        let protobuf: Vec<Vec<u8>> = scenario
+            .activity(200_000)
+            .map(|e| codec::encode(&e, Format::Protobuf))
+            .collect();
+        let time = |name: &str, f: &dyn Fn() -> usize| {
+            let _ = f();
+            let started = Instant::now();
+            let n = f();
+            let per = started.elapsed().as_secs_f64() * 1e9 / payloads.len() as f64;
+            println!("{name:<44} {per:>7.0} ns/event ({n})");
+        };
+        time("codec::decode (serde_path_to_error)", &|| {
+            payloads
+                .iter()
+                .filter(|p| codec::decode::<pb::ActivityEvent>(p, Format::Json).is_ok())
+                .count()
+        });
+        time("serde_json::from_slice (no path tracking)", &|| {
+            payloads
+                .iter()
+                .filter(|p| serde_json::from_slice::<pb::ActivityEvent>(p).is_ok())
+                .count()
+        });
+        time("codec::decode protobuf", &|| {
+            protobuf
+                .iter()
+                .filter(|p| codec::decode::<pb::ActivityEvent>(p, Format::Protobuf).is_ok())
+                .count()
+        });
+        time("codec::decode + validate (JSON)", &|| {
+            payloads
+                .iter()
+                .filter_map(|p| codec::decode::<pb::ActivityEvent>(p, Format::Json).ok())
+                .filter(|e| crate::domain::activity::Activity::try_from(e.clone()).is_ok())
+                .count()
+        });
     }
 
     #[test]
