@@ -10,12 +10,15 @@
 //! - `full_path/json_in_protobuf_out`: JSON decode + validate, decide, protobuf encode of the decision.
 //! - `decide/pre_decoded`: `state::process` only.
 //! - `decode/json`: JSON decode + validate only (with `decode/protobuf` next to it for comparison, and
-//!   `decode/json_without_schema_version`, the same payloads without their one numeric field, and
-//!   `decode/json_without_path_tracking`, plain `serde_json::from_slice` instead of `codec::decode`).
+//!   `decode/json_without_schema_version`, the same payloads without their one numeric field).
 //! - `full_path/protobuf_in_protobuf_out`: protobuf decode + validate, decide, protobuf encode.
 //! - `encode/decision_protobuf`: building and encoding the decision message only.
 //! - `first_claims/*`: the same paths when every event is a user's first claim (ASSIGNED or a seat
 //!   failure), on a freshly built partition per batch, because a cycled pool only claims once.
+//!
+//! Before the groups, `main` prints the state's memory (VmRSS per tenant and per directory user), the
+//! outcome mix of a first and a steady-state pass, and an interleaved snapshot of every stage (medians
+//! of the stages timed in turn on the same blocks of events: ratios that hold on a drifting host).
 //!
 //! The pool is cycled: the first pass assigns licences, later passes see those users entitled, as a
 //! live stream does. The state grows at most by users x products and stops growing after one pass.
@@ -665,6 +668,37 @@ fn pass(label: &str, tables: &Tables, partition: &mut PartitionState, events: &[
     );
 }
 
+/// Times each variant on the same block of events, in turn, many rounds over, and prints the medians.
+/// Criterion measures one benchmark after another; on a machine whose speed drifts (a shared VM) the
+/// ratios between stages are only trustworthy when measured interleaved like this.
+fn interleaved(names: &[&str], n: usize, mut run: impl FnMut(usize, usize)) {
+    const ROUNDS: usize = 31;
+    const BLOCK: usize = 4_000;
+    let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); names.len()];
+    for round in 0..ROUNDS {
+        let first = (round * BLOCK) % n;
+        for (variant, samples) in ns.iter_mut().enumerate() {
+            let start = Instant::now();
+            for k in 0..BLOCK {
+                run(variant, (first + k) % n);
+            }
+            samples.push(start.elapsed().as_nanos() as f64 / BLOCK as f64);
+        }
+    }
+    let medians: Vec<String> = names
+        .iter()
+        .zip(&mut ns)
+        .map(|(name, samples)| {
+            samples.sort_by(f64::total_cmp);
+            format!("{name} {:.0}", samples[samples.len() / 2])
+        })
+        .collect();
+    eprintln!(
+        "interleaved medians, ns/event (wall time): {}",
+        medians.join(", ")
+    );
+}
+
 // ------------------------------------------------------------------------------------------ memory
 
 /// A field of /proc/self/status in bytes (Linux), 0 elsewhere.
@@ -845,6 +879,54 @@ fn main() {
     let decided_at = t0();
     let n = pool.json.len();
 
+    if bench_mode {
+        let decisions: Vec<Decision> = pool
+            .decoded
+            .iter()
+            .map(|e| process(&tables, &mut partition, e))
+            .collect();
+        interleaved(
+            &[
+                "full_path/json_in_protobuf_out",
+                "full_path/protobuf_in_protobuf_out",
+                "decide/pre_decoded",
+                "decode/json",
+                "decode/json_without_schema_version",
+                "decode/protobuf",
+                "encode/decision_protobuf",
+            ],
+            n,
+            |variant, i| match variant {
+                0 => drop(black_box(full_path(
+                    &tables,
+                    &mut partition,
+                    &pool.json[i],
+                    Format::Json,
+                    decided_at,
+                ))),
+                1 => drop(black_box(full_path(
+                    &tables,
+                    &mut partition,
+                    &pool.protobuf[i],
+                    Format::Protobuf,
+                    decided_at,
+                ))),
+                2 => drop(black_box(process(
+                    &tables,
+                    &mut partition,
+                    &pool.decoded[i],
+                ))),
+                3 => drop(black_box(decode_json(black_box(&pool.json[i])))),
+                4 => drop(black_box(decode_json(black_box(&pool.json_unversioned[i])))),
+                5 => drop(black_box(decode_protobuf(black_box(&pool.protobuf[i])))),
+                _ => drop(black_box(encode_decision(
+                    black_box(&decisions[i]),
+                    decided_at,
+                ))),
+            },
+        );
+    }
+
     // (a) the full path, JSON in, protobuf out.
     {
         let mut group = criterion.benchmark_group("full_path");
@@ -917,17 +999,6 @@ fn main() {
                 let e = decode_json(black_box(&pool.json_unversioned[i]));
                 i = (i + 1) % n;
                 e
-            })
-        });
-        // `codec::decode` tracks the path of the field being read (serde_path_to_error) so that a
-        // rejected record names its field; this is the same decode without the tracking.
-        let mut i = 0;
-        group.bench_function("json_without_path_tracking", |b| {
-            b.iter(|| {
-                let event: pb::ActivityEvent =
-                    serde_json::from_slice(black_box(&pool.json[i])).expect("valid JSON event");
-                i = (i + 1) % n;
-                Activity::try_from(event).expect("valid event")
             })
         });
         let mut i = 0;

@@ -1572,9 +1572,12 @@ impl Bench<'_> {
             } else {
                 None
             };
+            let window = Window::start(self.broker);
             let ready = child.wait_ready(Duration::from_millis(50))?;
             stop_perf(perf);
             let startup = ready.duration_since(child.spawned).as_secs_f64();
+            let startup_cpu = cpu_secs(&child.pid());
+            let startup_window = window.finish();
             // The tracked-users gauge is refreshed every 5 s.
             let mut tracked = 0.0;
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -1608,11 +1611,19 @@ impl Bench<'_> {
                 per_user.map_or(String::new(), |b| format!(", {b:.0} bytes per tracked user over the empty directory")),
                 loadavg()
             );
+            println!(
+                "{:<36}start to ready: autoclaim {startup_cpu:.1} CPU s ({:.2} cores), broker {:.2} cores, machine busy {:.0}%",
+                "",
+                startup_cpu / startup.max(1e-9),
+                startup_window.broker_cpu.unwrap_or(0.0) / startup.max(1e-9),
+                startup_window.machine_busy * 100.0
+            );
             rows.push(json!({
                 "users": users, "publish_s": publish_secs, "startup_s": startup,
                 "restore_s": restore_sum, "restore_log_ms": log_ms, "tracked_users": tracked,
                 "rss_mib": rss as f64 / 1024.0, "peak_rss_mib": hwm as f64 / 1024.0,
                 "bytes_per_user": per_user, "loadavg": loadavg(),
+                "startup_cpu_s": startup_cpu, "startup_window": startup_window.json(),
             }));
             self.cluster.delete(std::slice::from_ref(&topics.directory));
         }
@@ -1839,8 +1850,8 @@ x_count 100
         assert_eq!(restore_log_ms(log), vec![1234]);
     }
 
-    /// What the JSON decode of an activity record costs, and how much of it is the
-    /// `serde_path_to_error` wrapper (A/B on the same payloads). Evidence for BENCHMARKS.md;
+    /// What decoding an activity record costs: JSON with and without `serde_path_to_error`'s path
+    /// tracking, `codec::decode` as the pipeline calls it, and protobuf (same payloads). Evidence for BENCHMARKS.md;
     /// `cargo test --release --lib bench_e2e::tests::json_decode_split -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -1865,16 +1876,25 @@ x_count 100
             let per = started.elapsed().as_secs_f64() * 1e9 / payloads.len() as f64;
             println!("{name:<44} {per:>7.0} ns/event ({n})");
         };
-        time("codec::decode (serde_path_to_error)", &|| {
+        time("serde_path_to_error::deserialize (JSON)", &|| {
             payloads
                 .iter()
-                .filter(|p| codec::decode::<pb::ActivityEvent>(p, Format::Json).is_ok())
+                .filter(|p| {
+                    let mut d = serde_json::Deserializer::from_slice(p);
+                    serde_path_to_error::deserialize::<_, pb::ActivityEvent>(&mut d).is_ok()
+                })
                 .count()
         });
-        time("serde_json::from_slice (no path tracking)", &|| {
+        time("serde_json::from_slice (JSON)", &|| {
             payloads
                 .iter()
                 .filter(|p| serde_json::from_slice::<pb::ActivityEvent>(p).is_ok())
+                .count()
+        });
+        time("codec::decode (JSON)", &|| {
+            payloads
+                .iter()
+                .filter(|p| codec::decode::<pb::ActivityEvent>(p, Format::Json).is_ok())
                 .count()
         });
         time("codec::decode protobuf", &|| {
