@@ -1850,68 +1850,6 @@ x_count 100
         assert_eq!(restore_log_ms(log), vec![1234]);
     }
 
-    /// What decoding an activity record costs: JSON with and without `serde_path_to_error`'s path
-    /// tracking, `codec::decode` as the pipeline calls it, and protobuf (same payloads). Evidence for BENCHMARKS.md;
-    /// `cargo test --release --lib bench_e2e::tests::json_decode_split -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn json_decode_split() {
-        let scenario = Scenario::new(ScenarioConfig {
-            tenants: 2000,
-            users_per_tenant: 50,
-            ..ScenarioConfig::default()
-        });
-        let payloads: Vec<Vec<u8>> = scenario
-            .activity(200_000)
-            .map(|e| codec::encode(&e, Format::Json))
-            .collect();
-        let protobuf: Vec<Vec<u8>> = scenario
-            .activity(200_000)
-            .map(|e| codec::encode(&e, Format::Protobuf))
-            .collect();
-        let time = |name: &str, f: &dyn Fn() -> usize| {
-            let _ = f();
-            let started = Instant::now();
-            let n = f();
-            let per = started.elapsed().as_secs_f64() * 1e9 / payloads.len() as f64;
-            println!("{name:<44} {per:>7.0} ns/event ({n})");
-        };
-        time("serde_path_to_error::deserialize (JSON)", &|| {
-            payloads
-                .iter()
-                .filter(|p| {
-                    let mut d = serde_json::Deserializer::from_slice(p);
-                    serde_path_to_error::deserialize::<_, pb::ActivityEvent>(&mut d).is_ok()
-                })
-                .count()
-        });
-        time("serde_json::from_slice (JSON)", &|| {
-            payloads
-                .iter()
-                .filter(|p| serde_json::from_slice::<pb::ActivityEvent>(p).is_ok())
-                .count()
-        });
-        time("codec::decode (JSON)", &|| {
-            payloads
-                .iter()
-                .filter(|p| codec::decode::<pb::ActivityEvent>(p, Format::Json).is_ok())
-                .count()
-        });
-        time("codec::decode protobuf", &|| {
-            protobuf
-                .iter()
-                .filter(|p| codec::decode::<pb::ActivityEvent>(p, Format::Protobuf).is_ok())
-                .count()
-        });
-        time("codec::decode + validate (JSON)", &|| {
-            payloads
-                .iter()
-                .filter_map(|p| codec::decode::<pb::ActivityEvent>(p, Format::Json).ok())
-                .filter(|e| crate::domain::activity::Activity::try_from(e.clone()).is_ok())
-                .count()
-        });
-    }
-
     #[test]
     fn own_process_figures_are_readable() {
         assert!(status_kib("self", "VmHWM") > 0);
