@@ -99,6 +99,11 @@ pub struct BenchArgs {
     pub batch_max_records: usize,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub batch_max_time: Duration,
+    /// Rounds of the ceiling and run phases, interleaved (plain, transactional, run, plain, ...):
+    /// the transactional figures vary from run to run (see BENCHMARKS.md), so the summary gives the
+    /// median and range of each and the ratios of the medians.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Events per second of the latency phase.
     #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
@@ -156,6 +161,11 @@ pub struct BenchArgs {
     /// output that became visible).
     #[arg(long, default_value_t = 5)]
     pub watch_fetch_wait_ms: u64,
+    /// Experiment: the pass-throughs copy only this share of the records (every record still counts
+    /// and its offset commits), e.g. 0.23 to write as many outputs as autoclaim does on the default
+    /// workload. 1: every record, as specified.
+    #[arg(long, default_value_t = 1.0)]
+    pub ceiling_output_share: f64,
     /// Experiment: `linger.ms` of the pass-through producers (default: autoclaim's, 5).
     #[arg(long)]
     pub ceiling_linger_ms: Option<u64>,
@@ -556,7 +566,9 @@ fn pass_through(
     broker: Option<u32>,
     drain_sleep_us: u64,
     linger_ms: Option<u64>,
+    output_share: f64,
 ) -> anyhow::Result<Throughput> {
+    let mut copied = 0u64;
     reset_peak_rss();
     let consumer: BaseConsumer<QuietContext> =
         clients::activity_consumer(kafka, group).create_with_context(QuietContext)?;
@@ -616,7 +628,14 @@ fn pass_through(
                     producer.begin_transaction()?;
                     open = Some(Instant::now());
                 }
-                send_copy(&producer, output, &m)?;
+                // A deterministic share of the records (by offset), spread over all partitions.
+                if output_share >= 1.0
+                    || (m.offset() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % 10_000
+                        < (output_share * 10_000.0) as u64
+                {
+                    send_copy(&producer, output, &m)?;
+                    copied += 1;
+                }
                 next_offsets.insert(m.partition(), m.offset() + 1);
                 in_batch += 1;
                 count += 1;
@@ -640,7 +659,7 @@ fn pass_through(
         secs,
         cpu_secs: cpu_secs("self") - cpu0,
         peak_rss_kib: status_kib("self", "VmHWM"),
-        outputs: count as u64,
+        outputs: copied,
         window: window.finish(),
         commits: transactional_id.map(|_| times),
     };
@@ -920,6 +939,8 @@ struct Bench<'a> {
     broker: Option<u32>,
     cluster: Cluster,
     results: serde_json::Map<String, serde_json::Value>,
+    /// Round of the ceiling and run phases (`--repeat`): 0 for the first.
+    round: usize,
 }
 
 fn broker_pid(args: &BenchArgs) -> Option<u32> {
@@ -989,6 +1010,7 @@ pub fn command(args: BenchArgs) -> anyhow::Result<()> {
             broker_pid(&args),
             args.drain_sleep_us,
             args.ceiling_linger_ms,
+            args.ceiling_output_share,
         )?;
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
@@ -1003,6 +1025,7 @@ pub fn command(args: BenchArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.work_dir)?;
     let mut bench = Bench {
+        round: 0,
         args: &args,
         prefix,
         binary,
@@ -1097,15 +1120,28 @@ impl Bench<'_> {
         if needs_load {
             self.load()?;
         }
-        let mut plain = None;
-        let mut txn = None;
-        if self.has(Phase::Ceiling) {
-            let (p, t) = self.ceilings()?;
-            plain = Some(p);
-            txn = Some(t);
+        let mut rounds: Vec<(Option<Throughput>, Option<Throughput>, Option<Throughput>)> =
+            Vec::new();
+        for round in 0..a.repeat.max(1) {
+            self.round = round;
+            if a.repeat > 1 {
+                println!("round {} of {}", round + 1, a.repeat);
+            }
+            let mut plain = None;
+            let mut txn = None;
+            let mut run = None;
+            if self.has(Phase::Ceiling) {
+                let (p, t) = self.ceilings()?;
+                plain = Some(p);
+                txn = Some(t);
+            }
+            if self.has(Phase::Run) {
+                run = Some(self.run_phase(plain.as_ref(), txn.as_ref())?);
+            }
+            rounds.push((plain, txn, run));
         }
-        if self.has(Phase::Run) {
-            self.run_phase(plain.as_ref(), txn.as_ref())?;
+        if rounds.len() > 1 {
+            self.summarise_rounds(&rounds);
         }
         if self.has(Phase::Latency) {
             self.latency()?;
@@ -1150,20 +1186,93 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Name of something of the current round: `name`, then `name-r2`, `name-r3`...
+    fn tagged(&self, name: &str) -> String {
+        if self.round == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}-r{}", self.round + 1)
+        }
+    }
+
+    fn summarise_rounds(
+        &mut self,
+        rounds: &[(Option<Throughput>, Option<Throughput>, Option<Throughput>)],
+    ) {
+        let stats = |pick: &dyn Fn(
+            &(Option<Throughput>, Option<Throughput>, Option<Throughput>),
+        ) -> Option<f64>| {
+            let mut v: Vec<f64> = rounds.iter().filter_map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            (!v.is_empty()).then(|| {
+                let n = v.len();
+                let median = if n % 2 == 0 {
+                    (v[n / 2 - 1] + v[n / 2]) / 2.0
+                } else {
+                    v[n / 2]
+                };
+                (median, v[0], v[n - 1], v)
+            })
+        };
+        let plain = stats(&|r| r.0.as_ref().map(Throughput::rate));
+        let txn = stats(&|r| r.1.as_ref().map(Throughput::rate));
+        let run = stats(&|r| r.2.as_ref().map(Throughput::rate));
+        let run_cpu = stats(&|r| r.2.as_ref().map(Throughput::cpu_per_million));
+        println!("summary of {} rounds (median, min..max):", rounds.len());
+        for (name, s) in [
+            ("ceiling: pass-through, plain", &plain),
+            ("ceiling: pass-through, transactions", &txn),
+            ("autoclaim run (exactly once)", &run),
+        ] {
+            if let Some((median, min, max, _)) = s {
+                println!("  {name:<36} {median:>9.0} events/s ({min:.0}..{max:.0})");
+            }
+        }
+        if let Some((median, min, max, _)) = &run_cpu {
+            println!(
+                "  {:<36} {median:>9.1} CPU s/M events ({min:.1}..{max:.1})",
+                "autoclaim run CPU"
+            );
+        }
+        let mut summary = json!({
+            "rounds": rounds.len(),
+            "plain": plain.as_ref().map(|s| s.3.clone()),
+            "transactional": txn.as_ref().map(|s| s.3.clone()),
+            "run": run.as_ref().map(|s| s.3.clone()),
+            "run_cpu_s_per_million": run_cpu.as_ref().map(|s| s.3.clone()),
+        });
+        if let (Some(r), Some(p)) = (&run, &plain) {
+            println!(
+                "  ratio of medians to the plain pass-through: {:.0}% (target 60%)",
+                r.0 / p.0 * 100.0
+            );
+            summary["ratio_plain"] = json!(r.0 / p.0);
+        }
+        if let (Some(r), Some(t)) = (&run, &txn) {
+            println!(
+                "  ratio of medians to the transactional pass-through: {:.0}% (target 80%)",
+                r.0 / t.0 * 100.0
+            );
+            summary["ratio_transactional"] = json!(r.0 / t.0);
+        }
+        self.results.insert("summary".into(), summary);
+    }
+
     fn ceilings(&mut self) -> anyhow::Result<(Throughput, Throughput)> {
         let a = self.args;
         let input = self.main_topics("run").activity;
-        let plain_out = format!("{}.ceiling-plain.out", self.prefix);
-        let txn_out = format!("{}.ceiling-txn.out", self.prefix);
+        let plain_out = format!("{}.{}.out", self.prefix, self.tagged("ceiling-plain"));
+        let txn_out = format!("{}.{}.out", self.prefix, self.tagged("ceiling-txn"));
         self.cluster.create_plain(&plain_out, a.partitions)?;
         self.cluster.create_plain(&txn_out, a.partitions)?;
         let plain = self.pass_through_child("plain", &input, &plain_out)?;
         println!("{}", plain.line("ceiling: pass-through, plain"));
         let txn = self.pass_through_child("txn", &input, &txn_out)?;
         println!("{}", txn.line("ceiling: pass-through, transactions"));
-        self.results.insert("ceiling_plain".into(), plain.json());
         self.results
-            .insert("ceiling_transactional".into(), txn.json());
+            .insert(self.tagged("ceiling_plain"), plain.json());
+        self.results
+            .insert(self.tagged("ceiling_transactional"), txn.json());
         // The copies are not needed any more; free the broker's disk.
         self.cluster.delete(&[plain_out, txn_out]);
         Ok((plain, txn))
@@ -1208,12 +1317,16 @@ impl Bench<'_> {
                 &humantime::format_duration(a.batch_max_time).to_string(),
             ])
             .args(["--drain-sleep-us", &a.drain_sleep_us.to_string()])
+            .args([
+                "--ceiling-output-share",
+                &a.ceiling_output_share.to_string(),
+            ])
             .args(
                 a.ceiling_linger_ms
                     .map(|l| vec!["--ceiling-linger-ms".to_owned(), l.to_string()])
                     .unwrap_or_default(),
             )
-            .args(["--prefix", &self.prefix])
+            .args(["--prefix", &self.tagged(&self.prefix)])
             .args(["--internal-pass-through", kind])
             .args(["--internal-input", input])
             .args(["--internal-output", output]);
@@ -1243,17 +1356,24 @@ impl Bench<'_> {
         &mut self,
         plain: Option<&Throughput>,
         txn: Option<&Throughput>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Throughput> {
         let a = self.args;
-        let topics = self.main_topics("run");
-        let group = format!("{}.run", self.prefix);
-        let mut child = self.child(&topics, &group, &format!("{}.run-0", self.prefix))?;
+        let topics = self.main_topics(&self.tagged("run"));
+        if self.round > 0 {
+            self.cluster.create(&topics, a.partitions)?;
+        }
+        let group = format!("{}.{}", self.prefix, self.tagged("run"));
+        let mut child = self.child(
+            &topics,
+            &group,
+            &format!("{}.{}-0", self.prefix, self.tagged("run")),
+        )?;
         let pid = child.pid();
         let ready = child.wait_ready(Duration::from_millis(5))?;
         let window = Window::start(self.broker);
         let cpu0 = cpu_secs(&pid);
         let startup = ready.duration_since(child.spawned).as_secs_f64();
-        let perf = self.start_perf(&pid, "run");
+        let perf = self.start_perf(&pid, &self.tagged("run"));
         let done = wait_processed(&mut [&mut child], a.events as f64)?;
         let secs = done.duration_since(ready).as_secs_f64();
         let cpu = cpu_secs(&pid) - cpu0;
@@ -1302,8 +1422,8 @@ impl Bench<'_> {
             );
             entry["ratio_transactional"] = json!(r);
         }
-        self.results.insert("run".into(), entry);
-        Ok(())
+        self.results.insert(self.tagged("run"), entry);
+        Ok(figures)
     }
 
     fn latency(&mut self) -> anyhow::Result<()> {
