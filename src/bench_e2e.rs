@@ -932,6 +932,13 @@ fn restore_log_ms(log: &str) -> Vec<u64> {
 
 // ---------------------------------------------------------------------------------------- the run
 
+/// The throughput phases of one `--repeat` round.
+struct Round {
+    plain: Option<Throughput>,
+    txn: Option<Throughput>,
+    run: Option<Throughput>,
+}
+
 struct Bench<'a> {
     args: &'a BenchArgs,
     prefix: String,
@@ -1120,8 +1127,7 @@ impl Bench<'_> {
         if needs_load {
             self.load()?;
         }
-        let mut rounds: Vec<(Option<Throughput>, Option<Throughput>, Option<Throughput>)> =
-            Vec::new();
+        let mut rounds: Vec<Round> = Vec::new();
         for round in 0..a.repeat.max(1) {
             self.round = round;
             if a.repeat > 1 {
@@ -1138,7 +1144,7 @@ impl Bench<'_> {
             if self.has(Phase::Run) {
                 run = Some(self.run_phase(plain.as_ref(), txn.as_ref())?);
             }
-            rounds.push((plain, txn, run));
+            rounds.push(Round { plain, txn, run });
         }
         if rounds.len() > 1 {
             self.summarise_rounds(&rounds);
@@ -1195,13 +1201,8 @@ impl Bench<'_> {
         }
     }
 
-    fn summarise_rounds(
-        &mut self,
-        rounds: &[(Option<Throughput>, Option<Throughput>, Option<Throughput>)],
-    ) {
-        let stats = |pick: &dyn Fn(
-            &(Option<Throughput>, Option<Throughput>, Option<Throughput>),
-        ) -> Option<f64>| {
+    fn summarise_rounds(&mut self, rounds: &[Round]) {
+        let stats = |pick: &dyn Fn(&Round) -> Option<f64>| {
             let mut v: Vec<f64> = rounds.iter().filter_map(pick).collect();
             v.sort_by(f64::total_cmp);
             (!v.is_empty()).then(|| {
@@ -1214,10 +1215,10 @@ impl Bench<'_> {
                 (median, v[0], v[n - 1], v)
             })
         };
-        let plain = stats(&|r| r.0.as_ref().map(Throughput::rate));
-        let txn = stats(&|r| r.1.as_ref().map(Throughput::rate));
-        let run = stats(&|r| r.2.as_ref().map(Throughput::rate));
-        let run_cpu = stats(&|r| r.2.as_ref().map(Throughput::cpu_per_million));
+        let plain = stats(&|r| r.plain.as_ref().map(Throughput::rate));
+        let txn = stats(&|r| r.txn.as_ref().map(Throughput::rate));
+        let run = stats(&|r| r.run.as_ref().map(Throughput::rate));
+        let run_cpu = stats(&|r| r.run.as_ref().map(Throughput::cpu_per_million));
         println!("summary of {} rounds (median, min..max):", rounds.len());
         for (name, s) in [
             ("ceiling: pass-through, plain", &plain),
