@@ -95,7 +95,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "json")]
     pub output_format: Format,
     /// Batch bounds of autoclaim and of the transactional pass-through.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 10_000)]
     pub batch_max_records: usize,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub batch_max_time: Duration,

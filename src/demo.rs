@@ -116,6 +116,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         output_format: Format::Json,
         batch_max_records: 500,
         batch_max_time: Duration::from_millis(50),
+        batch_min_time: Duration::ZERO,
         http_addr: options.http_addr,
         create_topics: false,
         partitions: options.partitions,

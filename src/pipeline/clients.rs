@@ -49,6 +49,9 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "300000")
+        // librdkafka pauses fetching for this long once its queue is full (default 1 s): a stall
+        // of a whole second whenever processing catches up with a full queue.
+        .set("fetch.queue.backoff.ms", "10")
         // Statistics feed the per-partition lag metric.
         .set("statistics.interval.ms", "5000");
     with_overrides(config, kafka)
@@ -62,6 +65,8 @@ pub fn table_reader(kafka: &KafkaArgs) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // Restore reads as fast as it can apply: do not pause a second each time the queue fills.
+        .set("fetch.queue.backoff.ms", "10")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
     with_overrides(config, kafka)
@@ -78,6 +83,10 @@ pub fn transactional_producer(kafka: &KafkaArgs, transactional_id: &str) -> Clie
         // readers of its partitions until this runs out, so keep it short (commits come every
         // --batch-max-time anyway).
         .set("transaction.timeout.ms", "10000")
+        // Right after a commit the coordinator may still be writing its markers and answer the next
+        // transaction's first request with CONCURRENT_TRANSACTIONS; librdkafka retries after this
+        // (default 100 ms, a stall in every such commit cycle).
+        .set("retry.backoff.ms", "10")
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random");
     with_overrides(config, kafka)

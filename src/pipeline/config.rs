@@ -105,11 +105,16 @@ pub struct RunConfig {
     )]
     pub output_format: Format,
     /// A transaction commits after this many input records...
-    #[arg(long, env = "AUTOCLAIM_BATCH_MAX_RECORDS", default_value_t = 2000)]
+    #[arg(long, env = "AUTOCLAIM_BATCH_MAX_RECORDS", default_value_t = 10_000)]
     pub batch_max_records: usize,
     /// ...or this long after its first record, whichever comes first.
     #[arg(long, env = "AUTOCLAIM_BATCH_MAX_TIME", value_parser = humantime::parse_duration, default_value = "100ms")]
     pub batch_max_time: Duration,
+    /// A transaction also commits as soon as no more input is waiting, once it is this old: under
+    /// a backlog batches fill up (throughput); at moderate rates each commit takes what arrived
+    /// during the one before (latency). Set it to --batch-max-time to commit on the bounds only.
+    #[arg(long, env = "AUTOCLAIM_BATCH_MIN_TIME", value_parser = humantime::parse_duration, default_value = "0ms")]
+    pub batch_min_time: Duration,
     /// Address of the HTTP server (/healthz, /readyz).
     #[arg(long, env = "AUTOCLAIM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,

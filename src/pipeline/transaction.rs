@@ -137,6 +137,11 @@ impl Transactions {
         open.records >= max_records || open.began.is_some_and(|b| b.elapsed() >= max_time)
     }
 
+    /// Whether the open transaction has been open at least this long.
+    pub fn open_for(&self, at_least: Duration) -> bool {
+        self.lock().began.is_some_and(|b| b.elapsed() >= at_least)
+    }
+
     /// Input records in the open transaction.
     pub fn records(&self) -> usize {
         self.lock().records
