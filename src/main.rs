@@ -127,7 +127,7 @@ enum Command {
     Verify(autoclaim::verify::VerifyArgs),
     /// End-to-end benchmark against a real broker: pass-through ceilings, `run` throughput, latency
     /// at a fixed rate, restore and memory at scale, 1-3 instances (see BENCHMARKS.md).
-    Bench(autoclaim::bench_e2e::BenchArgs),
+    Bench(autoclaim::bench::BenchArgs),
     /// Apply input records (JSON lines of ReplayRecord) in order and print one Decision a line.
     /// Exits with 1 if any line was rejected (each is reported on stderr with its line number).
     Replay {
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => autoclaim::admin::cli::report_command(args),
         Command::Verify(args) => autoclaim::verify::command(args),
         Command::Bench(args) => {
-            autoclaim::bench_e2e::command(args)?;
+            autoclaim::bench::command(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => autoclaim::admin::cli::token_command(args),
