@@ -3,18 +3,17 @@
 //! within `nbf`..`exp`, and its issuer and audience are the configured ones. It then authorizes a
 //! request when its `tid` is the tenant in the path and its `wids` hold the Global Administrator role
 //! template id. Its `oid` is recorded as who made a change.
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::jwks::{FileJwks, JwksFileError};
 use super::problem::Problem;
 
 /// Role template id of the Global Administrator in Microsoft Entra ID.
@@ -28,18 +27,13 @@ pub const MIN_SECRET_BYTES: usize = 32;
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 60;
-/// A JWKS file is read again when a token names a key it does not hold, at most this often.
-const JWKS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum AuthConfigError {
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot read the JWKS file {path}: {source}")]
-    JwksFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    JwksFile(#[from] JwksFileError),
 }
 
 /// What the authenticator is configured with.
@@ -84,17 +78,9 @@ struct TokenClaims {
     wids: Option<Vec<String>>,
 }
 
-struct JwksState {
-    path: PathBuf,
-    keys: HashMap<String, DecodingKey>,
-    /// The key to use for tokens without `kid`, when the set holds exactly one key.
-    only: Option<DecodingKey>,
-    read_at: Instant,
-}
-
 pub struct Authenticator {
     hs256: Option<DecodingKey>,
-    jwks: Option<Mutex<JwksState>>,
+    jwks: Option<Mutex<FileJwks>>,
     issuer: String,
     audiences: Vec<String>,
 }
@@ -107,100 +93,6 @@ impl std::fmt::Debug for Authenticator {
             .field("issuer", &self.issuer)
             .field("audiences", &self.audiences)
             .finish()
-    }
-}
-
-/// Reads a JWKS document, keeping the RSA signature keys and skipping the others.
-fn read_jwks(path: &Path) -> Result<(HashMap<String, DecodingKey>, usize), AuthConfigError> {
-    let text = std::fs::read(path).map_err(|source| AuthConfigError::JwksFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    #[derive(Deserialize)]
-    struct RawSet {
-        keys: Vec<serde_json::Value>,
-    }
-    let raw: RawSet = serde_json::from_slice(&text).map_err(|e| {
-        AuthConfigError::Invalid(format!(
-            "{} is not a JWKS document ({{\"keys\": [...]}}): {e}",
-            path.display()
-        ))
-    })?;
-    let mut keys = HashMap::new();
-    let mut unnamed = 0;
-    for value in raw.keys {
-        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
-            continue;
-        };
-        if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
-            continue;
-        }
-        if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
-            continue;
-        }
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-            continue;
-        };
-        match jwk.common.key_id {
-            Some(kid) => {
-                keys.insert(kid, key);
-            }
-            None => {
-                unnamed += 1;
-                keys.insert(String::new(), key);
-            }
-        }
-    }
-    Ok((keys, unnamed))
-}
-
-fn jwks_state(path: &Path) -> Result<JwksState, AuthConfigError> {
-    let (keys, unnamed) = read_jwks(path)?;
-    if keys.is_empty() {
-        return Err(AuthConfigError::Invalid(format!(
-            "{} holds no RSA signature key usable for RS256",
-            path.display()
-        )));
-    }
-    if unnamed > 1 {
-        return Err(AuthConfigError::Invalid(format!(
-            "{} holds {unnamed} keys without a \"kid\": at most one may lack it",
-            path.display()
-        )));
-    }
-    let only = (keys.len() == 1).then(|| keys.values().next().cloned().expect("one key"));
-    Ok(JwksState {
-        path: path.to_owned(),
-        keys,
-        only,
-        read_at: Instant::now(),
-    })
-}
-
-impl JwksState {
-    fn key(&mut self, kid: Option<&str>) -> Option<DecodingKey> {
-        let found = match kid {
-            Some(kid) => self.keys.get(kid).cloned(),
-            None => self.only.clone(),
-        };
-        if found.is_some() || self.read_at.elapsed() < JWKS_RELOAD_INTERVAL {
-            return found;
-        }
-        // An unknown key id: the keys may have rotated since the file was read.
-        self.read_at = Instant::now();
-        match jwks_state(&self.path) {
-            Ok(fresh) => {
-                tracing::info!(path = %self.path.display(), keys = fresh.keys.len(), "reloaded the admin JWKS");
-                *self = fresh;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the admin JWKS; keeping the keys read before")
-            }
-        }
-        match kid {
-            Some(kid) => self.keys.get(kid).cloned(),
-            None => self.only.clone(),
-        }
     }
 }
 
@@ -238,7 +130,7 @@ impl Authenticator {
             None => None,
         };
         let jwks = match settings.jwks_path {
-            Some(path) => Some(Mutex::new(jwks_state(&path)?)),
+            Some(path) => Some(Mutex::new(FileJwks::open(&path)?)),
             None => None,
         };
         Ok(Authenticator {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod feed;
+pub mod jwks;
 pub mod problem;
 pub mod report;
 pub mod view;
