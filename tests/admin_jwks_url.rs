@@ -129,6 +129,7 @@ enum Answer {
     Json(Value),
     Status(StatusCode),
     Raw(&'static str, Vec<u8>),
+    Redirect(String),
 }
 
 #[derive(Clone)]
@@ -153,6 +154,11 @@ async fn serve_keys(State(state): State<IdpState>) -> Response {
         Answer::Raw(content_type, body) => {
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
+        Answer::Redirect(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
     }
 }
 
@@ -560,6 +566,11 @@ async fn answers_that_are_not_a_usable_jwks_are_refused() {
         (Answer::Json(ec_only), "no RSA signature key"),
         (Answer::Json(unnamed_twice), "without a \"kid\""),
         (Answer::Status(StatusCode::NOT_FOUND), "HTTP 404"),
+        // Plain http to this machine may not lead elsewhere over plain http.
+        (
+            Answer::Redirect("http://example.com/keys".into()),
+            "HTTP 307",
+        ),
     ];
     for (answer, why) in cases {
         let idp = Idp::start(answer);

@@ -29,7 +29,8 @@ pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest JWKS document accepted (Entra's is a few KiB).
 pub const MAX_JWKS_BYTES: u64 = 1024 * 1024;
-/// Redirects followed (never from https to http).
+/// Redirects followed from an https URL (never to http); none from a plain-http loopback URL, which
+/// could otherwise lead anywhere over plain http.
 const MAX_REDIRECTS: u32 = 3;
 /// Retries after a failed fetch: doubling from the first delay up to the last.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -284,7 +285,7 @@ fn http_agent(url: &JwksUrl) -> ureq::Agent {
         .http_status_as_error(false)
         // An https URL may not be redirected to plain http.
         .https_only(!url.loopback)
-        .max_redirects(MAX_REDIRECTS)
+        .max_redirects(if url.loopback { 0 } else { MAX_REDIRECTS })
         .user_agent(concat!("autoclaim/", env!("CARGO_PKG_VERSION")))
         .accept("application/json, application/jwk-set+json");
     // A proxy (HTTPS_PROXY and the like) cannot reach this machine's loopback.
