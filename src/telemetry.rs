@@ -30,6 +30,8 @@ pub const PARTITIONS_OWNED: &str = "autoclaim_partitions_owned";
 pub const RESTORE_SECONDS: &str = "autoclaim_state_restore_duration_seconds";
 /// Users tracked in the state of owned partitions.
 pub const TRACKED_USERS: &str = "autoclaim_tracked_users";
+/// Fetches of the admin API's JWKS URL, by result (ok, failed).
+pub const ADMIN_JWKS_FETCHES: &str = "autoclaim_admin_jwks_fetches_total";
 
 /// Every metric the service exports (the Grafana dashboard may query only these).
 pub const ALL: &[&str] = &[
@@ -47,6 +49,7 @@ pub const ALL: &[&str] = &[
     PARTITIONS_OWNED,
     RESTORE_SECONDS,
     TRACKED_USERS,
+    ADMIN_JWKS_FETCHES,
 ];
 
 /// Installs the Prometheus recorder for this process and returns the handle that renders it.
@@ -101,4 +104,8 @@ pub fn describe() {
         "Time to restore the state of assigned partitions."
     );
     describe_gauge!(TRACKED_USERS, "Users tracked in owned partitions' state.");
+    describe_counter!(
+        ADMIN_JWKS_FETCHES,
+        "Fetches of the admin API's JWKS URL, by result."
+    );
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use autoclaim::admin::api::{self, AdminState};
-use autoclaim::admin::auth::{self, AuthSettings, Authenticator, GLOBAL_ADMINISTRATOR};
+use autoclaim::admin::auth::{self, AuthSettings, Authenticator, JwksSource, GLOBAL_ADMINISTRATOR};
 use autoclaim::admin::view::{AdminView, SharedView};
 use autoclaim::admin::writer::{MemoryWriter, PolicyWriter, TableWrite};
 use autoclaim::domain::time::Timestamp;
@@ -127,7 +127,7 @@ fn jwks_path() -> PathBuf {
 
 fn authenticator() -> Authenticator {
     Authenticator::new(AuthSettings {
-        jwks_path: Some(jwks_path()),
+        jwks: Some(JwksSource::File(jwks_path())),
         hs256_secret: Some(SECRET.as_bytes().to_vec()),
         issuer: ISSUER.into(),
         audiences: vec![AUDIENCE.into()],
@@ -2026,6 +2026,7 @@ fn admin_args(
         issuer: issuer.map(str::to_owned),
         audience: audience.iter().map(|a| (*a).to_owned()).collect(),
         max_policies: 50,
+        jwks_refresh: Duration::from_secs(3600),
     }
 }
 
@@ -2043,9 +2044,9 @@ fn the_admin_api_is_on_only_with_a_key_and_never_half_configured() {
     assert!(admin_args(None, None, None, &[AUDIENCE])
         .auth_settings()
         .is_err());
-    // JWKS URLs are refused with a clear error.
+    // A JWKS URL must be https (tests/admin_jwks_url.rs has the rest).
     let err = admin_args(
-        Some("https://login.example.test/keys"),
+        Some("http://login.example.test/keys"),
         None,
         Some(ISSUER),
         &[AUDIENCE],
@@ -2053,7 +2054,7 @@ fn the_admin_api_is_on_only_with_a_key_and_never_half_configured() {
     .auth_settings()
     .unwrap_err()
     .to_string();
-    assert!(err.contains("not supported"), "{err}");
+    assert!(err.contains("not a usable JWKS URL"), "{err}");
     // A key without issuer or audience, a short secret, an unreadable or empty JWKS: refused.
     let build = |args: autoclaim::admin::AdminArgs| {
         Authenticator::new(args.auth_settings().unwrap().unwrap())
@@ -2117,8 +2118,8 @@ fn autoclaim_run_refuses_to_start_with_a_partial_admin_configuration() {
     assert!(stderr.contains("no token key"), "{stderr}");
 }
 
-#[test]
-fn autoclaim_token_mints_what_the_api_accepts() {
+#[tokio::test]
+async fn autoclaim_token_mints_what_the_api_accepts() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_autoclaim"))
         .args(["token", "--tenant", TENANT, "--oid", OID, "--ttl", "5m"])
         .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
@@ -2134,6 +2135,7 @@ fn autoclaim_token_mints_what_the_api_accepts() {
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     let principal = authenticator()
         .authenticate(Some(&format!("Bearer {token}").parse().unwrap()))
+        .await
         .unwrap();
     assert_eq!(principal.tenant_id, TENANT);
     assert_eq!(principal.object_id, OID);
@@ -2148,6 +2150,7 @@ fn autoclaim_token_mints_what_the_api_accepts() {
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     let principal = authenticator()
         .authenticate(Some(&format!("Bearer {token}").parse().unwrap()))
+        .await
         .unwrap();
     assert!(!principal.is_global_administrator());
 }

@@ -75,6 +75,10 @@ impl AdminState {
     pub fn view(&self) -> &SharedView {
         &self.0.view
     }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.0.auth
+    }
 }
 
 /// The routes, under /v1. Every path under /v1 answers with problem details, even unknown ones,
@@ -136,14 +140,15 @@ fn valid_id(value: &str) -> bool {
 }
 
 impl AdminState {
-    /// Authenticates (401), reads the tenant from the path (400), authorizes (403), and checks that
-    /// the view is loaded (503). In that order, so that nothing is revealed to a caller refused.
-    fn admit(
+    /// Authenticates (401, or 503 while the JWKS is not available), reads the tenant from the path
+    /// (400), authorizes (403), and checks that the view is loaded (503). In that order, so that
+    /// nothing is revealed to a caller refused.
+    async fn admit(
         &self,
         headers: &HeaderMap,
         tenant: Result<String, PathRejection>,
     ) -> Result<(Principal, String), Problem> {
-        let principal = self.0.auth.authenticate(headers.get(AUTHORIZATION))?;
+        let principal = self.0.auth.authenticate(headers.get(AUTHORIZATION)).await?;
         let tenant = tenant.map_err(path_problem)?;
         authorize(&principal, &tenant)?;
         if !valid_id(&tenant) {
@@ -293,7 +298,7 @@ async fn get_settings(
     headers: HeaderMap,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t))?;
+    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
     let view = s.0.view.read();
     Ok(Json(settings_view(&view, &tenant, Timestamp::now())).into_response())
 }
@@ -304,7 +309,7 @@ async fn put_settings(
     tenant: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let (principal, tenant) = s.admit(&headers, tenant.map(|Path(t)| t))?;
+    let (principal, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
     let body = json_body(&headers, body, &["application/json"])?;
     let request: pb::TenantSettings = parse(&body)?;
     let mut errors = Vec::new();
@@ -457,7 +462,7 @@ async fn list_policies(
     headers: HeaderMap,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t))?;
+    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
     let view = s.0.view.read();
     let now = Timestamp::now();
     let policies = view
@@ -537,7 +542,7 @@ async fn create_policy(
     tenant: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let (principal, tenant) = s.admit(&headers, tenant.map(|Path(t)| t))?;
+    let (principal, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
     let body = json_body(&headers, body, &["application/json"])?;
     let request: pb::Policy = parse(&body)?;
     let mut errors = Vec::new();
@@ -635,7 +640,7 @@ async fn get_policy(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, id) = policy_path(path);
-    let (_, tenant) = s.admit(&headers, tenant)?;
+    let (_, tenant) = s.admit(&headers, tenant).await?;
     let view = s.0.view.read();
     one_policy(&view, &tenant, &id, Timestamp::now())
 }
@@ -664,7 +669,7 @@ async fn patch_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, id) = policy_path(path);
-    let (principal, tenant) = s.admit(&headers, tenant)?;
+    let (principal, tenant) = s.admit(&headers, tenant).await?;
     let body = json_body(
         &headers,
         body,
@@ -774,7 +779,7 @@ async fn delete_policy(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, id) = policy_path(path);
-    let (principal, tenant) = s.admit(&headers, tenant)?;
+    let (principal, tenant) = s.admit(&headers, tenant).await?;
     let _gate = s.0.write_gate.lock().await;
     let now = Timestamp::now();
     let record = {
@@ -822,7 +827,7 @@ async fn get_report(
     tenant: Result<Path<String>, PathRejection>,
     query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t))?;
+    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
     let Query(query) =
         query.map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))?;
     let days = match query.days.as_deref() {

@@ -3,18 +3,22 @@
 //! within `nbf`..`exp`, and its issuer and audience are the configured ones. It then authorizes a
 //! request when its `tid` is the tenant in the path and its `wids` hold the Global Administrator role
 //! template id. Its `oid` is recorded as who made a change.
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+//!
+//! The RS256 keys come from a JWKS file or URL ([`super::jwks`]). Until a JWKS URL has been fetched
+//! once, RS256 tokens are answered 503 (HS256 ones still work).
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::jwks::{
+    FetchStatus, FileJwks, JwksFileError, JwksUrl, JwksUrlError, Lookup, RemoteJwks, MIN_REFRESH,
+};
 use super::problem::Problem;
 
 /// Role template id of the Global Administrator in Microsoft Entra ID.
@@ -28,25 +32,36 @@ pub const MIN_SECRET_BYTES: usize = 32;
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 60;
-/// A JWKS file is read again when a token names a key it does not hold, at most this often.
-const JWKS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// `Retry-After` of an RS256 token refused because the JWKS has not been fetched yet.
+const KEYS_RETRY_AFTER_SECONDS: u32 = 5;
 
 #[derive(Debug, Error)]
 pub enum AuthConfigError {
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot read the JWKS file {path}: {source}")]
-    JwksFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    JwksFile(#[from] JwksFileError),
+    #[error("AUTOCLAIM_ADMIN_JWKS={value}: not a usable JWKS URL: {reason}")]
+    JwksUrl { value: String, reason: JwksUrlError },
+    #[error("cannot start the JWKS fetch thread: {0}")]
+    JwksThread(std::io::Error),
+}
+
+/// Where the RS256 verification keys come from.
+#[derive(Clone, Debug)]
+pub enum JwksSource {
+    /// A JWKS file, read at start and again when a token names a key it does not hold.
+    File(PathBuf),
+    /// A JWKS URL, fetched in the background at start, every `refresh`, and when a token names a
+    /// key the set does not hold.
+    Url { url: JwksUrl, refresh: Duration },
 }
 
 /// What the authenticator is configured with.
 #[derive(Clone, Debug, Default)]
 pub struct AuthSettings {
-    /// JWKS file with the RS256 verification keys.
-    pub jwks_path: Option<PathBuf>,
+    /// The RS256 verification keys.
+    pub jwks: Option<JwksSource>,
     /// HS256 secret (development).
     pub hs256_secret: Option<Vec<u8>>,
     /// Expected `iss`; may contain `{tenantid}`.
@@ -84,17 +99,15 @@ struct TokenClaims {
     wids: Option<Vec<String>>,
 }
 
-struct JwksState {
-    path: PathBuf,
-    keys: HashMap<String, DecodingKey>,
-    /// The key to use for tokens without `kid`, when the set holds exactly one key.
-    only: Option<DecodingKey>,
-    read_at: Instant,
+/// Where RS256 keys are looked up.
+enum Rs256Keys {
+    File(Mutex<FileJwks>),
+    Url(RemoteJwks),
 }
 
 pub struct Authenticator {
     hs256: Option<DecodingKey>,
-    jwks: Option<Mutex<JwksState>>,
+    jwks: Option<Rs256Keys>,
     issuer: String,
     audiences: Vec<String>,
 }
@@ -110,105 +123,27 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// Reads a JWKS document, keeping the RSA signature keys and skipping the others.
-fn read_jwks(path: &Path) -> Result<(HashMap<String, DecodingKey>, usize), AuthConfigError> {
-    let text = std::fs::read(path).map_err(|source| AuthConfigError::JwksFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    #[derive(Deserialize)]
-    struct RawSet {
-        keys: Vec<serde_json::Value>,
-    }
-    let raw: RawSet = serde_json::from_slice(&text).map_err(|e| {
-        AuthConfigError::Invalid(format!(
-            "{} is not a JWKS document ({{\"keys\": [...]}}): {e}",
-            path.display()
-        ))
-    })?;
-    let mut keys = HashMap::new();
-    let mut unnamed = 0;
-    for value in raw.keys {
-        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
-            continue;
-        };
-        if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
-            continue;
+/// Opens a JWKS file, or starts fetching a JWKS URL in the background.
+fn rs256_keys(source: JwksSource) -> Result<Rs256Keys, AuthConfigError> {
+    match source {
+        JwksSource::File(path) => Ok(Rs256Keys::File(Mutex::new(FileJwks::open(&path)?))),
+        JwksSource::Url { refresh, .. } if refresh < MIN_REFRESH => {
+            Err(AuthConfigError::Invalid(format!(
+                "the JWKS refresh period must be at least {}",
+                humantime::format_duration(MIN_REFRESH)
+            )))
         }
-        if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
-            continue;
-        }
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-            continue;
-        };
-        match jwk.common.key_id {
-            Some(kid) => {
-                keys.insert(kid, key);
-            }
-            None => {
-                unnamed += 1;
-                keys.insert(String::new(), key);
-            }
-        }
-    }
-    Ok((keys, unnamed))
-}
-
-fn jwks_state(path: &Path) -> Result<JwksState, AuthConfigError> {
-    let (keys, unnamed) = read_jwks(path)?;
-    if keys.is_empty() {
-        return Err(AuthConfigError::Invalid(format!(
-            "{} holds no RSA signature key usable for RS256",
-            path.display()
-        )));
-    }
-    if unnamed > 1 {
-        return Err(AuthConfigError::Invalid(format!(
-            "{} holds {unnamed} keys without a \"kid\": at most one may lack it",
-            path.display()
-        )));
-    }
-    let only = (keys.len() == 1).then(|| keys.values().next().cloned().expect("one key"));
-    Ok(JwksState {
-        path: path.to_owned(),
-        keys,
-        only,
-        read_at: Instant::now(),
-    })
-}
-
-impl JwksState {
-    fn key(&mut self, kid: Option<&str>) -> Option<DecodingKey> {
-        let found = match kid {
-            Some(kid) => self.keys.get(kid).cloned(),
-            None => self.only.clone(),
-        };
-        if found.is_some() || self.read_at.elapsed() < JWKS_RELOAD_INTERVAL {
-            return found;
-        }
-        // An unknown key id: the keys may have rotated since the file was read.
-        self.read_at = Instant::now();
-        match jwks_state(&self.path) {
-            Ok(fresh) => {
-                tracing::info!(path = %self.path.display(), keys = fresh.keys.len(), "reloaded the admin JWKS");
-                *self = fresh;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the admin JWKS; keeping the keys read before")
-            }
-        }
-        match kid {
-            Some(kid) => self.keys.get(kid).cloned(),
-            None => self.only.clone(),
-        }
+        JwksSource::Url { url, refresh } => RemoteJwks::start(url, refresh)
+            .map(Rs256Keys::Url)
+            .map_err(AuthConfigError::JwksThread),
     }
 }
 
 impl Authenticator {
     pub fn new(settings: AuthSettings) -> Result<Self, AuthConfigError> {
-        if settings.jwks_path.is_none() && settings.hs256_secret.is_none() {
+        if settings.jwks.is_none() && settings.hs256_secret.is_none() {
             return Err(AuthConfigError::Invalid(
-                "no token key is configured (a JWKS file or an HS256 secret)".into(),
+                "no token key is configured (a JWKS file or URL, or an HS256 secret)".into(),
             ));
         }
         if settings.issuer.trim().is_empty() {
@@ -237,10 +172,7 @@ impl Authenticator {
             Some(secret) => Some(DecodingKey::from_secret(&secret)),
             None => None,
         };
-        let jwks = match settings.jwks_path {
-            Some(path) => Some(Mutex::new(jwks_state(&path)?)),
-            None => None,
-        };
+        let jwks = settings.jwks.map(rs256_keys).transpose()?;
         Ok(Authenticator {
             hs256,
             jwks,
@@ -257,8 +189,32 @@ impl Authenticator {
         self.jwks.is_some()
     }
 
-    /// Checks the `Authorization` header: who is calling, or why the call is refused (401).
-    pub fn authenticate(&self, authorization: Option<&HeaderValue>) -> Result<Principal, Problem> {
+    /// What the fetches of a JWKS URL have done so far (`None` without a JWKS URL).
+    pub fn jwks_fetch_status(&self) -> Option<FetchStatus> {
+        match &self.jwks {
+            Some(Rs256Keys::Url(remote)) => Some(remote.status()),
+            _ => None,
+        }
+    }
+
+    /// Blocks until a JWKS URL has been fetched once, at most `timeout`; whether RS256 keys are
+    /// available. For the start of the service, not for async code.
+    pub fn wait_for_rs256_keys(&self, timeout: Duration) -> bool {
+        match &self.jwks {
+            Some(Rs256Keys::Url(remote)) => remote.wait_first_fetch(timeout),
+            Some(Rs256Keys::File(_)) => true,
+            None => false,
+        }
+    }
+
+    /// Checks the `Authorization` header: who is calling, or why the call is refused (401; 503
+    /// for an RS256 token while the JWKS URL has not been fetched yet). A token that names a key
+    /// the JWKS does not hold may wait for the JWKS to be fetched again (at most
+    /// [`super::jwks::FETCH_TIMEOUT`]).
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Principal, Problem> {
         let Some(value) = authorization else {
             return Err(Problem::missing_token());
         };
@@ -285,15 +241,7 @@ impl Authenticator {
             Algorithm::HS256 => self.hs256.clone().ok_or_else(|| {
                 Problem::invalid_token("HS256 tokens are not accepted by this server")
             })?,
-            Algorithm::RS256 => {
-                let jwks = self.jwks.as_ref().ok_or_else(|| {
-                    Problem::invalid_token("RS256 tokens are not accepted by this server")
-                })?;
-                let mut jwks = jwks.lock().unwrap_or_else(|e| e.into_inner());
-                jwks.key(header.kid.as_deref()).ok_or_else(|| {
-                    Problem::invalid_token("the token is signed with an unknown key")
-                })?
-            }
+            Algorithm::RS256 => self.rs256_key(header.kid.as_deref()).await?,
             other => {
                 return Err(Problem::invalid_token(format!(
                     "tokens signed with {other:?} are not accepted (RS256 or HS256)"
@@ -340,6 +288,29 @@ impl Authenticator {
             object_id: oid,
             roles: claims.wids.unwrap_or_default(),
         })
+    }
+
+    /// The key of an RS256 token: 401 if unknown, 503 while a JWKS URL has never been fetched.
+    async fn rs256_key(&self, kid: Option<&str>) -> Result<DecodingKey, Problem> {
+        let unknown = || Problem::invalid_token("the token is signed with an unknown key");
+        match &self.jwks {
+            None => Err(Problem::invalid_token(
+                "RS256 tokens are not accepted by this server",
+            )),
+            Some(Rs256Keys::File(file)) => {
+                let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+                file.key(kid).ok_or_else(unknown)
+            }
+            Some(Rs256Keys::Url(remote)) => match remote.key(kid).await {
+                Lookup::Found(key) => Ok(key),
+                Lookup::Unknown => Err(unknown()),
+                Lookup::NotLoaded => Err(Problem::unavailable(
+                    "signing keys not available yet: the JWKS has not been fetched from the \
+                     identity provider; RS256 tokens are accepted once it is",
+                    KEYS_RETRY_AFTER_SECONDS,
+                )),
+            },
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The admin API of `autoclaim run`: what a tenant's Global Administrator does in the admin center
 //! (turn autoclaim on or off, manage policies, read the report), over authenticated HTTP.
 //!
-//! - [`auth`]: bearer JWTs in the Microsoft Entra style (RS256 from a JWKS file, HS256 for
-//!   development), 401 for a bad token and 403 for another tenant or role;
+//! - [`auth`]: bearer JWTs in the Microsoft Entra style (RS256 with keys from a JWKS file or URL,
+//!   see [`jwks`]; HS256 for development), 401 for a bad token and 403 for another tenant or role;
 //! - [`view`]: the API's own view of the policies, inventory and assignments topics, fed by
 //!   [`feed`] on a thread of its own;
 //! - [`writer`]: changes go to the policies topic (idempotent producer, acks from all in-sync
@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod feed;
+pub mod jwks;
 pub mod problem;
 pub mod report;
 pub mod view;
@@ -31,16 +32,28 @@ use axum::Router;
 use clap::Args;
 
 use crate::pipeline::config::{KafkaArgs, Topics};
-use auth::{AuthConfigError, AuthSettings, Authenticator};
+use auth::{AuthConfigError, AuthSettings, Authenticator, JwksSource};
+use jwks::JwksUrl;
 
 /// Configuration of the admin API, from flags and `AUTOCLAIM_ADMIN_*` environment variables.
 #[derive(Args, Clone, Debug)]
 pub struct AdminArgs {
-    /// Admin API: JWKS file whose RSA keys verify RS256 tokens (for Microsoft Entra ID, the document
-    /// at your tenant's jwks_uri, saved to a file and refreshed by your deployment; it is read again
-    /// when a token names a key it does not hold). URLs are not supported.
+    /// Admin API: JWKS file or https URL whose RSA keys verify RS256 tokens (for Microsoft Entra
+    /// ID, https://login.microsoftonline.com/<tenant id>/discovery/v2.0/keys). A URL is fetched in
+    /// the background, at start and every --admin-jwks-refresh; RS256 tokens get 503 until it has
+    /// been fetched once. http is accepted only to localhost, 127.0.0.0/8 or ::1. Both are read
+    /// again when a token names a key they do not hold, at most every 30 s.
     #[arg(long = "admin-jwks", env = "AUTOCLAIM_ADMIN_JWKS")]
     pub jwks: Option<String>,
+    /// Admin API: how often a JWKS URL is fetched again (e.g. 1h, 15m; at least 1s). A failed fetch
+    /// keeps the keys fetched before and is retried sooner, with backoff.
+    #[arg(
+        long = "admin-jwks-refresh",
+        env = "AUTOCLAIM_ADMIN_JWKS_REFRESH",
+        value_parser = humantime::parse_duration,
+        default_value = "1h"
+    )]
+    pub jwks_refresh: Duration,
     /// Admin API: HS256 secret of development tokens (`autoclaim token`), at least 32 bytes. Prefer
     /// the environment variable: command lines are visible to other users of the machine.
     #[arg(
@@ -93,21 +106,33 @@ impl AdminArgs {
             }
             return Ok(None);
         }
-        if let Some(url) = jwks
-            .as_deref()
-            .filter(|j| j.starts_with("http://") || j.starts_with("https://"))
-        {
-            return Err(AuthConfigError::Invalid(format!(
-                "AUTOCLAIM_ADMIN_JWKS={url}: JWKS URLs are not supported by this build; save the \
-                 document to a file (e.g. curl -fsSo jwks.json {url}) and give its path"
-            )));
-        }
+        let jwks = jwks.map(|j| self.jwks_source(&j)).transpose()?;
         Ok(Some(AuthSettings {
-            jwks_path: jwks.map(PathBuf::from),
+            jwks,
             hs256_secret: secret.map(String::into_bytes),
             issuer: issuer.unwrap_or_default(),
             audiences,
         }))
+    }
+
+    /// A value with a scheme (`…://`) is a URL, checked here; anything else is a file.
+    fn jwks_source(&self, value: &str) -> Result<JwksSource, AuthConfigError> {
+        if !JwksUrl::looks_like_url(value) {
+            return Ok(JwksSource::File(PathBuf::from(value)));
+        }
+        let url = JwksUrl::parse(value).map_err(|reason| AuthConfigError::JwksUrl {
+            // Never echo credentials (user:password@) into logs.
+            value: if value.contains('@') {
+                "<the URL given>".to_owned()
+            } else {
+                value.to_owned()
+            },
+            reason,
+        })?;
+        Ok(JwksSource::Url {
+            url,
+            refresh: self.jwks_refresh,
+        })
     }
 }
 
@@ -136,6 +161,14 @@ impl AdminService {
         let issuer = settings.issuer.clone();
         let audiences = settings.audiences.clone();
         let auth = Authenticator::new(settings).context("admin API")?;
+        // A JWKS URL is fetched once before the API is on, but an identity provider that cannot be
+        // reached must not stop the stream processor: the fetch goes on in the background.
+        if auth.jwks_fetch_status().is_some() && !auth.wait_for_rs256_keys(jwks::FETCH_TIMEOUT) {
+            tracing::warn!(
+                "admin API: the JWKS URL could not be fetched at start; RS256 tokens are refused \
+                 (503) until it is, HS256 tokens are accepted if configured"
+            );
+        }
         let writer = writer::KafkaPolicyWriter::new(kafka, topics)
             .context("admin API: cannot create the policies producer")?;
         let view = view::SharedView::new(view::AdminView::new(propagation_delay));
