@@ -33,66 +33,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 const PATIENCE: Duration = Duration::from_secs(60);
 
 // The two RSA keys of tests/admin_api.rs, made for these tests only, and their moduli.
-const KEY_A_PEM: &str = "\
------BEGIN RSA PRIVATE KEY-----\n\
-MIIEowIBAAKCAQEAzaq2z1snnXjiRidbG93JgaUh19gtUenf3UJYTHlg/YhfXrIB\n\
-t8+yO2UdtzX9QH61HwK9qh287XsM7VEpOTG5WWOhypVvyUUBs0dnhohvxxDIR//w\n\
-Hlf8NQMNEzMqwoTDELs160tmGBLWwdSTqzoJWqoXadoWzT9E06I1hgc3pXFN/1er\n\
-Dn6SvmuCjV5yAvfZ62I/dQSOHIHT4ovbaoTeMDxqKgljwVpz7FvwL660SnSqSI9a\n\
-CV35YEHf2L/bNpY8IZUFzNBAkUAD0bi+cWCwwyWs8uJOh1RdBNjSkl18hyac8x37\n\
-oJIISvOh2TnncUPDRzHjz17y9bP0Y0NrmhBeuQIDAQABAoIBAEK8JbSUBf89deLA\n\
-q3oX1eZ5AEnLDi2Zv3fKqt8ptZSe9x9BkHgl71YBggpsfOA8HSZSW9vC6YZ/mpq4\n\
-7rDt1xBP2XRkWBENkLctMMUBKZAE/JAMVsxpzV8gPdJglHvo22jm7mCKpzahikj7\n\
-4uy5GMbwEUfaKfLwmDM527dBSUenrvdD6+YyJuGj44eyFC36sRqwVqn57lKdt6oh\n\
-3D58RB8ol5s1syjILLDSgj8djEZQGPWGHF0ySxvDrgjcbTlvAWZziAMZizssg3py\n\
-yHDWJ0o3ZYydTnaCU1FuXGVklSp0tgGsWD2bNHt5twQ3j+WRqzXm97DrUFrIjMtK\n\
-fgDc0ZcCgYEA5naas8xB5X4Uvjlrp1KHCsw4y5lPza5OKbl43XRYANOy/KLFf9J9\n\
-0WZ53/JN+1iLhySjOE0Zzc2NtWMPnTDEJqiaQDWQzmTJt81jQlvHMiqbMw/6kdt6\n\
-Rs6NngT0cEwJIQbkelOfA7VGlAgse/9Q0091ljTRkL9DDpm21VlNTfsCgYEA5HS5\n\
-0mbyd0McSfa9oE7JporI6dLTod1eak4iO+aB3yf1AsBRIlDNH7WFqzgT0sAtE/oF\n\
-tudvBEwn7zNn+bgfcaBJDqS9+GdkfZEi8X4Eut+CpeXttovI03HYUGTUXkoUikMB\n\
-HOC7WhKEPorYH/g0gCAPyA1r5Vgt7wpm5cYIq9sCgYBl4ZDKY0XOWkp5PZElywn/\n\
-8AA7oW7yElhjgaa437H3y56YqKx+sWMFqzO9mLR4pNAp0jyFqy/5FyHKShyg9OoB\n\
-3Q8zy3pUg6HZK2bx8vjAaK1riWjQCiKoIq/gZ3hYHIT8oLtoiIcHcJ/e2S4xMtFc\n\
-WQg2eusZ/jN6xOFat7vA+QKBgG085zGVKjEetOMlCW0i30c0K3eq6KkIOcIpFDOC\n\
-N+1lpMEpBmKbMkoMORsy2D+4xpU7wwm/RhVO+PVmpjwA74AcfXJ0EaY6ghGMmaHR\n\
-eR+GCmmbNPxJgMCiOiXO4MEpOQMXoOuXBd6+5d8l8svumeP98K3exQ3ICUa4uZT7\n\
-CWBrAoGBANevGTvooyZu2uMS1qTJPwaKqNJUTShCCfwkK4qGDqvJfHxcaanHdweK\n\
-UVnqflXDX+KleCzmwY/4s2fPkmDjDkna4DV7Dz+dTjrND6+0WqQ8R0nm1QPlslpD\n\
-/xEEJJN7lI45dBQrlXmuqdiflM2JfO6heX/ybHCunknvEYrED9FO\n\
------END RSA PRIVATE KEY-----\n\
-";
-const KEY_B_PEM: &str = "\
------BEGIN RSA PRIVATE KEY-----\n\
-MIIEpAIBAAKCAQEAzrOdRrml+DZtcn64weVHjFkpiq3lCTQRWHp8UefCwClnq2j+\n\
-fHoFAwUEqmrssTNZe/hyN7qVBQGeSg1ZYcfaO1rhuvqJPyJ7vzGfAC5e+PEKLFXW\n\
-DyPaOodBrICCV7t4rMoGsAADF9e+gKPzDVdk/DkkVn4drQ0NaNoLS5s3almazWw6\n\
-saoGoPiGRugfrlIK+gVH8ocuM7BKpi1SAWPm/HMNPjJ9t3INuQ2kOilcVLU9F/G4\n\
-y2ouazs8kUIIMMwoQSHbVeT9pqPfBmbpGJWRj7WxkP4RVzTQjYywbTdTxnGUAaWx\n\
-w1a5tLWQVqoww2KiBSb1eqSscskmpqShfODPOQIDAQABAoIBAGJFdsLHRKcLiWFj\n\
-6gcVML0DLwLlxfxoKs77/Nsb6rVdehI+aq9Xe8aBvkQfbcSZezO7XOIt7Odia5Ud\n\
-X59jWtfZT3SL5HCFvnuZ5dQ6N6D3SDTn4kt0ai5lW83dkxqO4MKVkjRe7RmK0uFq\n\
-EQYIxNQ9fo84indZu0RcVf5uHxyJ/g3jG75bj9gRmt8zvEzUBFTeUzFzUFri0avy\n\
-ioL2JkU8xsofeGrPsRLtvsVOUoRriHWd84aM6eWYb14bsiLUFO558/IWQ8LOjvj/\n\
-jQXoriTTdri+uvu+h/P1zGXz8FXyQjeVFtxce7y8i76hZqr4vctVcWnL8uRrbyjw\n\
-Iu6qvZkCgYEA9uJhbCg/u0ikccmzOsUM/H8ICrRXleMyt00qQ0IW92MhkL/f6bIZ\n\
-N6NYWcmTWE8efsyHP1rniVvgGnbHLL3HFhUMQ6BQZeTFbOYg7qYOMXCU7w4n54aH\n\
-UwV7395egGAK2UiQWean8JKHIxG+9aRglo0tJvkAvanlZEE13N2kT2MCgYEA1lVq\n\
-dnJ7N89aSKOJ0h/WzV46J066qe2j3/cwMY4c7UVCEpAd4AjlQHq2FP45XxV+tkQi\n\
-DCj6AYEdVu3XQSUcs+UjdURHCIHpV5/RMXeofHzpKAdRo3GWZ8VgfglhZJS8Vznr\n\
-PWTc/iJkhKz5x4QrqWZNA5sM0KDXX2/4vEBXj7MCgYEAmi/0LDpO40aQ/Ue9Gf0r\n\
-CR7FBPpwoPnOGNCmjm7eLQ7KTb6ntyo1uZvYd+r+jO6M2yAdb6H0bMLmiWCZMAYu\n\
-Kkpm6G1dCOYBrutisekfgB0RxuMOZPiN13nbTYtxdbeFzwIUtTDqvcKlh29z1bId\n\
-aKkvA+ILZmiPDTf0zcXW8oUCgYEAsIs+3D3EHN5hAYAjX772EcdRo1sICjxCRZK4\n\
-Ubk7Pn1TxTKMSSNKomfxXy1gWF++Nae9W8LM2zxczGOwcGp/T/an1EnfMLTBXXm4\n\
-uERVteS1sFEG/9fqCaPcrTRQ0qZo1HhSuglAttvhbB+Gxr6psCkhupyWW6qAfI4g\n\
-lf9xoF0CgYBcAAEnYQJgVC1Kl756n17mhLjHP1ue6sSb/3OGXAx4ufev2iyh/Gyp\n\
-l4wDhW1hlne0yEOgd9SjnblxJiTeJfZW/LSRxjpn9utt6l1MPzWt5WGE75+OAFWh\n\
-DSz5Bwx3zi2ruEE5gtE8CPAf1SmpUhp4yYEHLFl4ZZBV5B0nBxFTDQ==\n\
------END RSA PRIVATE KEY-----\n\
-";
-const KEY_A_N: &str = "zaq2z1snnXjiRidbG93JgaUh19gtUenf3UJYTHlg_YhfXrIBt8-yO2UdtzX9QH61HwK9qh287XsM7VEpOTG5WWOhypVvyUUBs0dnhohvxxDIR__wHlf8NQMNEzMqwoTDELs160tmGBLWwdSTqzoJWqoXadoWzT9E06I1hgc3pXFN_1erDn6SvmuCjV5yAvfZ62I_dQSOHIHT4ovbaoTeMDxqKgljwVpz7FvwL660SnSqSI9aCV35YEHf2L_bNpY8IZUFzNBAkUAD0bi-cWCwwyWs8uJOh1RdBNjSkl18hyac8x37oJIISvOh2TnncUPDRzHjz17y9bP0Y0NrmhBeuQ";
-const KEY_B_N: &str = "zrOdRrml-DZtcn64weVHjFkpiq3lCTQRWHp8UefCwClnq2j-fHoFAwUEqmrssTNZe_hyN7qVBQGeSg1ZYcfaO1rhuvqJPyJ7vzGfAC5e-PEKLFXWDyPaOodBrICCV7t4rMoGsAADF9e-gKPzDVdk_DkkVn4drQ0NaNoLS5s3almazWw6saoGoPiGRugfrlIK-gVH8ocuM7BKpi1SAWPm_HMNPjJ9t3INuQ2kOilcVLU9F_G4y2ouazs8kUIIMMwoQSHbVeT9pqPfBmbpGJWRj7WxkP4RVzTQjYywbTdTxnGUAaWxw1a5tLWQVqoww2KiBSb1eqSscskmpqShfODPOQ";
+const KEY_A_PEM: &str = include_str!("fixtures/admin-key-a.pem");
+const KEY_B_PEM: &str = include_str!("fixtures/admin-key-b.pem");
+const KEY_A_N: &str = include_str!("fixtures/admin-key-a.n");
+const KEY_B_N: &str = include_str!("fixtures/admin-key-b.n");
 
 /// A signing key as the test knows it: its `kid`, private PEM and public modulus.
 #[derive(Clone, Copy)]
