@@ -20,15 +20,7 @@ pub(super) fn cpu_secs(pid: &str) -> f64 {
 }
 
 pub(super) fn status_kib(pid: &str, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    status_like(&format!("/proc/{pid}/status"), field)
 }
 
 pub(super) fn reset_peak_rss() {
@@ -142,6 +134,7 @@ pub(super) fn machine() -> serde_json::Value {
     json!({"cpu": model, "cores": cores, "memory_gib": memory_gib, "loadavg": loadavg(), "source": source})
 }
 
+/// The number after `field:` in a file of `/proc/<pid>/status` or `/proc/meminfo` form (0 if none).
 pub(super) fn status_like(path: &str, field: &str) -> u64 {
     std::fs::read_to_string(path)
         .ok()

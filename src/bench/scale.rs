@@ -102,9 +102,8 @@ impl Bench<'_> {
     }
 }
 
-/// Publishes a directory of `users` users (`per_tenant` a tenant), shaped like the scenario's:
-/// 20% with Power Automate per user, 10% with Premium, 4% disabled, 3% guests, 2% without a usage
-/// location. Streams, so that 10M users need no memory.
+/// Publishes a directory of `users` users (`per_tenant` a tenant), drawn as the scenario draws
+/// them. Streams, so that 10M users need no memory.
 pub(super) fn publish_directory(
     kafka: &KafkaArgs,
     topics: &Topics,
@@ -127,37 +126,8 @@ pub(super) fn publish_directory(
         if i > 0 && i % per_tenant.max(1) == 0 {
             tenant = guid(&mut rng);
         }
-        let roll: f64 = rng.random();
-        let licenses = if roll < 0.2 {
-            vec![pb::AssignedLicense {
-                sku_id: "4a51bf65-409c-4a91-b845-1121b571cc9d".into(),
-                disabled_plan_ids: vec![],
-            }]
-        } else if roll < 0.3 {
-            vec![pb::AssignedLicense {
-                sku_id: "eda1941c-3c4f-4995-b5eb-e85a42175ab9".into(),
-                disabled_plan_ids: vec![],
-            }]
-        } else {
-            vec![]
-        };
-        let user = pb::DirectoryUser {
-            tenant_id: tenant.clone(),
-            user_id: guid(&mut rng),
-            account_enabled: rng.random_bool(0.96),
-            user_type: if rng.random_bool(0.03) {
-                pb::directory_user::UserType::Guest
-            } else {
-                pb::directory_user::UserType::Member
-            } as i32,
-            usage_location: if rng.random_bool(0.02) {
-                String::new()
-            } else {
-                "US".into()
-            },
-            licenses,
-            as_of,
-        };
+        let user_id = guid(&mut rng);
+        let user = crate::scenario::directory_user(&mut rng, tenant.clone(), user_id, as_of);
         publisher.send(&pb::ReplayRecord {
             record: Some(Record::DirectoryUser(user)),
         })?;
