@@ -14,6 +14,7 @@ use crate::domain::policy::Policy;
 use crate::domain::seats;
 use crate::domain::settings::TenantSettings;
 use crate::domain::time::Timestamp;
+use id_map::IdKey;
 
 pub use partition::{PartitionState, TenantState};
 pub use tables::{Tables, TenantTables};
@@ -28,10 +29,11 @@ pub struct TenantView<'a> {
 
 impl<'a> TenantView<'a> {
     pub fn new(tables: &'a Tables, partition: &'a PartitionState, tenant: &str) -> Self {
+        let tenant = IdKey::of(tenant);
         TenantView {
             delay: tables.propagation_delay(),
-            tables: tables.tenant(tenant),
-            partition: partition.tenant(tenant),
+            tables: tables.tenant_by_key(tenant),
+            partition: partition.tenant_by_key(tenant),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! assignments changelog when the partition is assigned to an instance.
 use std::collections::HashMap;
 
-use super::id_map::IdMap;
+use super::id_map::{IdKey, IdMap};
 use crate::domain::catalog::{Catalog, ProductId};
 use crate::domain::decision::{OwnGrants, Subject};
 use crate::domain::directory::UserRow;
@@ -49,6 +49,10 @@ impl PartitionState {
     /// The tenant's share, if the partition holds anything of it.
     pub fn tenant(&self, tenant: &str) -> Option<&TenantState> {
         self.tenants.get(tenant)
+    }
+
+    pub(super) fn tenant_by_key(&self, tenant: IdKey<'_>) -> Option<&TenantState> {
+        self.tenants.get_by_key(tenant)
     }
 
     fn user_mut(&mut self, tenant: &str, user: &str) -> &mut UserEntry {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::id_map::IdMap;
+use super::id_map::{IdKey, IdMap};
 use crate::domain::catalog::ProductId;
 use crate::domain::policy::Policy;
 use crate::domain::propagation::Versioned;
@@ -64,6 +64,10 @@ impl Tables {
     /// The tenant's tables, if any record about the tenant has been seen.
     pub fn tenant(&self, tenant: &str) -> Option<&TenantTables> {
         self.tenants.get(tenant)
+    }
+
+    pub(super) fn tenant_by_key(&self, tenant: IdKey<'_>) -> Option<&TenantTables> {
+        self.tenants.get_by_key(tenant)
     }
 
     fn tenant_mut(&mut self, tenant: &str) -> &mut TenantTables {
