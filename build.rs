@@ -24,5 +24,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .build(&[".autoclaim"])?;
+    read_integers_in_one_pass(&out_dir.join("autoclaim.v1.serde.rs"))?;
+    Ok(())
+}
+
+/// Points the generated JSON code's integer fields at `wire::number`, whose reader takes a number or
+/// a string in one pass; pbjson's tries a string first and builds an error for every plain number.
+fn read_integers_in_one_pass(
+    serde_file: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    const PBJSON_READER: &str = "::pbjson::private::NumberDeserialize";
+    const OUR_READER: &str = "crate::wire::number::NumberDeserialize";
+    let code = std::fs::read_to_string(serde_file)?;
+    if !code.contains(PBJSON_READER) {
+        return Err(
+            format!("{PBJSON_READER} not found in pbjson's output: update build.rs").into(),
+        );
+    }
+    std::fs::write(serde_file, code.replace(PBJSON_READER, OUR_READER))?;
     Ok(())
 }

@@ -13,6 +13,8 @@
 //!   `decode/json_without_schema_version`, the same payloads without their one numeric field).
 //! - `full_path/protobuf_in_protobuf_out`: protobuf decode + validate, decide, protobuf encode.
 //! - `encode/decision_protobuf`: building and encoding the decision message only.
+//! - `restore/directory_user_{json,protobuf}`: what a partition restore does per directory record
+//!   (decode, validate, reduce to a row, upsert), into a partition that grows to the whole directory.
 //! - `first_claims/*`: the same paths when every event is a user's first claim (ASSIGNED or a seat
 //!   failure), on a freshly built partition per batch, because a cycled pool only claims once.
 //!
@@ -371,6 +373,66 @@ fn load_tenant_users(partition: &mut PartitionState, tenant: &TenantSpec) {
         let user = directory_user(tenant, global);
         partition.upsert_directory_user(&user.tenant_id, &user.user_id, user.row());
     }
+}
+
+/// The directory record of a user, as its producer writes it to `directory.users.v1`.
+fn directory_message(user: &DirectoryUser) -> pb::DirectoryUser {
+    pb::DirectoryUser {
+        tenant_id: user.tenant_id.clone(),
+        user_id: user.user_id.clone(),
+        account_enabled: user.account_enabled,
+        user_type: if user.guest {
+            pb::directory_user::UserType::Guest
+        } else {
+            pb::directory_user::UserType::Member
+        } as i32,
+        usage_location: user.usage_location.clone().unwrap_or_default(),
+        licenses: user
+            .licenses
+            .iter()
+            .map(|l| pb::AssignedLicense {
+                sku_id: l.sku_id.clone(),
+                disabled_plan_ids: l.disabled_plan_ids.clone(),
+            })
+            .collect(),
+        as_of: Some(autoclaim::wire::convert::to_wire_timestamp(user.as_of)),
+    }
+}
+
+/// Every directory user's record in both encodings, in a shuffled order (the directory topic is
+/// partitioned by key hash, so a restore sees tenants interleaved).
+struct DirectoryRecords {
+    json: Vec<Vec<u8>>,
+    protobuf: Vec<Vec<u8>>,
+}
+
+fn directory_records(specs: &[TenantSpec]) -> DirectoryRecords {
+    let mut order: Vec<usize> = (0..specs.iter().map(|t| t.users).sum()).collect();
+    let mut rng = Rng::new(4);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let messages: Vec<pb::DirectoryUser> = order
+        .into_iter()
+        .map(|global| directory_message(&directory_user(tenant_of(specs, global), global)))
+        .collect();
+    DirectoryRecords {
+        json: messages
+            .iter()
+            .map(|m| codec::encode(m, Format::Json))
+            .collect(),
+        protobuf: messages
+            .iter()
+            .map(|m| codec::encode(m, Format::Protobuf))
+            .collect(),
+    }
+}
+
+/// What a restore does per directory record: decode, validate, reduce to a row, upsert.
+fn restore_record(partition: &mut PartitionState, bytes: &[u8], format: Format) {
+    let message: pb::DirectoryUser = codec::decode(bytes, format).expect("valid directory record");
+    let user = DirectoryUser::try_from(message).expect("valid directory user");
+    partition.upsert_directory_user(&user.tenant_id, &user.user_id, user.row());
 }
 
 // ------------------------------------------------------------------------------------------ events
@@ -1033,6 +1095,62 @@ fn main() {
                 out
             })
         });
+        group.finish();
+    }
+
+    // Restore: every directory record decoded, validated and upserted into a partition that starts
+    // empty and grows to the whole directory, as `autoclaim run` rebuilds one. When the records run
+    // out, the partition is dropped and a fresh one started, untimed.
+    {
+        let records: OnceCell<DirectoryRecords> = OnceCell::new();
+        let records = || {
+            records.get_or_init(|| {
+                let start = Instant::now();
+                let r = directory_records(&specs);
+                eprintln!(
+                    "restore: {} directory records, {:.0} B as JSON, {:.0} B as protobuf, \
+                     encoded in {:.2?}",
+                    r.json.len(),
+                    avg(&r.json),
+                    avg(&r.protobuf),
+                    start.elapsed()
+                );
+                r
+            })
+        };
+        let mut group = criterion.benchmark_group("restore");
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(6));
+        for (name, format) in [
+            ("directory_user_json", Format::Json),
+            ("directory_user_protobuf", Format::Protobuf),
+        ] {
+            let mut state = PartitionState::default();
+            let mut next = 0;
+            group.bench_function(name, |b| {
+                let records = records();
+                let records = match format {
+                    Format::Json => &records.json,
+                    Format::Protobuf => &records.protobuf,
+                };
+                b.iter_custom(|iters| {
+                    let mut timed = Duration::ZERO;
+                    let mut start = clock.now();
+                    for _ in 0..iters {
+                        if next == records.len() {
+                            timed += clock.now().saturating_sub(start);
+                            drop(std::mem::take(&mut state));
+                            next = 0;
+                            start = clock.now();
+                        }
+                        restore_record(&mut state, &records[next], format);
+                        next += 1;
+                    }
+                    timed + clock.now().saturating_sub(start)
+                })
+            });
+        }
         group.finish();
     }
 

@@ -114,7 +114,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub latency_duration: Duration,
     /// Directory sizes of the scale phase (an empty directory is always measured first).
-    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
     pub scale_users: Vec<usize>,
     /// Users per tenant of the scale directories.
     #[arg(long, default_value_t = 100)]

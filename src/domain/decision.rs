@@ -12,25 +12,29 @@ use super::policy::Policy;
 use super::settings::{Scope, TenantSettings};
 use super::time::Timestamp;
 
-/// What the engine may read. Implementations answer as of the event's time, so a decision depends only
-/// on the input that came before it.
+/// What the engine may read about the event's tenant. Implementations answer as of the event's time,
+/// so a decision depends only on the input that came before it. Scoped to one tenant so that an
+/// implementation finds the tenant once per event, not once per question.
 pub trait StateView {
     /// The tenant's settings in force at `at`.
-    fn settings_in_force(&self, tenant: &str, at: Timestamp) -> Option<&TenantSettings>;
+    fn settings_in_force(&self, at: Timestamp) -> Option<&TenantSettings>;
     /// The tenant's policies whose version in force at `at` is enabled and not deleted.
-    fn active_policies<'a>(
-        &'a self,
-        tenant: &'a str,
-        at: Timestamp,
-    ) -> impl Iterator<Item = &'a Policy> + 'a;
-    /// The directory's row for the user, if the directory knows the user.
-    fn directory_user(&self, tenant: &str, user: &str) -> Option<&UserRow>;
-    /// What this processor has assigned to the user (products, and what they grant).
-    fn own_grants(&self, tenant: &str, user: &str) -> OwnGrants;
+    fn active_policies(&self, at: Timestamp) -> impl Iterator<Item = &Policy>;
+    /// What is known about a user of the tenant: the directory's row and this processor's grants.
+    fn subject(&self, user: &str) -> Subject;
     /// Seats of the product the tenant can still assign.
-    fn seats_available(&self, tenant: &str, product: ProductId) -> u64;
+    fn seats_available(&self, product: ProductId) -> u64;
     /// When the tenant's inventory snapshot of the product was taken, if there is one.
-    fn inventory_as_of(&self, tenant: &str, product: ProductId) -> Option<Timestamp>;
+    fn inventory_as_of(&self, product: ProductId) -> Option<Timestamp>;
+}
+
+/// A user as the engine sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// The directory's row for the user, if the directory knows the user.
+    pub row: Option<UserRow>,
+    /// What this processor has assigned to the user (products, and what they grant).
+    pub own: OwnGrants,
 }
 
 /// Products this processor assigned to one user and the capabilities they grant. They count towards
@@ -101,7 +105,8 @@ pub struct Decision {
     pub outcome: Outcome,
 }
 
-/// Decides what the event calls for. Pure: all it reads is `view` and `event`.
+/// Decides what the event calls for. Pure: all it reads is `view` (the state of the event's tenant)
+/// and `event`.
 pub fn decide(view: &impl StateView, event: &Activity) -> Decision {
     let subject = event.licence_subject();
     Decision {
@@ -115,9 +120,8 @@ pub fn decide(view: &impl StateView, event: &Activity) -> Decision {
 }
 
 fn outcome(view: &impl StateView, event: &Activity, subject: &str) -> Outcome {
-    let tenant = event.tenant_id.as_str();
     let at = event.occurred_at;
-    let settings = match view.settings_in_force(tenant, at) {
+    let settings = match view.settings_in_force(at) {
         Some(s) if s.autoclaim_enabled => s,
         _ => return Outcome::AutoclaimOff,
     };
@@ -132,8 +136,7 @@ fn outcome(view: &impl StateView, event: &Activity, subject: &str) -> Outcome {
         return Outcome::OutOfScope;
     }
 
-    let user = view.directory_user(tenant, subject);
-    let own = view.own_grants(tenant, subject);
+    let Subject { row: user, own } = view.subject(subject);
     let has = user
         .map_or(Capabilities::NONE, |u| u.capabilities)
         .union(own.capabilities);
@@ -158,14 +161,13 @@ fn outcome(view: &impl StateView, event: &Activity, subject: &str) -> Outcome {
         });
     }
 
-    choose_product(view, tenant, at, has, needed, own.products)
+    choose_product(view, at, has, needed, own.products)
 }
 
 /// Step 6: the candidate policies, narrowest sufficient product first, then oldest; the first product
 /// of the first chain with a seat wins.
 fn choose_product(
     view: &impl StateView,
-    tenant: &str,
     at: Timestamp,
     has: Capabilities,
     needed: Capabilities,
@@ -173,7 +175,7 @@ fn choose_product(
 ) -> Outcome {
     let sufficient = |grants: Capabilities| has.union(grants).contains(needed);
     let mut candidates: Vec<(u32, Timestamp, &str, &Policy)> = view
-        .active_policies(tenant, at)
+        .active_policies(at)
         .filter_map(|policy| {
             let narrowest = policy
                 .chain
@@ -199,9 +201,9 @@ fn choose_product(
             if !sufficient(link.grants) || already_assigned.contains(link.product) {
                 continue;
             }
-            if view.seats_available(tenant, link.product) > 0 {
+            if view.seats_available(link.product) > 0 {
                 let after_snapshot = view
-                    .inventory_as_of(tenant, link.product)
+                    .inventory_as_of(link.product)
                     .map_or(at, |as_of| as_of.saturating_add(Duration::from_millis(1)));
                 return Outcome::Assigned(Assignment {
                     counts_from: at.max(after_snapshot),

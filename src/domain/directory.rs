@@ -1,5 +1,5 @@
 //! Directory users and what their licences grant.
-use super::catalog::{Capabilities, Catalog, PlanIndex, ProductSet};
+use super::catalog::{Capabilities, Catalog, ProductSet};
 use super::time::Timestamp;
 
 /// A licence as the directory reports it.
@@ -44,13 +44,19 @@ impl DirectoryUser {
             let Some(product_id) = Catalog::by_sku_id(&licence.sku_id) else {
                 continue;
             };
-            let product = Catalog::product(product_id);
-            let disabled: Vec<PlanIndex> = licence
-                .disabled_plan_ids
+            // Straight from the plans, without collecting the disabled ones: a restore does this for
+            // every user of the directory.
+            let granted = Catalog::product(product_id)
+                .plans
                 .iter()
-                .filter_map(|id| product.plan_by_id(id).map(|(i, _)| i))
-                .collect();
-            capabilities = capabilities.union(product.capabilities_without(&disabled));
+                .filter(|plan| {
+                    !licence
+                        .disabled_plan_ids
+                        .iter()
+                        .any(|id| plan.id.eq_ignore_ascii_case(id))
+                })
+                .fold(Capabilities::NONE, |caps, plan| caps.union(plan.grants));
+            capabilities = capabilities.union(granted);
             holds.insert(product_id);
         }
         UserRow {

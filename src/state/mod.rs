@@ -1,56 +1,68 @@
 //! State the engine reads: global tables (settings, policies, inventory) and per-partition state
 //! (directory rows, own assignments, seat usage), and the one place where a decision is made and
 //! recorded, shared by `replay` and the Kafka pipeline.
+mod id_map;
 pub mod partition;
 pub mod tables;
 
+use std::time::Duration;
+
 use crate::domain::activity::Activity;
 use crate::domain::catalog::ProductId;
-use crate::domain::decision::{decide, Decision, Outcome, OwnGrants, StateView};
-use crate::domain::directory::UserRow;
+use crate::domain::decision::{decide, Decision, Outcome, StateView, Subject};
 use crate::domain::policy::Policy;
 use crate::domain::seats;
 use crate::domain::settings::TenantSettings;
 use crate::domain::time::Timestamp;
+use id_map::IdKey;
 
-pub use partition::PartitionState;
-pub use tables::Tables;
+pub use partition::{PartitionState, TenantState};
+pub use tables::{Tables, TenantTables};
 
-/// The engine's view: the global tables and the state of the partition the event came from.
-pub struct View<'a> {
-    pub tables: &'a Tables,
-    pub partition: &'a PartitionState,
+/// The engine's view of one tenant: its global tables and its share of the partition the event came
+/// from, each found once per event.
+pub struct TenantView<'a> {
+    delay: Duration,
+    tables: Option<&'a TenantTables>,
+    partition: Option<&'a TenantState>,
 }
 
-impl StateView for View<'_> {
-    fn settings_in_force(&self, tenant: &str, at: Timestamp) -> Option<&TenantSettings> {
-        self.tables.settings_in_force(tenant, at)
+impl<'a> TenantView<'a> {
+    pub fn new(tables: &'a Tables, partition: &'a PartitionState, tenant: &str) -> Self {
+        let tenant = IdKey::of(tenant);
+        TenantView {
+            delay: tables.propagation_delay(),
+            tables: tables.tenant_by_key(tenant),
+            partition: partition.tenant_by_key(tenant),
+        }
+    }
+}
+
+impl StateView for TenantView<'_> {
+    fn settings_in_force(&self, at: Timestamp) -> Option<&TenantSettings> {
+        self.tables?.settings_in_force(at, self.delay)
     }
 
-    fn active_policies<'a>(
-        &'a self,
-        tenant: &'a str,
-        at: Timestamp,
-    ) -> impl Iterator<Item = &'a Policy> + 'a {
-        self.tables.active_policies(tenant, at)
+    fn active_policies(&self, at: Timestamp) -> impl Iterator<Item = &Policy> {
+        let delay = self.delay;
+        self.tables
+            .into_iter()
+            .flat_map(move |t| t.active_policies(at, delay))
     }
 
-    fn directory_user(&self, tenant: &str, user: &str) -> Option<&UserRow> {
-        self.partition.directory_user(tenant, user)
+    fn subject(&self, user: &str) -> Subject {
+        self.partition
+            .map_or_else(Subject::default, |p| p.subject(user))
     }
 
-    fn own_grants(&self, tenant: &str, user: &str) -> OwnGrants {
-        self.partition.own_grants(tenant, user)
+    fn inventory_as_of(&self, product: ProductId) -> Option<Timestamp> {
+        self.tables?.inventory(product).map(|i| i.as_of)
     }
 
-    fn inventory_as_of(&self, tenant: &str, product: ProductId) -> Option<Timestamp> {
-        self.tables.inventory(tenant, product).map(|i| i.as_of)
-    }
-
-    fn seats_available(&self, tenant: &str, product: ProductId) -> u64 {
+    fn seats_available(&self, product: ProductId) -> u64 {
         seats::available(
-            self.tables.inventory(tenant, product),
-            self.partition.seat_usage(tenant, product),
+            self.tables.and_then(|t| t.inventory(product)),
+            self.partition.and_then(|p| p.seat_usage(product)),
         )
     }
 }
@@ -59,10 +71,7 @@ impl StateView for View<'_> {
 /// sees it. The only way the pipeline and replay change state in response to activity.
 pub fn process(tables: &Tables, partition: &mut PartitionState, event: &Activity) -> Decision {
     let decision = decide(
-        &View {
-            tables,
-            partition: &*partition,
-        },
+        &TenantView::new(tables, &*partition, &event.tenant_id),
         event,
     );
     if let Outcome::Assigned(a) = &decision.outcome {

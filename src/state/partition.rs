@@ -3,43 +3,63 @@
 //! assignments changelog when the partition is assigned to an instance.
 use std::collections::HashMap;
 
+use super::id_map::{IdKey, IdMap};
 use crate::domain::catalog::{Catalog, ProductId};
-use crate::domain::decision::OwnGrants;
+use crate::domain::decision::{OwnGrants, Subject};
 use crate::domain::directory::UserRow;
 use crate::domain::seats::SeatUsage;
 use crate::domain::time::Timestamp;
 
+/// Everything known about one user, so that one lookup answers a decision's questions about them.
 #[derive(Debug, Default)]
 struct UserEntry {
     directory: Option<UserRow>,
     own: OwnGrants,
 }
 
+/// One tenant's share of the partition.
 #[derive(Debug, Default)]
-struct TenantState {
-    users: HashMap<Box<str>, UserEntry>,
+pub struct TenantState {
+    users: IdMap<UserEntry>,
     seat_usage: HashMap<ProductId, SeatUsage>,
+}
+
+impl TenantState {
+    /// The user's directory row and this processor's grants to them.
+    pub fn subject(&self, user: &str) -> Subject {
+        self.users
+            .get(user)
+            .map_or_else(Subject::default, |e| Subject {
+                row: e.directory,
+                own: e.own,
+            })
+    }
+
+    pub fn seat_usage(&self, product: ProductId) -> Option<&SeatUsage> {
+        self.seat_usage.get(&product)
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct PartitionState {
-    tenants: HashMap<Box<str>, TenantState>,
+    tenants: IdMap<TenantState>,
 }
 
 impl PartitionState {
-    fn tenant_mut(&mut self, tenant: &str) -> &mut TenantState {
-        if !self.tenants.contains_key(tenant) {
-            self.tenants.insert(tenant.into(), TenantState::default());
-        }
-        self.tenants.get_mut(tenant).expect("inserted above")
+    /// The tenant's share, if the partition holds anything of it.
+    pub fn tenant(&self, tenant: &str) -> Option<&TenantState> {
+        self.tenants.get(tenant)
+    }
+
+    pub(super) fn tenant_by_key(&self, tenant: IdKey<'_>) -> Option<&TenantState> {
+        self.tenants.get_by_key(tenant)
     }
 
     fn user_mut(&mut self, tenant: &str, user: &str) -> &mut UserEntry {
-        let users = &mut self.tenant_mut(tenant).users;
-        if !users.contains_key(user) {
-            users.insert(user.into(), UserEntry::default());
-        }
-        users.get_mut(user).expect("inserted above")
+        self.tenants
+            .get_or_default(tenant)
+            .users
+            .get_or_default(user)
     }
 
     pub fn upsert_directory_user(&mut self, tenant: &str, user: &str, row: UserRow) {
@@ -67,40 +87,29 @@ impl PartitionState {
         product: ProductId,
         at: Timestamp,
     ) {
-        let entry = self.user_mut(tenant, user);
-        if entry.own.products.contains(product) {
+        let tenant = self.tenants.get_or_default(tenant);
+        let own = &mut tenant.users.get_or_default(user).own;
+        if own.products.contains(product) {
             return; // already known: reading the changelog twice changes nothing
         }
-        entry.own.products.insert(product);
-        entry.own.capabilities = entry
-            .own
+        own.products.insert(product);
+        own.capabilities = own
             .capabilities
             .union(Catalog::product(product).capabilities());
-        self.tenant_mut(tenant)
-            .seat_usage
-            .entry(product)
-            .or_default()
-            .record(at);
+        tenant.seat_usage.entry(product).or_default().record(at);
     }
 
-    pub fn directory_user(&self, tenant: &str, user: &str) -> Option<&UserRow> {
-        self.tenants
-            .get(tenant)?
-            .users
-            .get(user)?
-            .directory
-            .as_ref()
+    pub fn directory_user(&self, tenant: &str, user: &str) -> Option<UserRow> {
+        self.tenant(tenant)?.subject(user).row
     }
 
     pub fn own_grants(&self, tenant: &str, user: &str) -> OwnGrants {
-        self.tenants
-            .get(tenant)
-            .and_then(|t| t.users.get(user))
-            .map_or_else(OwnGrants::default, |e| e.own)
+        self.tenant(tenant)
+            .map_or_else(OwnGrants::default, |t| t.subject(user).own)
     }
 
     pub fn seat_usage(&self, tenant: &str, product: ProductId) -> Option<&SeatUsage> {
-        self.tenants.get(tenant)?.seat_usage.get(&product)
+        self.tenant(tenant)?.seat_usage(product)
     }
 
     /// Number of users tracked (directory rows or own assignments).

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::id_map::{IdKey, IdMap};
 use crate::domain::catalog::ProductId;
 use crate::domain::policy::Policy;
 use crate::domain::propagation::Versioned;
@@ -13,24 +14,46 @@ use crate::domain::time::Timestamp;
 /// Default propagation delay: the documented upper bound of two hours.
 pub const DEFAULT_PROPAGATION_DELAY: Duration = Duration::from_secs(2 * 3600);
 
+/// One tenant's settings, policies and inventory.
 #[derive(Debug, Default)]
-struct TenantTables {
+pub struct TenantTables {
     settings: Versioned<TenantSettings>,
     policies: HashMap<String, Versioned<Policy>>,
     inventory: HashMap<ProductId, Inventory>,
 }
 
+impl TenantTables {
+    pub fn settings_in_force(&self, at: Timestamp, delay: Duration) -> Option<&TenantSettings> {
+        self.settings.in_force(at, delay)
+    }
+
+    pub fn active_policies(
+        &self,
+        at: Timestamp,
+        delay: Duration,
+    ) -> impl Iterator<Item = &Policy> + '_ {
+        self.policies
+            .values()
+            .filter_map(move |versions| versions.in_force(at, delay))
+            .filter(|policy| policy.is_active())
+    }
+
+    pub fn inventory(&self, product: ProductId) -> Option<&Inventory> {
+        self.inventory.get(&product)
+    }
+}
+
 #[derive(Debug)]
 pub struct Tables {
     propagation_delay: Duration,
-    tenants: HashMap<String, TenantTables>,
+    tenants: IdMap<TenantTables>,
 }
 
 impl Tables {
     pub fn new(propagation_delay: Duration) -> Self {
         Tables {
             propagation_delay,
-            tenants: HashMap::new(),
+            tenants: IdMap::default(),
         }
     }
 
@@ -38,12 +61,17 @@ impl Tables {
         self.propagation_delay
     }
 
+    /// The tenant's tables, if any record about the tenant has been seen.
+    pub fn tenant(&self, tenant: &str) -> Option<&TenantTables> {
+        self.tenants.get(tenant)
+    }
+
+    pub(super) fn tenant_by_key(&self, tenant: IdKey<'_>) -> Option<&TenantTables> {
+        self.tenants.get_by_key(tenant)
+    }
+
     fn tenant_mut(&mut self, tenant: &str) -> &mut TenantTables {
-        if !self.tenants.contains_key(tenant) {
-            self.tenants
-                .insert(tenant.to_owned(), TenantTables::default());
-        }
-        self.tenants.get_mut(tenant).expect("inserted above")
+        self.tenants.get_or_default(tenant)
     }
 
     pub fn record_settings(
@@ -84,10 +112,8 @@ impl Tables {
     }
 
     pub fn settings_in_force(&self, tenant: &str, at: Timestamp) -> Option<&TenantSettings> {
-        self.tenants
-            .get(tenant)?
-            .settings
-            .in_force(at, self.propagation_delay)
+        self.tenant(tenant)?
+            .settings_in_force(at, self.propagation_delay)
     }
 
     pub fn settings_versions(&self, tenant: &str) -> Option<&Versioned<TenantSettings>> {
@@ -100,12 +126,9 @@ impl Tables {
         at: Timestamp,
     ) -> impl Iterator<Item = &'a Policy> + 'a {
         let delay = self.propagation_delay;
-        self.tenants
-            .get(tenant)
+        self.tenant(tenant)
             .into_iter()
-            .flat_map(|t| t.policies.values())
-            .filter_map(move |versions| versions.in_force(at, delay))
-            .filter(|policy| policy.is_active())
+            .flat_map(move |t| t.active_policies(at, delay))
     }
 
     /// Every policy of the tenant with all its retained versions (for admin listings).
@@ -141,7 +164,7 @@ impl Tables {
     }
 
     pub fn inventory(&self, tenant: &str, product: ProductId) -> Option<&Inventory> {
-        self.tenants.get(tenant)?.inventory.get(&product)
+        self.tenant(tenant)?.inventory(product)
     }
 }
 

@@ -3,6 +3,7 @@ pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod generated;
+mod number;
 pub mod output;
 
 pub use codec::Format;
