@@ -133,7 +133,7 @@ fn read_to_end(
         return Ok(());
     }
     let consumer: BaseConsumer<QuietContext> =
-        clients::table_reader(kafka).create_with_context(QuietContext)?;
+        clients::restore_reader(kafka).create_with_context(QuietContext)?;
     let mut assignment = TopicPartitionList::new();
     for (p, _) in partitions {
         assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
