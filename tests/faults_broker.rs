@@ -120,16 +120,7 @@ fn the_service_recovers_by_itself_when_the_broker_restarts_mid_stream() {
     }
     wait_processed_by(&mut service, &topics, &group, GUARD);
     let report = wait_clean(&topics, &group, GUARD);
-    let got = assignments(&topics);
-    assert_eq!(got.len(), expected.assignments.len(), "assignment count");
-    assert!(
-        got == expected.assignments,
-        "assignments differ from replay"
-    );
-    assert!(
-        failures(&topics) == expected.failures,
-        "failures differ from replay"
-    );
+    assert_equal_to_replay(&topics, &expected);
     assert!(
         service.is_running() && service.pid() == Some(pid),
         "the same process must still be running; log:\n{}",

@@ -250,13 +250,7 @@ fn the_checker_finds_every_kind_of_problem() {
         command
             .args(["verify", "--compare-replay", "--brokers", &brokers()])
             .args(["--group-id", &group, "--propagation-delay", "1h"])
-            .args(["--activity-topic", &topics.activity])
-            .args(["--directory-topic", &topics.directory])
-            .args(["--inventory-topic", &topics.inventory])
-            .args(["--policies-topic", &topics.policies])
-            .args(["--assignments-topic", &topics.assignments])
-            .args(["--failures-topic", &topics.failures])
-            .args(["--dlq-topic", &topics.dead_letters]);
+            .args(topics.command_line_args());
         if json {
             command.arg("--json");
         }

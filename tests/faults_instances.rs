@@ -54,26 +54,8 @@ fn workload(seed: u64, tenants: usize, events: usize, seats_per_user: f64) -> Wo
     }
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The partitions of the last "partitions assigned" line of a service log.
 fn last_assigned(log: &str) -> Option<BTreeSet<i32>> {
-    let log = strip_ansi(log);
     let line = log
         .lines()
         .rev()
@@ -123,19 +105,6 @@ fn options<'a>(topics: &'a Topics, group: &'a str, id: &'a str) -> ServiceOption
 }
 
 /// Checks the outputs against replay, after the checker found nothing wrong.
-fn assert_equal_to_replay(topics: &Topics, expected: &Expected) {
-    let got = assignments(topics);
-    assert_eq!(got.len(), expected.assignments.len(), "assignment count");
-    assert!(
-        got == expected.assignments,
-        "assignments differ from replay"
-    );
-    assert!(
-        failures(topics) == expected.failures,
-        "failures differ from replay"
-    );
-}
-
 #[test]
 fn a_killed_instance_s_partitions_are_taken_over_without_loss_or_duplicate() {
     let started = Instant::now();

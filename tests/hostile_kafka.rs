@@ -85,6 +85,15 @@ impl Generator<'_> {
         tenant_partition(&e.tenant_id, PARTITIONS)
     }
 
+    /// An event encoded as JSON or protobuf (half each), with its content type.
+    fn encode_in_either_format(&mut self, event: &pb::ActivityEvent) -> (Vec<u8>, &'static [u8]) {
+        if self.rng.random_bool(0.5) {
+            (codec::encode(event, Format::Protobuf), PROTOBUF_CT)
+        } else {
+            (codec::encode(event, Format::Json), JSON_CT)
+        }
+    }
+
     fn bad(
         &mut self,
         category: &'static str,
@@ -272,43 +281,27 @@ impl Generator<'_> {
             9 => {
                 let mut m = e.clone();
                 m.tenant_id = String::new();
-                let protobuf = self.rng.random_bool(0.5);
-                let value = codec::encode(
-                    &m,
-                    if protobuf {
-                        Format::Protobuf
-                    } else {
-                        Format::Json
-                    },
-                );
+                let (value, content_type) = self.encode_in_either_format(&m);
                 self.bad(
                     "missing tenant id",
                     &["invalid_field"],
                     p,
                     key,
                     Some(value),
-                    Some(if protobuf { PROTOBUF_CT } else { JSON_CT }),
+                    Some(content_type),
                 )
             }
             10 => {
                 let mut m = e.clone();
                 m.schema_version = [2, 3, 99, u32::MAX][self.rng.random_range(0..4)];
-                let protobuf = self.rng.random_bool(0.5);
-                let value = codec::encode(
-                    &m,
-                    if protobuf {
-                        Format::Protobuf
-                    } else {
-                        Format::Json
-                    },
-                );
+                let (value, content_type) = self.encode_in_either_format(&m);
                 self.bad(
                     "future schema version",
                     &["schema_version"],
                     p,
                     key,
                     Some(value),
-                    Some(if protobuf { PROTOBUF_CT } else { JSON_CT }),
+                    Some(content_type),
                 )
             }
             11 | 12 => {
@@ -592,16 +585,7 @@ fn hostile_records_are_dead_lettered_and_valid_ones_processed_with_bounded_memor
     assert!(!log.contains("panicked"), "the service panicked:\n{log}");
 
     // Valid events: exactly replay's outputs.
-    let got = assignments(&topics);
-    assert_eq!(got.len(), expected.assignments.len(), "assignment count");
-    assert!(
-        got == expected.assignments,
-        "assignments differ from replay"
-    );
-    assert!(
-        failures(&topics) == expected.failures,
-        "failures differ from replay"
-    );
+    assert_equal_to_replay(&topics, &expected);
 
     // Bad records: each dead-lettered exactly once, with a code its category allows and a reason.
     let dead = read_committed(&topics.dead_letters);
@@ -664,13 +648,7 @@ fn hostile_records_are_dead_lettered_and_valid_ones_processed_with_bounded_memor
         .args(["verify", "--json", "--compare-replay"])
         .args(["--brokers", &brokers()])
         .args(["--group-id", &group, "--propagation-delay", "1h"])
-        .args(["--activity-topic", &topics.activity])
-        .args(["--directory-topic", &topics.directory])
-        .args(["--inventory-topic", &topics.inventory])
-        .args(["--policies-topic", &topics.policies])
-        .args(["--assignments-topic", &topics.assignments])
-        .args(["--failures-topic", &topics.failures])
-        .args(["--dlq-topic", &topics.dead_letters])
+        .args(topics.command_line_args())
         .output()
         .expect("run autoclaim verify");
     let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {

@@ -127,13 +127,7 @@ impl RunChild {
             .args(["--transactional-id", o.transactional_id])
             .args(["--propagation-delay", "2h"])
             .args(["--http-addr", &http.to_string()])
-            .args(["--activity-topic", &t.activity])
-            .args(["--directory-topic", &t.directory])
-            .args(["--inventory-topic", &t.inventory])
-            .args(["--policies-topic", &t.policies])
-            .args(["--assignments-topic", &t.assignments])
-            .args(["--failures-topic", &t.failures])
-            .args(["--dlq-topic", &t.dead_letters])
+            .args(t.command_line_args())
             .args(["--output-format", format_name(o.output_format)])
             .args(["--batch-max-records", &o.batch.0.to_string()])
             .args([
@@ -209,7 +203,8 @@ impl RunChild {
     }
 
     pub(super) fn log_text(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
+        // Plain text: the service colours its log only when stderr is a terminal.
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM and a clean exit (the open transaction commits).
@@ -242,23 +237,6 @@ pub(super) fn format_name(format: Format) -> &'static str {
         Format::Json => "json",
         Format::Protobuf => "protobuf",
     }
-}
-
-pub(super) fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `elapsed_ms` of the "partition state restored" log lines.

@@ -59,6 +59,10 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
 
 /// A reader of whole topics (tables, changelogs): no group, no commits, committed data only.
 pub fn table_reader(kafka: &KafkaArgs) -> ClientConfig {
+    with_overrides(table_reader_defaults(kafka), kafka)
+}
+
+fn table_reader_defaults(kafka: &KafkaArgs) -> ClientConfig {
     let mut config = base(kafka);
     config
         .set("group.id", "autoclaim-table-reader")
@@ -69,14 +73,14 @@ pub fn table_reader(kafka: &KafkaArgs) -> ClientConfig {
         .set("fetch.queue.backoff.ms", "10")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
-    with_overrides(config, kafka)
+    config
 }
 
 /// A reader of a topic up to its end (state restore): as `table_reader`, but a caught-up or empty
 /// partition answers a fetch after 10 ms rather than the default 500, since that answer is how the
 /// reader learns it has reached the end.
 pub fn restore_reader(kafka: &KafkaArgs) -> ClientConfig {
-    let mut config = table_reader(kafka);
+    let mut config = table_reader_defaults(kafka);
     config.set("fetch.wait.max.ms", "10");
     with_overrides(config, kafka)
 }

@@ -60,6 +60,25 @@ pub struct Topics {
     pub dead_letters: String,
 }
 
+impl Topics {
+    /// These topics as the command-line flags that name them, for starting another autoclaim
+    /// process (`run`, `verify`) on the same topics.
+    pub fn command_line_args(&self) -> Vec<String> {
+        [
+            ("--activity-topic", &self.activity),
+            ("--directory-topic", &self.directory),
+            ("--inventory-topic", &self.inventory),
+            ("--policies-topic", &self.policies),
+            ("--assignments-topic", &self.assignments),
+            ("--failures-topic", &self.failures),
+            ("--dlq-topic", &self.dead_letters),
+        ]
+        .into_iter()
+        .flat_map(|(flag, topic)| [flag.to_owned(), topic.clone()])
+        .collect()
+    }
+}
+
 /// Connection to the Kafka cluster.
 #[derive(Args, Clone, Debug)]
 pub struct KafkaArgs {
@@ -140,5 +159,41 @@ impl RunConfig {
                 .unwrap_or_else(|| "local".to_owned());
             format!("{}-{host}", self.group_id)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Topics;
+
+    #[derive(Parser)]
+    struct TopicsOnly {
+        #[command(flatten)]
+        topics: Topics,
+    }
+
+    #[test]
+    fn command_line_args_name_every_topic_by_its_own_flag() {
+        let topics = Topics {
+            activity: "a".into(),
+            directory: "d".into(),
+            inventory: "i".into(),
+            policies: "p".into(),
+            assignments: "as".into(),
+            failures: "f".into(),
+            dead_letters: "dl".into(),
+        };
+        let parsed = TopicsOnly::try_parse_from(
+            std::iter::once("autoclaim".to_owned()).chain(topics.command_line_args()),
+        )
+        .expect("the flags parse")
+        .topics;
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{topics:?}"),
+            "parsing the args gives the same topics back"
+        );
     }
 }

@@ -114,7 +114,7 @@ pub fn restore_partitions(
                 }
             },
         );
-        if batch.len() > 0 {
+        if !batch.is_empty() {
             let _ = batches.send(batch);
         }
         drop(batches);
@@ -167,6 +167,10 @@ impl RecordBatch {
 
     fn len(&self) -> usize {
         self.records.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 
     fn push(&mut self, partition: i32, raw: &RawRecord<'_>, offset: i64) {

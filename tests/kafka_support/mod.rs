@@ -275,13 +275,7 @@ impl Service {
             .args(["--transactional-id", options.transactional_id])
             .args(["--propagation-delay", options.delay])
             .args(["--http-addr", "127.0.0.1:0"])
-            .args(["--activity-topic", &t.activity])
-            .args(["--directory-topic", &t.directory])
-            .args(["--inventory-topic", &t.inventory])
-            .args(["--policies-topic", &t.policies])
-            .args(["--assignments-topic", &t.assignments])
-            .args(["--failures-topic", &t.failures])
-            .args(["--dlq-topic", &t.dead_letters])
+            .args(t.command_line_args())
             .args(&options.extra)
             .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
             .stdout(Stdio::null())
@@ -372,6 +366,20 @@ pub fn verify_args(
     args.propagation_delay = Duration::from_secs(3600);
     args.compare_replay = compare_replay;
     args
+}
+
+/// The committed assignments and failures are exactly replay's.
+pub fn assert_equal_to_replay(topics: &Topics, expected: &Expected) {
+    let got = assignments(topics);
+    assert_eq!(got.len(), expected.assignments.len(), "assignment count");
+    assert!(
+        got == expected.assignments,
+        "assignments differ from replay"
+    );
+    assert!(
+        failures(topics) == expected.failures,
+        "failures differ from replay"
+    );
 }
 
 /// Runs the checker (with the replay comparison).
