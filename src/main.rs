@@ -140,6 +140,11 @@ enum Command {
     },
 }
 
+/// mimalloc rather than glibc's malloc: the processing loop allocates and frees a few small buffers
+/// per event (decoded strings, outputs), and glibc's bookkeeping was 12% of its time (perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,

@@ -73,7 +73,11 @@ pub fn describe() {
     describe_counter!(ASSIGNMENTS, "Licence assignments published, by product.");
     describe_counter!(FAILURES, "Claims that could not be fulfilled, by reason.");
     describe_counter!(DEAD_LETTERS, "Input records dead-lettered, by reason code.");
-    describe_histogram!(DECISION_SECONDS, Unit::Seconds, "Time to decide one event.");
+    describe_histogram!(
+        DECISION_SECONDS,
+        Unit::Seconds,
+        "Time to decide one event (one event in 16 is timed)."
+    );
     describe_histogram!(
         EVENT_TO_COMMIT_SECONDS,
         Unit::Seconds,

@@ -1,9 +1,9 @@
 //! What the processing loop reports. Counts of a batch are kept locally and published only when its
 //! transaction commits, so the exported counters describe committed work and the hot path does no
 //! label lookups.
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hashbrown::HashMap;
 use metrics::{counter, gauge, histogram};
 
 use crate::domain::activity::ActivityKind;

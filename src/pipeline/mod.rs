@@ -5,6 +5,7 @@ pub mod config;
 pub mod feed;
 pub mod metrics;
 pub mod partitioner;
+pub mod positions;
 pub mod processor;
 pub mod publish;
 pub mod records;

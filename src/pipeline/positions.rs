@@ -1,0 +1,179 @@
+//! Where newly assigned (or rewound) input partitions start: the group's committed offsets, fetched
+//! by us and handed to the consumer as explicit positions.
+//!
+//! librdkafka can fetch them itself, but not safely here: while a transaction that carries the
+//! group's offsets is open (a crashed instance's, until the broker times it out) the coordinator
+//! answers UNSTABLE_OFFSET_COMMIT, librdkafka retries, and if the group rebalances meanwhile it
+//! applies the answer of the fetch that was in flight to the new assignment. For a partition that
+//! was still held, that answer carries no offset, so the partition started over from
+//! `auto.offset.reset` and its records were decided a second time. With explicit positions
+//! librdkafka never fetches offsets for the assignment, and a late answer finds nothing to apply to.
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::warn;
+
+/// How long to wait for the offsets to become stable: an open transaction holds them until the
+/// broker aborts it (`transaction.timeout.ms`, 10 s for autoclaim's producers, checked every 10 s).
+pub const STABLE_OFFSETS_TIMEOUT: Duration = Duration::from_secs(120);
+/// One fetch's own time limit; the loop retries until `STABLE_OFFSETS_TIMEOUT`.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum PositionsError {
+    #[error(
+        "the committed offsets of {topic} partitions {partitions:?} were not stable within \
+         {STABLE_OFFSETS_TIMEOUT:?} (last error: {last_error}); a transaction holding them never ended"
+    )]
+    NotStable {
+        topic: String,
+        partitions: Vec<i32>,
+        last_error: String,
+    },
+    #[error("Kafka error while fetching committed offsets: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// The committed offset of each partition in `partitions` (one topic), as an explicit position:
+/// the offset itself, or the beginning when the group has never committed one. Waits while a
+/// transaction holds them (or the coordinator is briefly unavailable), up to
+/// `STABLE_OFFSETS_TIMEOUT`; never turns an error into a position.
+pub fn committed_positions<C, X>(
+    consumer: &C,
+    partitions: &TopicPartitionList,
+) -> Result<TopicPartitionList, PositionsError>
+where
+    C: Consumer<X>,
+    X: ConsumerContext,
+{
+    let started = Instant::now();
+    let mut last_log = None::<Instant>;
+    loop {
+        let attempt = match consumer.committed_offsets(partitions.clone(), FETCH_TIMEOUT) {
+            Ok(answer) => positions_of(&answer),
+            Err(e) if is_transient(&e) => Err(match e.rdkafka_error_code() {
+                // librdkafka retries unstable offsets itself until the fetch's time runs out.
+                Some(RDKafkaErrorCode::OperationTimedOut) => {
+                    format!("no stable answer within {FETCH_TIMEOUT:?}")
+                }
+                _ => e.to_string(),
+            }),
+            Err(e) => return Err(e.into()),
+        };
+        let unsettled = match attempt {
+            Ok(positions) => return Ok(positions),
+            Err(reason) => reason,
+        };
+        if started.elapsed() >= STABLE_OFFSETS_TIMEOUT {
+            let elements = partitions.elements();
+            return Err(PositionsError::NotStable {
+                topic: elements
+                    .first()
+                    .map(|e| e.topic().to_owned())
+                    .unwrap_or_default(),
+                partitions: elements.iter().map(|e| e.partition()).collect(),
+                last_error: unsettled,
+            });
+        }
+        if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            warn!(
+                reason = %unsettled,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "waiting for stable committed offsets (an open transaction holds them until the broker ends it)"
+            );
+            last_log = Some(Instant::now());
+        }
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+/// Explicit positions from a committed-offsets answer, or why the answer is not usable yet.
+fn positions_of(answer: &TopicPartitionList) -> Result<TopicPartitionList, String> {
+    let mut positions = TopicPartitionList::with_capacity(answer.count());
+    for element in answer.elements() {
+        let offset = position(element.offset(), element.error())
+            .map_err(|e| format!("{} [{}]: {e}", element.topic(), element.partition()))?;
+        positions
+            .add_partition_offset(element.topic(), element.partition(), offset)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(positions)
+}
+
+/// One partition's start position from its committed-offset answer.
+fn position(committed: Offset, error: Result<(), KafkaError>) -> Result<Offset, String> {
+    error.map_err(|e| e.to_string())?;
+    match committed {
+        Offset::Offset(o) => Ok(Offset::Offset(o)),
+        // No offset committed by the group yet: the partition's first record.
+        Offset::Invalid => Ok(Offset::Beginning),
+        other => Err(format!("unexpected committed offset {other:?}")),
+    }
+}
+
+/// Errors that go away by themselves: an unstable offset, a coordinator moving or loading.
+fn is_transient(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnstableOffsetCommit
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::WaitingForCoordinator
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_committed_offset_is_the_position_and_none_is_the_beginning() {
+        assert_eq!(position(Offset::Offset(42), Ok(())), Ok(Offset::Offset(42)));
+        assert_eq!(position(Offset::Invalid, Ok(())), Ok(Offset::Beginning));
+        let mut answer = TopicPartitionList::new();
+        answer
+            .add_partition_offset("t", 0, Offset::Offset(42))
+            .unwrap();
+        answer
+            .add_partition_offset("t", 1, Offset::Invalid)
+            .unwrap();
+        let positions = positions_of(&answer).unwrap();
+        let got: Vec<(i32, Offset)> = positions
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        assert_eq!(got, vec![(0, Offset::Offset(42)), (1, Offset::Beginning)]);
+    }
+
+    #[test]
+    fn an_offset_answered_with_an_error_is_no_position() {
+        // UNSTABLE_OFFSET_COMMIT comes with no offset: it must not read as "never committed".
+        let unstable = Err(KafkaError::OffsetFetch(
+            RDKafkaErrorCode::UnstableOffsetCommit,
+        ));
+        let error = position(Offset::Invalid, unstable).unwrap_err();
+        assert!(error.contains("nstable"), "{error}");
+        assert!(position(Offset::End, Ok(())).is_err());
+    }
+
+    #[test]
+    fn only_passing_conditions_are_waited_out() {
+        let transient = KafkaError::OffsetFetch(RDKafkaErrorCode::UnstableOffsetCommit);
+        assert!(is_transient(&transient));
+        let permanent = KafkaError::OffsetFetch(RDKafkaErrorCode::GroupAuthorizationFailed);
+        assert!(!is_transient(&permanent));
+    }
+}
