@@ -24,6 +24,11 @@
 //!
 //! The pool is cycled: the first pass assigns licences, later passes see those users entitled, as a
 //! live stream does. The state grows at most by users x products and stops growing after one pass.
+
+/// The allocator the service runs with (`src/main.rs`), so that the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -104,16 +104,61 @@ fn options<'a>(topics: &'a Topics, group: &'a str, id: &'a str) -> ServiceOption
     }
 }
 
+/// What every test here starts from: fresh topics, the seeded workload's tables published, and a
+/// group name of its own.
+struct Setup {
+    started: Instant,
+    seed: u64,
+    topics: Topics,
+    w: Workload,
+    group: String,
+}
+
+fn set_up(
+    name: &str,
+    seed: u64,
+    partitions: i32,
+    tenants: usize,
+    events: usize,
+    seats: f64,
+) -> Setup {
+    let started = Instant::now();
+    let topics = unique_topics(name);
+    create_topics(&topics, partitions);
+    let w = workload(seed, tenants, events, seats);
+    publish(&topics, &w.tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    }
+}
+
+/// Each service must still run, then stop cleanly on SIGTERM.
+fn stop_all(services: &mut [(&str, &mut Service)]) {
+    for (name, s) in services.iter_mut() {
+        assert!(s.is_running(), "{name} exited; log:\n{}", s.log_text());
+        assert!(
+            s.stop().success(),
+            "{name}: clean exit; log:\n{}",
+            s.log_text()
+        );
+    }
+}
+
 /// Checks the outputs against replay, after the checker found nothing wrong.
 #[test]
 fn a_killed_instance_s_partitions_are_taken_over_without_loss_or_duplicate() {
-    let started = Instant::now();
-    let seed = seed();
-    let topics = unique_topics("takeover");
-    create_topics(&topics, 6);
-    let w = workload(seed, 60, 30_000, 0.2);
-    publish(&topics, &w.tables, Format::Json);
-    let group = format!("g-{}", topics.activity);
+    let Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    } = set_up("takeover", seed(), 6, 60, 30_000, 0.2);
     let mut a = Service::start(&options(&topics, &group, "takeover-a"));
     let mut b = Service::start(&options(&topics, &group, "takeover-b"));
     let mut c = Service::start(&options(&topics, &group, "takeover-c"));
@@ -170,14 +215,7 @@ fn a_killed_instance_s_partitions_are_taken_over_without_loss_or_duplicate() {
     let report = wait_clean(&topics, &group, GUARD);
     let clean = started.elapsed();
     assert_equal_to_replay(&topics, &w.expected);
-    for (name, s) in [("a", &mut a), ("c", &mut c)] {
-        assert!(s.is_running(), "{name} exited; log:\n{}", s.log_text());
-        assert!(
-            s.stop().success(),
-            "{name}: clean exit; log:\n{}",
-            s.log_text()
-        );
-    }
+    stop_all(&mut [("a", &mut a), ("c", &mut c)]);
     let logs = [a.log_text(), b.log_text(), c.log_text()];
     assert!(
         logs.iter().all(|l| !l.contains("panicked")),
@@ -206,13 +244,13 @@ fn a_killed_instance_s_partitions_are_taken_over_without_loss_or_duplicate() {
 
 #[test]
 fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
-    let started = Instant::now();
-    let seed = seed() + 1;
-    let topics = unique_topics("fence");
-    create_topics(&topics, 3);
-    let w = workload(seed, 30, 20_000, 0.2);
-    publish(&topics, &w.tables, Format::Json);
-    let group = format!("g-{}", topics.activity);
+    let Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    } = set_up("fence", seed() + 1, 3, 30, 20_000, 0.2);
     let mut first = Service::start(&options(&topics, &group, "fence-1"));
     let chunks: Vec<&[pb::ReplayRecord]> = w.activity.chunks(500).collect();
     let mut second = None;
@@ -265,19 +303,20 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
 }
 
 /// A dead instance that is not restarted with its transactional id leaves its last transaction open
-/// until the broker times it out (transaction.timeout.ms, 60 s). Meanwhile the survivors take over
-/// and commit new assignments on its partitions; a replacement instance (a new pod: a new
-/// transactional id) joining in that window makes every partition be restored again from the
-/// assignments changelog. Those assignments must not be forgotten.
+/// until the broker times it out (transaction.timeout.ms, 10 s, checked every 10 s). Meanwhile the
+/// survivors take over and commit new assignments on its partitions; a replacement instance (a new
+/// pod: a new transactional id) joining in that window makes every partition be restored again
+/// from the assignments changelog. Those assignments must not be forgotten, and no record may be
+/// decided twice.
 #[test]
 fn a_replacement_joining_while_a_dead_instance_s_transaction_is_open_forgets_nothing() {
-    let started = Instant::now();
-    let seed = seed() + 2;
-    let topics = unique_topics("replace");
-    create_topics(&topics, 6);
-    let w = workload(seed, 40, 30_000, 0.6);
-    publish(&topics, &w.tables, Format::Json);
-    let group = format!("g-{}", topics.activity);
+    let Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    } = set_up("replace", seed() + 2, 6, 40, 30_000, 0.6);
     let mut a = Service::start(&options(&topics, &group, "replace-a"));
     let mut b = Service::start(&options(&topics, &group, "replace-b"));
     let mut c = Service::start(&options(&topics, &group, "replace-c"));
@@ -312,7 +351,7 @@ fn a_replacement_joining_while_a_dead_instance_s_transaction_is_open_forgets_not
             continue;
         }
         if i == 12 {
-            // Well inside the 60 s of b's open transaction.
+            // b's open transaction lasts until the broker aborts it (10 to 20 s after it began).
             wait_until("a and c to take over b's partitions", GUARD, || {
                 let pa = last_assigned(&a.log_text()).unwrap_or_default();
                 let pc = last_assigned(&c.log_text()).unwrap_or_default();
@@ -338,14 +377,7 @@ fn a_replacement_joining_while_a_dead_instance_s_transaction_is_open_forgets_not
     wait_processed(&topics, &group, GUARD);
     let report = wait_clean(&topics, &group, GUARD);
     assert_equal_to_replay(&topics, &w.expected);
-    for (name, s) in [("a", &mut a), ("c", &mut c), ("d", &mut d)] {
-        assert!(s.is_running(), "{name} exited; log:\n{}", s.log_text());
-        assert!(
-            s.stop().success(),
-            "{name}: clean exit; log:\n{}",
-            s.log_text()
-        );
-    }
+    stop_all(&mut [("a", &mut a), ("c", &mut c), ("d", &mut d)]);
     eprintln!(
         "replace: FIGURES seed={seed} events={} {} assignments={} failures={} elapsed={:.1}s",
         w.activity.len(),
@@ -406,13 +438,13 @@ fn open_offsets_transaction(
 /// would start over from `auto.offset.reset` and its records would be decided twice.
 #[test]
 fn a_rebalance_while_offsets_are_held_by_an_open_transaction_starts_from_the_committed_offsets() {
-    let started = Instant::now();
-    let seed = seed() + 3;
-    let topics = unique_topics("unstable");
-    create_topics(&topics, 6);
-    let w = workload(seed, 30, 6_000, 0.3);
-    publish(&topics, &w.tables, Format::Json);
-    let group = format!("g-{}", topics.activity);
+    let Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    } = set_up("unstable", seed() + 3, 6, 30, 6_000, 0.3);
     // First half processed and committed by one instance, which then stops cleanly.
     let (first, second) = w.activity.split_at(w.activity.len() / 2);
     publish(&topics, first, Format::Json);
@@ -441,14 +473,7 @@ fn a_rebalance_while_offsets_are_held_by_an_open_transaction_starts_from_the_com
     let report = wait_clean(&topics, &group, GUARD);
     assert_equal_to_replay(&topics, &w.expected);
     drop(zombie);
-    for (name, s) in [("b", &mut b), ("c", &mut c)] {
-        assert!(s.is_running(), "{name} exited; log:\n{}", s.log_text());
-        assert!(
-            s.stop().success(),
-            "{name}: clean exit; log:\n{}",
-            s.log_text()
-        );
-    }
+    stop_all(&mut [("b", &mut b), ("c", &mut c)]);
     eprintln!(
         "unstable: FIGURES seed={seed} events={} committed before the hold {committed_before}; \
          offsets held from {:.1}s; c joined at {:.1}s; assignments={} failures={} elapsed={:.1}s",
