@@ -117,6 +117,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         batch_max_records: 500,
         batch_max_time: Duration::from_millis(50),
         batch_min_time: Duration::ZERO,
+        stable_offsets_timeout: Duration::from_secs(120),
         http_addr: options.http_addr,
         create_topics: false,
         partitions: options.partitions,

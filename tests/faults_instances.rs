@@ -485,3 +485,55 @@ fn a_rebalance_while_offsets_are_held_by_an_open_transaction_starts_from_the_com
         started.elapsed().as_secs_f64()
     );
 }
+
+/// When the offsets stay held longer than `--stable-offsets-timeout`, the service stops with an error
+/// that names the partitions, having decided nothing; once the transaction ends, an instance
+/// finishes the work with nothing lost or duplicated.
+#[test]
+fn offsets_held_past_the_stable_offsets_timeout_stop_the_service_with_a_clear_error() {
+    let Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    } = set_up("held", seed() + 4, 6, 20, 2_000, 0.3);
+    let (first, second) = w.activity.split_at(w.activity.len() / 2);
+    publish(&topics, first, Format::Json);
+    let mut a = Service::start(&options(&topics, &group, "held-a"));
+    wait_processed_by(&mut a, &topics, &group, GUARD);
+    stop_all(&mut [("a", &mut a)]);
+    let committed_before = committed_total(&topics, &group);
+    let zombie = open_offsets_transaction(&topics, &group, 30_000);
+    publish(&topics, second, Format::Json);
+    let mut b = Service::start(&ServiceOptions {
+        extra: vec!["--stable-offsets-timeout".into(), "3s".into()],
+        ..options(&topics, &group, "held-b")
+    });
+    let status = b.wait(GUARD);
+    let log = b.log_text();
+    assert!(!status.success(), "b must fail; log:\n{log}");
+    assert!(
+        log.contains("were not stable within") && log.contains("partitions [0, 1, 2, 3, 4, 5]"),
+        "b must say which offsets it waited for; log:\n{log}"
+    );
+    assert_eq!(
+        committed_total(&topics, &group),
+        committed_before,
+        "b must not have committed anything"
+    );
+    drop(zombie);
+    let mut c = Service::start(&options(&topics, &group, "held-c"));
+    wait_processed_by(&mut c, &topics, &group, GUARD);
+    let report = wait_clean(&topics, &group, GUARD);
+    assert_equal_to_replay(&topics, &w.expected);
+    stop_all(&mut [("c", &mut c)]);
+    eprintln!(
+        "held: FIGURES seed={seed} events={} b stopped with status {status}; c finished by {:.1}s; \
+         assignments={} failures={}",
+        w.activity.len(),
+        started.elapsed().as_secs_f64(),
+        report.counts.assignments,
+        report.counts.failures,
+    );
+}

@@ -134,6 +134,11 @@ pub struct RunConfig {
     /// during the one before (latency). Set it to --batch-max-time to commit on the bounds only.
     #[arg(long, env = "AUTOCLAIM_BATCH_MIN_TIME", value_parser = humantime::parse_duration, default_value = "0ms")]
     pub batch_min_time: Duration,
+    /// How long a newly assigned partition waits for its committed offset while a transaction holds
+    /// it (a crashed instance's, which the broker aborts after its transaction.timeout.ms), before
+    /// the service stops with an error naming the partitions.
+    #[arg(long, env = "AUTOCLAIM_STABLE_OFFSETS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
+    pub stable_offsets_timeout: Duration,
     /// Address of the HTTP server (/healthz, /readyz).
     #[arg(long, env = "AUTOCLAIM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,

@@ -16,10 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::warn;
 
-/// How long to wait for the offsets to become stable: an open transaction holds them until the
-/// broker aborts it (`transaction.timeout.ms`, 10 s for autoclaim's producers, checked every 10 s).
-pub const STABLE_OFFSETS_TIMEOUT: Duration = Duration::from_secs(120);
-/// One fetch's own time limit; the loop retries until `STABLE_OFFSETS_TIMEOUT`.
+/// One fetch's own time limit; the loop retries until its timeout.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -28,11 +25,13 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 pub enum PositionsError {
     #[error(
         "the committed offsets of {topic} partitions {partitions:?} were not stable within \
-         {STABLE_OFFSETS_TIMEOUT:?} (last error: {last_error}); a transaction holding them never ended"
+         {waited:?} (last answer: {last_error}); a transaction holding them has not ended \
+         (see --stable-offsets-timeout)"
     )]
     NotStable {
         topic: String,
         partitions: Vec<i32>,
+        waited: Duration,
         last_error: String,
     },
     #[error("Kafka error while fetching committed offsets: {0}")]
@@ -41,11 +40,13 @@ pub enum PositionsError {
 
 /// The committed offset of each partition in `partitions` (one topic), as an explicit position:
 /// the offset itself, or the beginning when the group has never committed one. Waits while a
-/// transaction holds them (or the coordinator is briefly unavailable), up to
-/// `STABLE_OFFSETS_TIMEOUT`; never turns an error into a position.
+/// transaction holds them (or the coordinator is briefly unavailable), up to `timeout` (an open
+/// transaction holds them until the broker aborts it: `transaction.timeout.ms`, 10 s for autoclaim's
+/// producers, checked every 10 s); never turns an error into a position.
 pub fn committed_positions<C, X>(
     consumer: &C,
     partitions: &TopicPartitionList,
+    timeout: Duration,
 ) -> Result<TopicPartitionList, PositionsError>
 where
     C: Consumer<X>,
@@ -69,7 +70,7 @@ where
             Ok(positions) => return Ok(positions),
             Err(reason) => reason,
         };
-        if started.elapsed() >= STABLE_OFFSETS_TIMEOUT {
+        if started.elapsed() >= timeout {
             let elements = partitions.elements();
             return Err(PositionsError::NotStable {
                 topic: elements
@@ -77,6 +78,7 @@ where
                     .map(|e| e.topic().to_owned())
                     .unwrap_or_default(),
                 partitions: elements.iter().map(|e| e.partition()).collect(),
+                waited: Duration::from_millis(started.elapsed().as_millis() as u64),
                 last_error: unsettled,
             });
         }

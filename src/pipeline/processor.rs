@@ -87,6 +87,7 @@ enum PartitionEvent {
 
 struct RebalanceContext {
     activity_topic: String,
+    stable_offsets_timeout: Duration,
     /// Set whenever `events` or `fatal` gets something, so the loop need not lock to look.
     pending: AtomicBool,
     transactions: Arc<Transactions>,
@@ -139,7 +140,7 @@ impl ConsumerContext for RebalanceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match committed_positions(consumer, partitions)
+                match committed_positions(consumer, partitions, self.stable_offsets_timeout)
                     .and_then(|positions| set_positions(partitions, &positions))
                 {
                     Ok(()) => {
@@ -308,6 +309,7 @@ impl Processor {
         );
         let context = RebalanceContext {
             activity_topic: config.topics.activity.clone(),
+            stable_offsets_timeout: config.stable_offsets_timeout,
             pending: AtomicBool::new(false),
             transactions: Arc::clone(&transactions),
             events: Mutex::new(Vec::new()),
@@ -702,7 +704,8 @@ impl Core {
 
     fn rewind(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
         let assignment = consumer.assignment()?;
-        let positions = committed_positions(consumer, &assignment)?;
+        let positions =
+            committed_positions(consumer, &assignment, self.config.stable_offsets_timeout)?;
         consumer.seek_partitions(positions, Duration::from_secs(30))?;
         let partitions: Vec<i32> = assignment
             .elements()
