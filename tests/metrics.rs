@@ -70,8 +70,12 @@ fn metrics_move_while_run_processes_traffic() {
         total(&after, telemetry::FAILURES),
         expected.failures.len() as f64
     );
+    // One decision in 16 is timed (the histogram is a sample; its quantiles are what it is for).
+    let timed = total(&after, &format!("{}_count", telemetry::DECISION_SECONDS));
     assert!(
-        total(&after, &format!("{}_count", telemetry::DECISION_SECONDS)) >= activity.len() as f64
+        timed >= (activity.len() / 16) as f64 && timed > 0.0,
+        "decision timings: {timed} for {} events",
+        activity.len()
     );
     assert!(
         total(
