@@ -260,7 +260,8 @@ pub fn command(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The group's committed offsets of `topic`'s partitions (None: nothing committed). Reads them with
-/// `read_committed`, so offsets of a transaction still open are waited for, not returned.
+/// `read_committed`, so offsets of a transaction still open are waited for, not returned; if one is
+/// still held when `timeout` runs out, that is an error, never "nothing committed".
 pub fn committed_offsets(
     kafka: &KafkaArgs,
     group_id: &str,
@@ -276,6 +277,9 @@ pub fn committed_offsets(
         tpl.add_partition(topic, *p);
     }
     let committed = consumer.committed_offsets(tpl, timeout)?;
+    for element in committed.elements() {
+        element.error()?;
+    }
     Ok(partitions
         .iter()
         .map(|p| {
