@@ -38,16 +38,16 @@ pub enum PositionsError {
     Kafka(#[from] KafkaError),
 }
 
-/// The committed offset of each partition in `partitions` (one topic), as an explicit position:
-/// the offset itself, or the beginning when the group has never committed one. Waits while a
-/// transaction holds them (or the coordinator is briefly unavailable), up to `timeout` (an open
-/// transaction holds them until the broker aborts it: `transaction.timeout.ms`, 10 s for autoclaim's
-/// producers, checked every 10 s); never turns an error into a position.
-pub fn committed_positions<C, X>(
+/// Sets each partition in `partitions` (one topic) to start at its committed offset, or at the
+/// beginning when the group has never committed one. Waits while a transaction holds them (or the
+/// coordinator is briefly unavailable), up to `timeout` (an open transaction holds them until the
+/// broker aborts it: `transaction.timeout.ms`, 10 s for autoclaim's producers, checked every 10 s);
+/// never turns an error into a position, and changes nothing unless every partition has one.
+pub fn start_at_committed_offsets<C, X>(
     consumer: &C,
-    partitions: &TopicPartitionList,
+    partitions: &mut TopicPartitionList,
     timeout: Duration,
-) -> Result<TopicPartitionList, PositionsError>
+) -> Result<(), PositionsError>
 where
     C: Consumer<X>,
     X: ConsumerContext,
@@ -55,20 +55,22 @@ where
     let started = Instant::now();
     let mut last_log = None::<Instant>;
     loop {
-        let attempt = match consumer.committed_offsets(partitions.clone(), FETCH_TIMEOUT) {
-            Ok(answer) => positions_of(&answer),
-            Err(e) if is_transient(&e) => Err(match e.rdkafka_error_code() {
-                // librdkafka retries unstable offsets itself until the fetch's time runs out.
-                Some(RDKafkaErrorCode::OperationTimedOut) => {
-                    format!("no stable answer within {FETCH_TIMEOUT:?}")
+        let unsettled = match consumer.committed_offsets(partitions.clone(), FETCH_TIMEOUT) {
+            Ok(answer) => match positions_of(&answer) {
+                Ok(positions) => {
+                    for (topic, partition, offset) in positions {
+                        partitions.set_partition_offset(&topic, partition, offset)?;
+                    }
+                    return Ok(());
                 }
-                _ => e.to_string(),
-            }),
+                Err(reason) => reason,
+            },
+            // librdkafka retries unstable offsets itself until the fetch's time runs out.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut) => {
+                format!("no stable answer within {FETCH_TIMEOUT:?}")
+            }
+            Err(e) if is_transient(&e) => e.to_string(),
             Err(e) => return Err(e.into()),
-        };
-        let unsettled = match attempt {
-            Ok(positions) => return Ok(positions),
-            Err(reason) => reason,
         };
         if started.elapsed() >= timeout {
             let elements = partitions.elements();
@@ -94,17 +96,18 @@ where
     }
 }
 
-/// Explicit positions from a committed-offsets answer, or why the answer is not usable yet.
-fn positions_of(answer: &TopicPartitionList) -> Result<TopicPartitionList, String> {
-    let mut positions = TopicPartitionList::with_capacity(answer.count());
-    for element in answer.elements() {
-        let offset = position(element.offset(), element.error())
-            .map_err(|e| format!("{} [{}]: {e}", element.topic(), element.partition()))?;
-        positions
-            .add_partition_offset(element.topic(), element.partition(), offset)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(positions)
+/// The start position of every partition of a committed-offsets answer, or why the answer is not
+/// usable yet.
+fn positions_of(answer: &TopicPartitionList) -> Result<Vec<(String, i32, Offset)>, String> {
+    answer
+        .elements()
+        .iter()
+        .map(|e| {
+            position(e.offset(), e.error())
+                .map(|offset| (e.topic().to_owned(), e.partition(), offset))
+                .map_err(|why| format!("{} [{}]: {why}", e.topic(), e.partition()))
+        })
+        .collect()
 }
 
 /// One partition's start position from its committed-offset answer.
@@ -151,13 +154,13 @@ mod tests {
         answer
             .add_partition_offset("t", 1, Offset::Invalid)
             .unwrap();
-        let positions = positions_of(&answer).unwrap();
-        let got: Vec<(i32, Offset)> = positions
-            .elements()
-            .iter()
-            .map(|e| (e.partition(), e.offset()))
-            .collect();
-        assert_eq!(got, vec![(0, Offset::Offset(42)), (1, Offset::Beginning)]);
+        assert_eq!(
+            positions_of(&answer).unwrap(),
+            vec![
+                ("t".to_owned(), 0, Offset::Offset(42)),
+                ("t".to_owned(), 1, Offset::Beginning)
+            ]
+        );
     }
 
     #[test]

@@ -23,11 +23,11 @@ use super::config::RunConfig;
 use super::feed::TableFeed;
 use super::metrics::BatchMetrics;
 use super::partitioner::tenant_partition;
-use super::positions::{committed_positions, PositionsError};
+use super::positions::{start_at_committed_offsets, PositionsError};
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
 use super::transaction::{Transactions, TxnError};
-use crate::domain::decision::{Decision, Outcome};
+use crate::domain::decision::Decision;
 use crate::domain::time::Timestamp;
 use crate::state::{self, PartitionState, Tables};
 use crate::telemetry;
@@ -140,8 +140,7 @@ impl ConsumerContext for RebalanceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match committed_positions(consumer, partitions, self.stable_offsets_timeout)
-                    .and_then(|positions| set_positions(partitions, &positions))
+                match start_at_committed_offsets(consumer, partitions, self.stable_offsets_timeout)
                 {
                     Ok(()) => {
                         let rebalance = Rebalance::Assign(partitions);
@@ -225,18 +224,6 @@ impl ConsumerContext for RebalanceContext {
             self.push(PartitionEvent::Assigned(partitions));
         }
     }
-}
-
-/// Copies the positions into the list librdkafka handed to the callback (which it owns: the list
-/// is changed in place, never replaced).
-fn set_positions(
-    partitions: &mut TopicPartitionList,
-    positions: &TopicPartitionList,
-) -> Result<(), PositionsError> {
-    for p in positions.elements() {
-        partitions.set_partition_offset(p.topic(), p.partition(), p.offset())?;
-    }
-    Ok(())
 }
 
 /// Counters the loop keeps (exported as metrics by the service).
@@ -562,17 +549,14 @@ impl Core {
                 // Two clock reads per event were 2-3% of the loop: time one decision in
                 // DECISION_SAMPLE (quantiles stay true; the histogram's count is a sample).
                 self.decisions_seen = self.decisions_seen.wrapping_add(1);
-                let decision = if self.decisions_seen % DECISION_SAMPLE == 0 {
-                    let started = Instant::now();
-                    let decision = state::process(&self.tables, state, &event);
+                let started = (self.decisions_seen % DECISION_SAMPLE == 0).then(Instant::now);
+                let decision = state::process(&self.tables, state, &event);
+                if let Some(started) = started {
                     self.decision_seconds
                         .record(started.elapsed().as_secs_f64());
-                    decision
-                } else {
-                    state::process(&self.tables, state, &event)
-                };
+                }
                 self.batch.decided(&decision);
-                if matches!(decision.outcome, Outcome::Assigned(_) | Outcome::Failed(_)) {
+                if output::has_output(&decision) {
                     self.send_outputs(&decision, partition, &event.tenant_id)?;
                 }
             }
@@ -703,10 +687,13 @@ impl Core {
     }
 
     fn rewind(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
-        let assignment = consumer.assignment()?;
-        let positions =
-            committed_positions(consumer, &assignment, self.config.stable_offsets_timeout)?;
-        consumer.seek_partitions(positions, Duration::from_secs(30))?;
+        let mut assignment = consumer.assignment()?;
+        start_at_committed_offsets(
+            consumer,
+            &mut assignment,
+            self.config.stable_offsets_timeout,
+        )?;
+        consumer.seek_partitions(assignment.clone(), Duration::from_secs(30))?;
         let partitions: Vec<i32> = assignment
             .elements()
             .iter()

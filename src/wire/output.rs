@@ -55,6 +55,12 @@ fn outcome_and_reason(outcome: &Outcome) -> (pb::Outcome, pb::Reason) {
     }
 }
 
+/// Whether `assignment` or `failure` gives a record for this decision (so that callers read the
+/// clock for `decidedAt` only when there is something to stamp).
+pub fn has_output(decision: &Decision) -> bool {
+    matches!(decision.outcome, Outcome::Assigned(_) | Outcome::Failed(_))
+}
+
 /// The assignment message of an ASSIGNED decision.
 pub fn assignment(decision: &Decision, decided_at: Timestamp) -> Option<pb::LicenseAssignment> {
     let Outcome::Assigned(a) = &decision.outcome else {
