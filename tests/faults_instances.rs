@@ -68,24 +68,10 @@ fn last_assigned(log: &str) -> Option<BTreeSet<i32>> {
     )
 }
 
-/// Sum of the group's committed offsets of some activity partitions, once they are stable (a dead
-/// instance's open transaction holds them until the broker aborts it).
+/// Sum of the group's committed offsets of some activity partitions, once they are stable.
 fn committed_of(topics: &Topics, group: &str, partitions: &BTreeSet<i32>) -> i64 {
     let list: Vec<i32> = partitions.iter().copied().collect();
-    let mut sum = None;
-    wait_until("stable committed offsets", GUARD, || {
-        sum = autoclaim::verify::committed_offsets(
-            &kafka(),
-            group,
-            &topics.activity,
-            &list,
-            Duration::from_secs(10),
-        )
-        .ok()
-        .map(|offsets| offsets.values().map(|o| o.unwrap_or(0)).sum());
-        sum.is_some()
-    });
-    sum.expect("stable offsets")
+    stable_committed_sum(topics, group, &list)
 }
 
 /// Sum of the high watermarks of some activity partitions.

@@ -387,22 +387,39 @@ pub fn verify(topics: &Topics, group: &str) -> autoclaim::verify::Report {
     autoclaim::verify::verify(&verify_args(topics, group, true)).expect("autoclaim verify")
 }
 
-/// Sum over the activity partitions of the group's committed offsets: how far the group is.
+/// Sum over the activity partitions of the group's committed offsets: how far the group is (0 while
+/// an open transaction still holds one of them; for polling until a target is reached).
 pub fn committed_total(topics: &Topics, group: &str) -> i64 {
     let partitions: Vec<i32> =
         autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
             .expect("activity watermarks")
             .into_keys()
             .collect();
+    try_committed_sum(topics, group, &partitions).unwrap_or(0)
+}
+
+/// Sum of the group's committed offsets of some activity partitions, once every one is stable (a
+/// dead instance's open transaction holds them until the broker aborts it).
+pub fn stable_committed_sum(topics: &Topics, group: &str, partitions: &[i32]) -> i64 {
+    let mut sum = None;
+    wait_until("stable committed offsets", Duration::from_secs(600), || {
+        sum = try_committed_sum(topics, group, partitions);
+        sum.is_some()
+    });
+    sum.expect("stable offsets")
+}
+
+/// The sum, or None when an offset is still held (or the fetch failed).
+fn try_committed_sum(topics: &Topics, group: &str, partitions: &[i32]) -> Option<i64> {
     autoclaim::verify::committed_offsets(
         &kafka(),
         group,
         &topics.activity,
-        &partitions,
-        Duration::from_secs(30),
+        partitions,
+        Duration::from_secs(10),
     )
-    .map(|c| c.values().map(|o| o.unwrap_or(0)).sum())
-    .unwrap_or(0)
+    .ok()
+    .map(|offsets| offsets.values().map(|o| o.unwrap_or(0)).sum())
 }
 
 /// Sum of the activity partitions' high watermarks: how many records were published.
