@@ -13,10 +13,11 @@
 FROM rust:1-bookworm AS builder
 
 # rdkafka-sys builds librdkafka from its bundled sources (configure + make, C and C++) and links
-# zlib; protobuf is compiled by protox, in Rust, so no protoc is needed.
+# the system's zlib, OpenSSL (TLS, SCRAM) and libcurl (OAUTHBEARER OIDC); zstd is built in.
+# protobuf is compiled by protox, in Rust, so no protoc is needed.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config zlib1g-dev \
+      build-essential cmake pkg-config zlib1g-dev libssl-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -34,11 +35,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---------------------------------------------------------------- runtime
 FROM debian:bookworm-slim
 
-# ca-certificates for TLS to managed Kafka; curl for the compose healthcheck (GET /readyz); zlib
-# is linked by librdkafka (and is in the base image already).
+# ca-certificates: the trust store that verifies managed Kafka's certificates; curl for the compose
+# healthcheck (GET /readyz); the libraries librdkafka links: zlib, OpenSSL, libcurl (tests/compose.rs
+# checks this list against the binary's shared libraries).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates curl zlib1g \
+      ca-certificates curl zlib1g libssl3 libcurl4 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 autoclaim \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -20,7 +20,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::pipeline::clients::{self, QuietContext};
-use crate::pipeline::config::{KafkaArgs, RunConfig, Topics};
+use crate::pipeline::config::{Compression, KafkaArgs, RunConfig, Topics};
 use crate::pipeline::processor::{Health, Processor};
 use crate::pipeline::publish::Publisher;
 use crate::replay::Replayer;
@@ -71,10 +71,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     }
     cluster.create_topic(&topics.inventory, 1, 1)?;
     cluster.create_topic(&topics.policies, 1, 1)?;
-    let kafka = KafkaArgs {
-        brokers: cluster.bootstrap_servers(),
-        properties: vec![],
-    };
+    let kafka = KafkaArgs::plaintext(cluster.bootstrap_servers());
 
     // The workload: tables first, then activity; with a policy turned on part-way through, so the
     // propagation delay shows.
@@ -118,6 +115,8 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         batch_max_time: Duration::from_millis(50),
         batch_min_time: Duration::ZERO,
         stable_offsets_timeout: Duration::from_secs(120),
+        stall_timeout: Duration::from_secs(120),
+        output_compression: Compression::default(),
         http_addr: options.http_addr,
         create_topics: false,
         partitions: options.partitions,

@@ -25,8 +25,13 @@ pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if health.ready.load(Ordering::Relaxed) {
+    if health.is_ready() {
         (StatusCode::OK, "ready\n")
+    } else if health.stalled.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: an owned partition is stalled (see the log)\n",
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -169,7 +169,38 @@ fn init_logging(json: bool) {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// How long a command waits for the cluster to answer before it gives up (an authentication or TLS
+/// failure stops it at once).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Command {
+    /// The Kafka connection of a command that talks to a cluster.
+    fn kafka_mut(&mut self) -> Option<&mut autoclaim::pipeline::config::KafkaArgs> {
+        match self {
+            Command::Run { config, .. } => Some(&mut config.kafka),
+            Command::Report(args) => Some(&mut args.kafka),
+            Command::Verify(args) => Some(&mut args.kafka),
+            Command::Bench(args) => Some(&mut args.kafka),
+            Command::CreateTopics { kafka, .. }
+            | Command::Loadgen { kafka, .. }
+            | Command::Publish { kafka, .. } => Some(kafka),
+            Command::Token(_) | Command::Demo { .. } | Command::Replay { .. } => None,
+        }
+    }
+}
+
+/// Turns the security flags into client properties and makes the first contact, so that a command
+/// with settings that cannot work stops with the cause before it does anything.
+fn connect(command: &mut Command) -> anyhow::Result<()> {
+    if let Some(kafka) = command.kafka_mut() {
+        *kafka = std::mem::take(kafka).resolve()?;
+        autoclaim::pipeline::connect::check(kafka, CONNECT_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    connect(&mut cli.command)?;
     match cli.command {
         Command::Run {
             config,

@@ -18,6 +18,10 @@ pub const EVENT_TO_COMMIT_SECONDS: &str = "autoclaim_event_to_commit_seconds";
 pub const TRANSACTIONS: &str = "autoclaim_transactions_total";
 /// Records between the consumer's position and the end of each owned partition.
 pub const CONSUMER_LAG: &str = "autoclaim_consumer_lag_records";
+/// Errors the activity consumer reported (failed fetches, undecodable batches), by librdkafka code.
+pub const CONSUMER_ERRORS: &str = "autoclaim_consumer_errors_total";
+/// 1 while an owned activity partition has input waiting and is not consumed, by partition.
+pub const PARTITION_STALLED: &str = "autoclaim_partition_stalled";
 /// Policies known, by status (active, propagating, off).
 pub const POLICIES: &str = "autoclaim_policies";
 /// Seconds since a table record (policies, inventory, directory) was last applied.
@@ -43,6 +47,8 @@ pub const ALL: &[&str] = &[
     EVENT_TO_COMMIT_SECONDS,
     TRANSACTIONS,
     CONSUMER_LAG,
+    CONSUMER_ERRORS,
+    PARTITION_STALLED,
     POLICIES,
     TABLES_AGE,
     TABLE_RECORDS,
@@ -87,6 +93,14 @@ pub fn describe() {
     describe_gauge!(
         CONSUMER_LAG,
         "Records behind the end of each owned activity partition."
+    );
+    describe_counter!(
+        CONSUMER_ERRORS,
+        "Errors of the activity consumer (fetch, decompression, parsing), by code."
+    );
+    describe_gauge!(
+        PARTITION_STALLED,
+        "1 while an owned activity partition has input waiting and nothing is consumed."
     );
     describe_gauge!(POLICIES, "Policies by status.");
     describe_gauge!(

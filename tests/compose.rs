@@ -1167,6 +1167,53 @@ fn dockerfile_builds_and_runs_the_binary() {
     );
 }
 
+/// The Debian package of a shared library on this machine (Debian bookworm, as the image is).
+fn package_of_library(library: &str) -> String {
+    let out = Command::new("dpkg")
+        .args(["-S", &format!("*/{library}")])
+        .output()
+        .expect("dpkg (this test runs on Debian, as the image does)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_default();
+    line.split(':').next().unwrap_or_default().trim().to_owned()
+}
+
+#[test]
+fn the_runtime_image_installs_every_library_the_binary_links() {
+    let out = Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_autoclaim")])
+        .output()
+        .expect("readelf (binutils)");
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(
+        needed.contains(&"libssl.so.3"),
+        "librdkafka links OpenSSL: {needed:?}"
+    );
+    let runtime = dockerfile().pop().expect("a runtime stage");
+    let installs: String = runtime
+        .instructions
+        .iter()
+        .filter(|(i, a)| i == "RUN" && a.contains("apt-get install"))
+        .map(|(_, a)| a.as_str())
+        .collect();
+    // libc6 and libgcc-s1 are in every Debian image: dpkg itself needs them.
+    let in_base = ["libc6", "libgcc-s1"];
+    for library in needed {
+        let package = package_of_library(library);
+        assert!(!package.is_empty(), "no Debian package owns {library}");
+        assert!(
+            in_base.contains(&package.as_str())
+                || installs.split_whitespace().any(|w| w == package),
+            "the binary links {library} (package {package}), which the runtime stage does not install"
+        );
+    }
+}
+
 #[test]
 fn dockerignore_keeps_the_build_inputs() {
     let mut inputs: Vec<String> = [

@@ -401,8 +401,11 @@ fn open_offsets_transaction(
         let _ = member.poll(Duration::from_millis(100));
     }
     let metadata = member.group_metadata().unwrap();
-    let mut config =
-        autoclaim::pipeline::clients::transactional_producer(&kafka(), "zombie-offsets");
+    let mut config = autoclaim::pipeline::clients::transactional_producer(
+        &kafka(),
+        "zombie-offsets",
+        autoclaim::pipeline::config::Compression::default(),
+    );
     config.set("transaction.timeout.ms", timeout_ms.to_string());
     let producer: BaseProducer = config.create().unwrap();
     producer.init_transactions(Duration::from_secs(30)).unwrap();

@@ -1,9 +1,13 @@
 //! librdkafka client settings, in one place so that every client agrees on them.
 use rdkafka::config::ClientConfig;
 
-use super::config::KafkaArgs;
+use super::config::{Compression, KafkaArgs};
 
 fn base(kafka: &KafkaArgs) -> ClientConfig {
+    debug_assert!(
+        kafka.is_resolved(),
+        "KafkaArgs::resolve must turn the security flags into properties before a client is made"
+    );
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
     config
@@ -86,10 +90,15 @@ pub fn restore_reader(kafka: &KafkaArgs) -> ClientConfig {
 }
 
 /// The transactional producer of assignments, failures and dead letters.
-pub fn transactional_producer(kafka: &KafkaArgs, transactional_id: &str) -> ClientConfig {
+pub fn transactional_producer(
+    kafka: &KafkaArgs,
+    transactional_id: &str,
+    compression: Compression,
+) -> ClientConfig {
     let mut config = base(kafka);
     config
         .set("transactional.id", transactional_id)
+        .set("compression.type", compression.property())
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // As Kafka Streams does: a crashed instance's open transaction blocks read_committed
@@ -144,5 +153,33 @@ pub fn log_client_error(error: rdkafka::error::KafkaError, reason: &str) {
             RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
         ) => tracing::warn!(%error, reason, "Kafka connection problem"),
         _ => tracing::error!(%error, reason, "Kafka client error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The protocols and codecs the flags and docs offer are compiled in (rdkafka-sys features).
+    #[test]
+    fn librdkafka_is_built_with_every_protocol_and_codec_offered() {
+        let native = rdkafka::ClientConfig::new()
+            .create_native_config()
+            .expect("a native config");
+        let features = native.get("builtin.features").expect("builtin.features");
+        for feature in [
+            "ssl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_oauthbearer",
+            "oidc",
+            "gzip",
+            "snappy",
+            "lz4",
+            "zstd",
+        ] {
+            assert!(
+                features.split(',').any(|f| f == feature),
+                "librdkafka lacks {feature}: {features}"
+            );
+        }
     }
 }

@@ -2,8 +2,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
+use super::security::{is_secret_property, SecurityArgs, SecurityError};
 use crate::wire::Format;
 
 /// Names of the topics the processor reads and writes.
@@ -80,14 +81,67 @@ impl Topics {
 }
 
 /// Connection to the Kafka cluster.
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Default)]
 pub struct KafkaArgs {
     /// Bootstrap servers, host:port[,host:port...].
     #[arg(long, env = "AUTOCLAIM_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Extra librdkafka properties for every client, key=value (repeatable), e.g. security settings.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// Extra librdkafka properties for every client, key=value (repeatable), e.g. timeouts or
+    /// `compression.type`. TLS and SASL have flags of their own (--kafka-security-protocol, ...).
     #[arg(long = "kafka-property", env = "AUTOCLAIM_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// Plain connection to these brokers, with no extra properties.
+    pub fn plaintext(brokers: impl Into<String>) -> KafkaArgs {
+        KafkaArgs {
+            brokers: brokers.into(),
+            ..KafkaArgs::default()
+        }
+    }
+
+    /// Checks the security flags and turns them into properties ahead of the operator's own, so
+    /// that every client made from the result gets them. Done once, where the flags are parsed.
+    pub fn resolve(self) -> Result<KafkaArgs, SecurityError> {
+        let mut properties = self.security.properties(&self.properties)?;
+        properties.extend(self.properties);
+        Ok(KafkaArgs {
+            brokers: self.brokers,
+            security: SecurityArgs::default(),
+            properties,
+        })
+    }
+
+    /// Whether `resolve` has nothing left to do (clients are made only from resolved arguments).
+    pub fn is_resolved(&self) -> bool {
+        self.security == SecurityArgs::default()
+    }
+}
+
+/// Values of secret properties (passwords, keys) are never printed.
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("security", &self.security)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -95,6 +149,29 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+/// Codecs of produced batches. Inputs in any of them are read whatever this is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    #[default]
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn property(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// Everything `autoclaim run` needs.
@@ -123,6 +200,14 @@ pub struct RunConfig {
         default_value = "json"
     )]
     pub output_format: Format,
+    /// Compression of the records the processor writes (librdkafka's `compression.type`).
+    #[arg(
+        long,
+        env = "AUTOCLAIM_OUTPUT_COMPRESSION",
+        value_enum,
+        default_value_t = Compression::default()
+    )]
+    pub output_compression: Compression,
     /// A transaction commits after this many input records...
     #[arg(long, env = "AUTOCLAIM_BATCH_MAX_RECORDS", default_value_t = 10_000)]
     pub batch_max_records: usize,
@@ -139,6 +224,12 @@ pub struct RunConfig {
     /// the service stops with an error naming the partitions.
     #[arg(long, env = "AUTOCLAIM_STABLE_OFFSETS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
     pub stable_offsets_timeout: Duration,
+    /// How long an owned activity partition may have committed input waiting while nothing of it is
+    /// consumed (a batch that cannot be decompressed or parsed, a fetch that keeps failing) before
+    /// the service stops with an error naming it. It is logged, counted and turns /readyz red at a
+    /// quarter of this (10 s to 60 s).
+    #[arg(long, env = "AUTOCLAIM_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
+    pub stall_timeout: Duration,
     /// Address of the HTTP server (/healthz, /readyz).
     #[arg(long, env = "AUTOCLAIM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -199,6 +290,63 @@ mod tests {
             format!("{parsed:?}"),
             format!("{topics:?}"),
             "parsing the args gives the same topics back"
+        );
+    }
+}
+
+#[cfg(test)]
+mod kafka_args_tests {
+    use clap::Parser;
+
+    use super::KafkaArgs;
+
+    #[derive(Parser)]
+    struct KafkaOnly {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn resolved_arguments_carry_the_security_properties_and_hide_the_secrets() {
+        let parsed = KafkaOnly::try_parse_from([
+            "autoclaim",
+            "--brokers",
+            "b:9093",
+            "--kafka-sasl-mechanism",
+            "scram-sha-256",
+            "--kafka-sasl-username",
+            "svc",
+            "--kafka-sasl-password",
+            "pa55word",
+            "--kafka-property",
+            "client.id=me",
+        ])
+        .expect("the flags parse")
+        .kafka;
+        assert!(!parsed.is_resolved());
+        let resolved = parsed.resolve().expect("valid");
+        assert!(resolved.is_resolved());
+        let keys: Vec<&str> = resolved
+            .properties
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "security.protocol",
+                "sasl.mechanism",
+                "sasl.username",
+                "sasl.password",
+                "client.id"
+            ],
+            "the flags' properties come first; the operator's own after"
+        );
+        let shown = format!("{resolved:?}");
+        assert!(!shown.contains("pa55word"), "{shown}");
+        assert!(
+            shown.contains("svc") && shown.contains("client.id"),
+            "{shown}"
         );
     }
 }

@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod clients;
 pub mod config;
+pub mod connect;
 pub mod feed;
 pub mod metrics;
 pub mod partitioner;
@@ -10,4 +11,6 @@ pub mod processor;
 pub mod publish;
 pub mod records;
 pub mod restore;
+pub mod security;
+pub mod stall;
 pub mod transaction;

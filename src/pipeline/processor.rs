@@ -26,6 +26,7 @@ use super::partitioner::tenant_partition;
 use super::positions::{start_at_committed_offsets, PositionsError};
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
+use super::stall::{self, Change as StallChange, StallWatch};
 use super::transaction::{Transactions, TxnError};
 use crate::domain::decision::Decision;
 use crate::domain::time::Timestamp;
@@ -63,12 +64,33 @@ pub enum PipelineError {
     Positions(#[from] PositionsError),
     #[error("fenced: another instance with transactional id {0} has started; this one stops")]
     Fenced(String),
+    #[error(
+        "partition {partition} of {topic} has not moved from offset {offset} for {}s \
+         while committed records wait after it (the consumer errors logged before say why); \
+         stopping rather than leave it unread",
+        stalled_for.as_secs()
+    )]
+    Stalled {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        stalled_for: Duration,
+    },
 }
 
 /// Shared with the HTTP server: what /readyz reports.
 #[derive(Debug, Default)]
 pub struct Health {
+    /// Partitions are assigned and restored.
     pub ready: AtomicBool,
+    /// An owned partition has input waiting that is not being consumed.
+    pub stalled: AtomicBool,
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.stalled.load(Ordering::Relaxed)
+    }
 }
 
 /// Partition changes seen in rebalance callbacks, handled by the loop after `poll` returns.
@@ -93,6 +115,8 @@ struct RebalanceContext {
     transactions: Arc<Transactions>,
     events: Mutex<Vec<PartitionEvent>>,
     fatal: Mutex<Option<PipelineError>>,
+    stalls: Mutex<StallWatch>,
+    health: Arc<Health>,
 }
 
 impl RebalanceContext {
@@ -113,15 +137,64 @@ impl RebalanceContext {
         *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         self.pending.store(true, Ordering::Release);
     }
+
+    /// Statistics come every few seconds: the stall watch's readings.
+    fn watch_for_stalls(&self, stats: &rdkafka::Statistics) {
+        let readings = stall::readings(stats, &self.activity_topic);
+        let mut watch = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        for change in watch.observe(Instant::now(), &readings) {
+            report_stall_change(&self.activity_topic, change);
+        }
+        self.health
+            .stalled
+            .store(watch.any_alarmed(), Ordering::Relaxed);
+        if let Some(stall) = watch.expired() {
+            self.set_fatal(PipelineError::Stalled {
+                topic: self.activity_topic.clone(),
+                partition: stall.partition,
+                offset: stall.offset,
+                stalled_for: stall.stalled_for,
+            });
+        }
+    }
+}
+
+fn report_stall_change(topic: &str, change: StallChange) {
+    match change {
+        StallChange::Alarm(stall) => {
+            error!(
+                topic,
+                partition = stall.partition,
+                offset = stall.offset,
+                waiting = stall.waiting,
+                stalled_for_s = stall.stalled_for.as_secs(),
+                "partition stalled: input is waiting but nothing is consumed; not ready"
+            );
+            gauge!(telemetry::PARTITION_STALLED, "partition" => stall.partition.to_string())
+                .set(1.0);
+        }
+        StallChange::Cleared(partition) => {
+            info!(
+                topic,
+                partition, "partition moving again (or no longer owned)"
+            );
+            gauge!(telemetry::PARTITION_STALLED, "partition" => partition.to_string()).set(0.0);
+        }
+    }
 }
 
 impl ClientContext for RebalanceContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        // Revoked credentials: librdkafka would retry for ever while nothing is consumed.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            self.set_fatal(PipelineError::Kafka(error.clone()));
+        }
         clients::log_client_error(error, reason);
     }
 
     fn stats(&self, stats: rdkafka::Statistics) {
         super::metrics::record_lag(&stats, &self.activity_topic);
+        self.watch_for_stalls(&stats);
     }
 }
 
@@ -265,8 +338,12 @@ impl Processor {
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
         let activity_partitions = admin::check_topics(&config.kafka, &config.topics)?;
         let transactional_id = config.transactional_id();
-        let producer: ThreadedProducer<_> =
-            clients::transactional_producer(&config.kafka, &transactional_id).create()?;
+        let producer: ThreadedProducer<_> = clients::transactional_producer(
+            &config.kafka,
+            &transactional_id,
+            config.output_compression,
+        )
+        .create()?;
         let transactions = Arc::new(
             Transactions::init(producer, &config.topics.activity).map_err(|e| {
                 if e.is_fenced() {
@@ -301,6 +378,11 @@ impl Processor {
             transactions: Arc::clone(&transactions),
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
+            stalls: Mutex::new(StallWatch::new(
+                stall_alarm(config.stall_timeout),
+                config.stall_timeout,
+            )),
+            health: Arc::clone(&health),
         };
         let consumer: BaseConsumer<RebalanceContext> =
             clients::activity_consumer(&config.kafka, &config.group_id)
@@ -381,7 +463,7 @@ impl Processor {
                 match message {
                     None => break,
                     Some(Ok(m)) => core.process_or_recover(consumer, &m)?,
-                    Some(Err(e)) => warn!(error = %e, "consumer error"),
+                    Some(Err(e)) => consumer_error(&e),
                 }
                 message = consumer.poll(Duration::ZERO);
             }
@@ -704,6 +786,25 @@ impl Core {
         }
         self.restore(&partitions)
     }
+}
+
+/// A partition's fetch or decoding failed (librdkafka retries it). librdkafka's error callback has
+/// already logged it at ERROR with its reason (which names the offset); here it is counted, and the
+/// stall watch notices if it keeps the partition from moving.
+fn consumer_error(e: &KafkaError) {
+    let code = e
+        .rdkafka_error_code()
+        .map_or_else(|| "unknown".to_owned(), |c| format!("{c:?}"));
+    tracing::debug!(error = %e, code, "consumer error reading activity");
+    metrics::counter!(telemetry::CONSUMER_ERRORS, "error" => code).increment(1);
+}
+
+/// A stall is said (and readiness turned red) a quarter of the way to the timeout, within bounds
+/// that keep it clear of normal fetch gaps and early enough to matter.
+fn stall_alarm(timeout: Duration) -> Duration {
+    (timeout / 4)
+        .clamp(Duration::from_secs(10), Duration::from_secs(60))
+        .min(timeout)
 }
 
 fn content_type(format: Format) -> OwnedHeaders {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use autoclaim::pipeline::admin;
 use autoclaim::pipeline::clients::{self, QuietContext};
 pub use autoclaim::pipeline::config::{KafkaArgs, Topics};
+
+pub mod segment;
 use autoclaim::pipeline::publish::Publisher;
 use autoclaim::replay::Replayer;
 use autoclaim::wire::{codec, pb, Format};
@@ -29,10 +31,7 @@ pub fn brokers() -> String {
 }
 
 pub fn kafka() -> KafkaArgs {
-    KafkaArgs {
-        brokers: brokers(),
-        properties: vec![],
-    }
+    KafkaArgs::plaintext(brokers())
 }
 
 /// Topic names unique to one test, so tests can share a broker.
@@ -262,6 +261,15 @@ pub struct ServiceOptions<'a> {
 
 impl Service {
     pub fn start(options: &ServiceOptions<'_>) -> Service {
+        Service::start_connected(options, &["--brokers".to_owned(), brokers()], &[])
+    }
+
+    /// As `start`, with the Kafka connection given by `connection` (flags) and `env` (variables).
+    pub fn start_connected(
+        options: &ServiceOptions<'_>,
+        connection: &[String],
+        env: &[(&str, &str)],
+    ) -> Service {
         let log = std::env::temp_dir().join(format!(
             "autoclaim-{}-{}.log",
             options.transactional_id,
@@ -270,7 +278,8 @@ impl Service {
         let file = std::fs::File::create(&log).unwrap();
         let t = options.topics;
         let child = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
-            .args(["run", "--brokers", &brokers()])
+            .arg("run")
+            .args(connection)
             .args(["--group-id", options.group])
             .args(["--transactional-id", options.transactional_id])
             .args(["--propagation-delay", options.delay])
@@ -278,6 +287,7 @@ impl Service {
             .args(t.command_line_args())
             .args(&options.extra)
             .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -653,4 +663,42 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Activity records as `key<TAB>value` lines (tenant id, proto3 JSON), the input of `kcat -K '\t'`.
+pub fn kcat_lines(records: &[pb::ReplayRecord]) -> String {
+    let mut lines = String::new();
+    for record in records {
+        let Some(pb::replay_record::Record::Activity(event)) = &record.record else {
+            panic!("kcat_lines takes activity records");
+        };
+        let value = String::from_utf8(codec::encode(event, Format::Json)).unwrap();
+        lines.push_str(&format!("{}\t{value}\n", event.tenant_id));
+    }
+    lines
+}
+
+/// Produces `lines` with kcat (Debian's, librdkafka's defaults but for `args`); fails the test if
+/// kcat does.
+pub fn kcat_produce(topic: &str, lines: &str, args: &[&str]) {
+    use std::io::Write;
+    let mut child = Command::new("kcat")
+        .args(["-P", "-b", &brokers(), "-t", topic, "-K", "\t"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat (apt-get install kcat; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
