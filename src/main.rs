@@ -192,6 +192,10 @@ impl Command {
 /// Turns the security flags into client properties and makes the first contact, so that a command
 /// with settings that cannot work stops with the cause before it does anything.
 fn connect(command: &mut Command) -> anyhow::Result<()> {
+    // Local configuration is refused before anything goes over the network.
+    if let Command::Run { admin_api, .. } = command {
+        admin_api.auth_settings().context("admin API")?;
+    }
     if let Some(kafka) = command.kafka_mut() {
         *kafka = std::mem::take(kafka).resolve()?;
         autoclaim::pipeline::connect::check(kafka, CONNECT_TIMEOUT)?;
