@@ -151,14 +151,16 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
-/// Codecs of produced batches. Inputs in any of them are read whatever this is.
+/// Codecs of produced batches. Inputs in any of them are read whatever this is. zstd by default:
+/// measured end to end (BENCHMARKS.md), its outputs took half the bytes of lz4's and a tenth of
+/// uncompressed ones, for 2-5% more CPU per event than lz4.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Compression {
     None,
     Gzip,
     Snappy,
-    #[default]
     Lz4,
+    #[default]
     Zstd,
 }
 
