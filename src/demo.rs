@@ -117,10 +117,12 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         stable_offsets_timeout: Duration::from_secs(120),
         stall_timeout: Duration::from_secs(120),
         output_compression: Compression::default(),
+        transaction_timeout: Duration::from_secs(60),
+        watchdog_timeout: Duration::from_secs(60),
         http_addr: options.http_addr,
         create_topics: false,
         partitions: options.partitions,
-        replication_factor: 1,
+        replication: Default::default(),
     };
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));

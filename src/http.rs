@@ -12,7 +12,7 @@ use crate::pipeline::processor::Health;
 
 pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health)
         .route(
@@ -24,9 +24,25 @@ pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
         )
 }
 
+async fn healthz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if health.is_live() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stuck: the processing loop has not come round (see the log)\n",
+        )
+    }
+}
+
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
     if health.is_ready() {
         (StatusCode::OK, "ready\n")
+    } else if !health.is_live() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the processing loop is stuck (see the log)\n",
+        )
     } else if health.stalled.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,

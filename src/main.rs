@@ -75,9 +75,8 @@ enum Command {
         /// Partitions of the activity, directory and output topics.
         #[arg(long, env = "AUTOCLAIM_PARTITIONS", default_value_t = 6)]
         partitions: i32,
-        /// Replication factor (-1: the broker's default).
-        #[arg(long, env = "AUTOCLAIM_REPLICATION_FACTOR", default_value_t = -1)]
-        replication_factor: i32,
+        #[command(flatten)]
+        replication: autoclaim::pipeline::config::ReplicationArgs,
         /// Propagation delay the policies topic must keep superseded versions for.
         #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
         propagation_delay: Duration,
@@ -245,18 +244,22 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             kafka,
             topics,
             partitions,
-            replication_factor,
+            replication,
             propagation_delay,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            let created = runtime.block_on(admin::create_missing_topics(
+            let (created, replication) = runtime.block_on(admin::create_missing_topics(
                 &kafka,
                 &topics,
                 partitions,
-                replication_factor,
+                replication,
                 propagation_delay,
             ))?;
-            eprintln!("created {} topics: {}", created.len(), created.join(", "));
+            eprintln!(
+                "created {} topics ({replication}): {}",
+                created.len(),
+                created.join(", ")
+            );
             let partitions = admin::check_topics(&kafka, &topics)?;
             eprintln!("topics ready: activity and assignments co-partitioned over {partitions} partitions");
             Ok(ExitCode::SUCCESS)
@@ -383,11 +386,11 @@ fn run_service(
             &config.kafka,
             &config.topics,
             config.partitions,
-            config.replication_factor,
+            config.replication,
             config.propagation_delay,
         ))?;
-        if !created.is_empty() {
-            info!(?created, "created topics");
+        if !created.0.is_empty() {
+            info!(created = ?created.0, replication = %created.1, "created topics");
         }
     }
     let metrics = autoclaim::telemetry::install().context("cannot install the metrics recorder")?;
@@ -400,6 +403,8 @@ fn run_service(
         config.propagation_delay,
     )?;
     let health = Arc::new(Health::default());
+    autoclaim::pipeline::health::spawn_watchdog(Arc::clone(&health), config.watchdog_timeout)
+        .context("cannot start the watchdog thread")?;
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     // Bind before anything consumes: a busy port is an error at start, not after a rebalance.
@@ -413,7 +418,10 @@ fn run_service(
         std::thread::Builder::new()
             .name("autoclaim-pipeline".into())
             .spawn(move || {
-                let result = Processor::start(config, health).and_then(|p| p.run(&stop));
+                // Start-up reads the tables with a time bound of its own.
+                let result = Arc::clone(&health)
+                    .excused(|| Processor::start(config, health))
+                    .and_then(|p| p.run(&stop));
                 let _ = done_tx.send(());
                 result
             })

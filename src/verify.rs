@@ -276,7 +276,9 @@ pub fn committed_offsets(
     for p in partitions {
         tpl.add_partition(topic, *p);
     }
-    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let committed = clients::retry_transient(timeout, "committed offsets", || {
+        consumer.committed_offsets(tpl.clone(), timeout)
+    })?;
     for element in committed.elements() {
         element.error()?;
     }
@@ -311,26 +313,12 @@ fn partition_watermarks(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot read the metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
+    let marks = clients::watermarks(consumer, topic, timeout)
+        .with_context(|| format!("cannot read the partitions and offsets of {topic}"))?;
+    if marks.is_empty() {
         bail!("topic {topic} does not exist");
     }
-    let mut out = BTreeMap::new();
-    for p in partitions {
-        let marks = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("cannot read the offsets of {topic}/{p}"))?;
-        out.insert(p, marks);
-    }
-    Ok(out)
+    Ok(marks)
 }
 
 /// Reads every committed record of `topic` (read_committed, from the beginning to the end each
@@ -368,6 +356,9 @@ fn read_topic(
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
+            }
+            Some(Err(e)) if clients::is_transient(&e) => {
+                tracing::warn!(topic, error = %e, "transient error while reading; going on");
             }
             Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}")),
             Some(Ok(m)) => {

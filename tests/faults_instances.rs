@@ -404,7 +404,7 @@ fn open_offsets_transaction(
     let mut config = autoclaim::pipeline::clients::transactional_producer(
         &kafka(),
         "zombie-offsets",
-        autoclaim::pipeline::config::Compression::default(),
+        autoclaim::pipeline::clients::ProducerSettings::default(),
     );
     config.set("transaction.timeout.ms", timeout_ms.to_string());
     let producer: BaseProducer = config.create().unwrap();

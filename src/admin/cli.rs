@@ -74,33 +74,30 @@ pub fn report_from_topic(
     let consumer: BaseConsumer<QuietContext> = clients::table_reader(kafka)
         .create_with_context(QuietContext)
         .context("cannot create a Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot read the metadata of {topic} from {}", kafka.brokers))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
+    let marks = clients::watermarks(&consumer, topic, timeout).with_context(|| {
+        format!(
+            "cannot read the partitions and offsets of {topic} from {}",
+            kafka.brokers
+        )
+    })?;
+    if marks.is_empty() {
         bail!("topic {topic} does not exist");
     }
+    let partitions: Vec<i32> = marks.keys().copied().collect();
     // Records are timestamped when the processor writes them; an hour of margin for clock skew.
     let from = report::window_start(now, days).saturating_sub(Duration::from_secs(3600));
     let mut by_time = TopicPartitionList::new();
     for p in &partitions {
         by_time.add_partition_offset(topic, *p, Offset::Offset(from.as_millis()))?;
     }
-    let starts = consumer
-        .offsets_for_times(by_time, timeout)
-        .context("cannot look up offsets by time")?;
+    let starts = clients::retry_transient(timeout, topic, || {
+        consumer.offsets_for_times(by_time.clone(), timeout)
+    })
+    .context("cannot look up offsets by time")?;
     let mut assignment = TopicPartitionList::new();
     let mut pending = HashSet::new();
     for p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, timeout)
-            .with_context(|| format!("cannot read the offsets of {topic}/{p}"))?;
+        let (low, high) = marks[p];
         let start = starts
             .find_partition(topic, *p)
             .map(|e| e.offset())
@@ -130,6 +127,10 @@ pub fn report_from_topic(
             None => continue,
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
+                continue;
+            }
+            Some(Err(e)) if clients::is_transient(&e) => {
+                tracing::warn!(topic, error = %e, "transient error while reading; going on");
                 continue;
             }
             Some(Err(e)) => return Err(e).context(format!("reading {topic}")),

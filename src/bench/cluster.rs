@@ -32,10 +32,10 @@ impl Cluster {
             &self.kafka,
             topics,
             partitions,
-            -1,
+            Default::default(),
             Duration::from_secs(7200),
         ))?;
-        self.created.extend(created);
+        self.created.extend(created.0);
         admin::check_topics(&self.kafka, topics)?;
         Ok(())
     }

@@ -10,7 +10,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::pipeline::clients::{self, QuietContext};
-use crate::pipeline::config::{Compression, KafkaArgs};
+use crate::pipeline::config::KafkaArgs;
 
 use super::*;
 
@@ -77,7 +77,9 @@ pub(super) fn pass_through(
     let consumer: BaseConsumer<QuietContext> =
         clients::activity_consumer(kafka, group).create_with_context(QuietContext)?;
     let mut config = match transactional_id {
-        Some(id) => clients::transactional_producer(kafka, id, Compression::default()),
+        Some(id) => {
+            clients::transactional_producer(kafka, id, clients::ProducerSettings::default())
+        }
         None => clients::idempotent_producer(kafka),
     };
     if let Some(linger) = linger_ms {

@@ -10,7 +10,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use thiserror::Error;
 
 use super::clients;
-use super::config::{KafkaArgs, Topics};
+use super::config::{KafkaArgs, ReplicationArgs, Topics};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// Assignments must stay readable for the 90-day report.
@@ -34,6 +34,8 @@ pub enum TopicError {
     },
     #[error("cannot create topic {topic}: {reason}")]
     Create { topic: String, reason: String },
+    #[error("cannot create topics: {0}")]
+    Replication(String),
 }
 
 /// Partition counts of the named topics that exist.
@@ -48,12 +50,13 @@ pub fn partition_counts(
                 brokers: kafka.brokers.clone(),
                 source,
             })?;
-    let metadata = consumer
-        .fetch_metadata(None, METADATA_TIMEOUT)
-        .map_err(|source| TopicError::Metadata {
-            brokers: kafka.brokers.clone(),
-            source,
-        })?;
+    let metadata = clients::retry_transient(clients::TRANSIENT_WINDOW, "topic metadata", || {
+        consumer.fetch_metadata(None, METADATA_TIMEOUT)
+    })
+    .map_err(|source| TopicError::Metadata {
+        brokers: kafka.brokers.clone(),
+        source,
+    })?;
     Ok(metadata
         .topics()
         .iter()
@@ -140,14 +143,60 @@ pub fn topic_specs(
     ]
 }
 
-/// Creates the topics that do not exist yet. Existing topics are left as they are.
+/// The replication of created topics, as chosen for the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    pub factor: i32,
+    pub min_insync: i32,
+    pub brokers: usize,
+}
+
+impl Replication {
+    /// What the operator asked for, with the defaults filled in for a cluster of `brokers`.
+    pub fn choose(asked: ReplicationArgs, brokers: usize) -> Result<Replication, TopicError> {
+        let available = brokers.max(1) as i32;
+        let factor = asked.replication_factor.unwrap_or(available.min(3));
+        let min_insync = asked
+            .min_insync_replicas
+            .unwrap_or(if factor >= 3 { 2 } else { 1 });
+        if factor < 1 || factor > available {
+            return Err(TopicError::Replication(format!(
+                "replication factor {factor} needs 1 to {available} brokers (the cluster has {brokers})"
+            )));
+        }
+        if min_insync < 1 || min_insync > factor {
+            return Err(TopicError::Replication(format!(
+                "min.insync.replicas {min_insync} must be between 1 and the replication factor {factor}"
+            )));
+        }
+        Ok(Replication {
+            factor,
+            min_insync,
+            brokers,
+        })
+    }
+}
+
+impl std::fmt::Display for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replication factor {}, min.insync.replicas {} ({} brokers)",
+            self.factor, self.min_insync, self.brokers
+        )
+    }
+}
+
+/// Creates the topics that do not exist yet, replicated as `asked` (defaults for the cluster's
+/// size). Existing topics are left as they are. Returns the topics created and the replication.
 pub async fn create_missing_topics(
     kafka: &KafkaArgs,
     topics: &Topics,
     partitions: i32,
-    replication_factor: i32,
+    asked: ReplicationArgs,
     propagation_delay: Duration,
-) -> Result<Vec<String>, TopicError> {
+) -> Result<(Vec<String>, Replication), TopicError> {
+    let replication = Replication::choose(asked, broker_count(kafka)?)?;
     let admin: AdminClient<DefaultClientContext> =
         clients::admin(kafka)
             .create()
@@ -156,14 +205,16 @@ pub async fn create_missing_topics(
                 source,
             })?;
     let specs = topic_specs(topics, partitions, propagation_delay);
+    let min_insync = replication.min_insync.to_string();
     let new_topics: Vec<NewTopic> = specs
         .iter()
         .map(|spec| {
             let mut topic = NewTopic::new(
                 &spec.name,
                 spec.partitions,
-                TopicReplication::Fixed(replication_factor),
-            );
+                TopicReplication::Fixed(replication.factor),
+            )
+            .set("min.insync.replicas", &min_insync);
             for (key, value) in &spec.configs {
                 topic = topic.set(key, value);
             }
@@ -193,5 +244,54 @@ pub async fn create_missing_topics(
             }
         }
     }
-    Ok(created)
+    Ok((created, replication))
+}
+
+/// Brokers the cluster's metadata lists.
+fn broker_count(kafka: &KafkaArgs) -> Result<usize, TopicError> {
+    let metadata_error = |source| TopicError::Metadata {
+        brokers: kafka.brokers.clone(),
+        source,
+    };
+    let consumer: BaseConsumer = clients::admin(kafka).create().map_err(metadata_error)?;
+    let metadata = clients::retry_transient(clients::TRANSIENT_WINDOW, "cluster metadata", || {
+        consumer.fetch_metadata(None, METADATA_TIMEOUT)
+    })
+    .map_err(metadata_error)?;
+    Ok(metadata.brokers().len())
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use super::*;
+
+    fn asked(factor: Option<i32>, min_insync: Option<i32>) -> ReplicationArgs {
+        ReplicationArgs {
+            replication_factor: factor,
+            min_insync_replicas: min_insync,
+        }
+    }
+
+    #[test]
+    fn the_default_survives_losing_one_broker_where_the_cluster_allows() {
+        let three = Replication::choose(asked(None, None), 5).unwrap();
+        assert_eq!((three.factor, three.min_insync), (3, 2));
+        let one = Replication::choose(asked(None, None), 1).unwrap();
+        assert_eq!((one.factor, one.min_insync), (1, 1));
+        let two = Replication::choose(asked(None, None), 2).unwrap();
+        assert_eq!((two.factor, two.min_insync), (2, 1));
+        assert_eq!(
+            three.to_string(),
+            "replication factor 3, min.insync.replicas 2 (5 brokers)"
+        );
+    }
+
+    #[test]
+    fn what_the_cluster_cannot_hold_is_refused() {
+        assert!(Replication::choose(asked(Some(3), None), 1).is_err());
+        assert!(Replication::choose(asked(Some(3), Some(4)), 3).is_err());
+        assert!(Replication::choose(asked(Some(0), None), 3).is_err());
+        let chosen = Replication::choose(asked(Some(3), Some(3)), 3).unwrap();
+        assert_eq!((chosen.factor, chosen.min_insync), (3, 3));
+    }
 }

@@ -1,5 +1,8 @@
 //! librdkafka client settings, in one place so that every client agrees on them.
+use std::time::{Duration, Instant};
+
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 
 use super::config::{Compression, KafkaArgs};
 
@@ -93,18 +96,21 @@ pub fn restore_reader(kafka: &KafkaArgs) -> ClientConfig {
 pub fn transactional_producer(
     kafka: &KafkaArgs,
     transactional_id: &str,
-    compression: Compression,
+    settings: ProducerSettings,
 ) -> ClientConfig {
     let mut config = base(kafka);
     config
         .set("transactional.id", transactional_id)
-        .set("compression.type", compression.property())
+        .set("compression.type", settings.compression.property())
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // As Kafka Streams does: a crashed instance's open transaction blocks read_committed
-        // readers of its partitions until this runs out, so keep it short (commits come every
-        // --batch-max-time anyway).
-        .set("transaction.timeout.ms", "10000")
+        // Also librdkafka's bound on a message's delivery: long enough for a partition leader or
+        // the transaction coordinator to move to another broker (ARCHITECTURE.md has the
+        // trade-off: a crashed instance's open transaction blocks read_committed readers as long).
+        .set(
+            "transaction.timeout.ms",
+            settings.transaction_timeout.as_millis().to_string(),
+        )
         // Right after a commit the coordinator may still be writing its markers and answer the next
         // transaction's first request with CONCURRENT_TRANSACTIONS; librdkafka retries after this
         // (default 100 ms, a stall in every such commit cycle).
@@ -112,6 +118,22 @@ pub fn transactional_producer(
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random");
     with_overrides(config, kafka)
+}
+
+/// What the operator chooses of the transactional producer.
+#[derive(Clone, Copy, Debug)]
+pub struct ProducerSettings {
+    pub compression: Compression,
+    pub transaction_timeout: Duration,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        ProducerSettings {
+            compression: Compression::default(),
+            transaction_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A plain idempotent producer (admin API writes, load generation, tests).
@@ -129,12 +151,95 @@ pub fn admin(kafka: &KafkaArgs) -> ClientConfig {
     with_overrides(base(kafka), kafka)
 }
 
+/// Whether librdkafka reports something it recovers from by itself: a broker that is down or
+/// restarting, a partition leader that moved, a request that timed out, a coordinator not yet
+/// loaded. A reader goes on (within its own deadline) rather than stop on these. What a retry can
+/// never fix (authentication, TLS, authorization, a missing topic, a fatal client error) is not.
+pub fn is_transient(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    if matches!(error, KafkaError::MessageConsumptionFatal(_)) {
+        return false;
+    }
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::Authentication
+                | C::SSL
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::UnknownPartition
+                | C::InvalidArgument
+                | C::Fatal
+                | C::Fenced
+                | C::ProducerFenced
+        )
+    )
+}
+
+/// Runs `op` until it succeeds, fails with an error that is not transient, or `within` has passed
+/// (then the last error is returned): metadata, watermark and offset requests that a broker's loss
+/// or a leader's move fails for a few seconds.
+pub fn retry_transient<T>(
+    within: Duration,
+    what: &str,
+    mut op: impl FnMut() -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        match op() {
+            Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                tracing::warn!(error = %e, what, "transient Kafka error; retrying");
+                std::thread::sleep(TRANSIENT_RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The partitions of `topic` with their low and high watermarks (of committed records, for a
+/// read_committed consumer), retrying transient errors; empty when the topic does not exist.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<std::collections::BTreeMap<i32, (i64, i64)>> {
+    use rdkafka::consumer::Consumer;
+    let metadata = retry_transient(timeout, topic, || {
+        consumer.fetch_metadata(Some(topic), timeout)
+    })?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|p| {
+            retry_transient(timeout, topic, || {
+                consumer.fetch_watermarks(topic, p, timeout)
+            })
+            .map(|marks| (p, marks))
+        })
+        .collect()
+}
+
+const TRANSIENT_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How long one-off requests go on retrying transient errors: a leader election after a broker's
+/// loss takes seconds; this leaves room for a slow one without hiding a cluster that is gone.
+pub const TRANSIENT_WINDOW: Duration = Duration::from_secs(60);
+
 /// A client context that logs librdkafka's errors through `tracing`, except the end-of-partition
 /// events that table readers ask for on purpose, and leaves statistics to whoever asked for them.
 pub struct QuietContext;
 
 impl rdkafka::ClientContext for QuietContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+    fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(error, reason);
     }
 
@@ -143,8 +248,7 @@ impl rdkafka::ClientContext for QuietContext {
 
 impl rdkafka::consumer::ConsumerContext for QuietContext {}
 
-pub fn log_client_error(error: rdkafka::error::KafkaError, reason: &str) {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+pub fn log_client_error(error: KafkaError, reason: &str) {
     match error {
         KafkaError::PartitionEOF(_) => {}
         KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
@@ -158,6 +262,60 @@ pub fn log_client_error(error: rdkafka::error::KafkaError, reason: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_away_is_transient_and_a_refusal_is_not() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::OperationTimedOut,
+            RDKafkaErrorCode::NotCoordinator,
+        ] {
+            assert!(
+                is_transient(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+            assert!(is_transient(&KafkaError::MetadataFetch(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::Authentication,
+            RDKafkaErrorCode::SSL,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(
+                !is_transient(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+        }
+        assert!(!is_transient(&KafkaError::MessageConsumptionFatal(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
+    }
+
+    #[test]
+    fn retry_transient_gives_up_on_a_refusal_at_once_and_on_a_broker_away_at_the_deadline() {
+        let mut calls = 0;
+        let refused: KafkaResult<()> = retry_transient(Duration::from_secs(60), "test", || {
+            calls += 1;
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Authentication))
+        });
+        assert!(refused.is_err());
+        assert_eq!(calls, 1);
+        let mut calls = 0;
+        let recovered = retry_transient(Duration::from_secs(60), "test", || {
+            calls += 1;
+            if calls < 3 {
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(recovered.unwrap(), 3);
+    }
     /// The protocols and codecs the flags and docs offer are compiled in (rdkafka-sys features).
     #[test]
     fn librdkafka_is_built_with_every_protocol_and_codec_offered() {

@@ -176,6 +176,18 @@ impl Compression {
     }
 }
 
+/// How created topics are replicated.
+#[derive(Args, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicationArgs {
+    /// Replication factor of created topics. Default: 3, or the number of brokers if fewer.
+    #[arg(long, env = "AUTOCLAIM_REPLICATION_FACTOR")]
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of created topics: how many replicas must have a write before it is
+    /// acknowledged. Default: 2 with three or more replicas (one broker may be lost), else 1.
+    #[arg(long, env = "AUTOCLAIM_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+}
+
 /// Everything `autoclaim run` needs.
 #[derive(Args, Clone, Debug)]
 pub struct RunConfig {
@@ -202,6 +214,11 @@ pub struct RunConfig {
         default_value = "json"
     )]
     pub output_format: Format,
+    /// librdkafka's `transaction.timeout.ms`, which also bounds how long an output may wait for
+    /// delivery: long enough to ride out a broker failover. A crashed instance's open transaction
+    /// holds back read_committed readers of its partitions (and a restore) this long.
+    #[arg(long, env = "AUTOCLAIM_TRANSACTION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub transaction_timeout: Duration,
     /// Compression of the records the processor writes (librdkafka's `compression.type`).
     #[arg(
         long,
@@ -232,6 +249,12 @@ pub struct RunConfig {
     /// quarter of this (10 s to 60 s).
     #[arg(long, env = "AUTOCLAIM_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
     pub stall_timeout: Duration,
+    /// How long the processing loop may go without coming round (blocked in a Kafka call) before
+    /// /healthz and /readyz turn red; after twice this the process exits with status 2 so that it
+    /// is restarted. Restores and the wait for held offsets have bounds of their own and are not
+    /// counted.
+    #[arg(long, env = "AUTOCLAIM_WATCHDOG_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub watchdog_timeout: Duration,
     /// Address of the HTTP server (/healthz, /readyz).
     #[arg(long, env = "AUTOCLAIM_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -241,9 +264,8 @@ pub struct RunConfig {
     /// Partitions of created activity, assignments, failures and dead-letter topics.
     #[arg(long, env = "AUTOCLAIM_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
-    /// Replication factor of created topics (-1: the broker's default).
-    #[arg(long, env = "AUTOCLAIM_REPLICATION_FACTOR", default_value_t = -1)]
-    pub replication_factor: i32,
+    #[command(flatten)]
+    pub replication: ReplicationArgs,
 }
 
 impl RunConfig {

@@ -17,8 +17,6 @@ use super::records::{self, RawRecord, TableUpdate};
 use super::restore::apply_directory_change;
 use crate::state::{PartitionState, Tables};
 
-const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// What the feed read, for metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FeedCounts {
@@ -59,24 +57,17 @@ fn reader(
 ) -> Result<TopicReader, KafkaError> {
     let consumer: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
-    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let marks = clients::watermarks(&consumer, topic, clients::TRANSIENT_WINDOW)?;
     let mut assignment = TopicPartitionList::new();
     let mut pending = HashSet::new();
-    for p in &partitions {
+    for (p, (low, high)) in &marks {
         if table == Table::Directory {
             // The directory is read from its current end: restores read what came before.
-            let (_, high) = consumer.fetch_watermarks(topic, *p, METADATA_TIMEOUT)?;
-            assignment.add_partition_offset(topic, *p, Offset::Offset(high))?;
-            directory_next.insert(*p, high);
+            assignment.add_partition_offset(topic, *p, Offset::Offset(*high))?;
+            directory_next.insert(*p, *high);
         } else {
             assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
             // An empty partition is loaded already (and may never report its end).
-            let (low, high) = consumer.fetch_watermarks(topic, *p, METADATA_TIMEOUT)?;
             if high > low {
                 pending.insert(*p);
             }

@@ -4,6 +4,7 @@ pub mod clients;
 pub mod config;
 pub mod connect;
 pub mod feed;
+pub mod health;
 pub mod metrics;
 pub mod partitioner;
 pub mod positions;

@@ -69,7 +69,7 @@ where
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut) => {
                 format!("no stable answer within {FETCH_TIMEOUT:?}")
             }
-            Err(e) if is_transient(&e) => e.to_string(),
+            Err(e) if super::clients::is_transient(&e) => e.to_string(),
             Err(e) => return Err(e.into()),
         };
         if started.elapsed() >= timeout {
@@ -121,24 +121,6 @@ fn position(committed: Offset, error: Result<(), KafkaError>) -> Result<Offset, 
     }
 }
 
-/// Errors that go away by themselves: an unstable offset, a coordinator moving or loading.
-fn is_transient(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::UnstableOffsetCommit
-                | RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::CoordinatorLoadInProgress
-                | RDKafkaErrorCode::CoordinatorNotAvailable
-                | RDKafkaErrorCode::NotCoordinator
-                | RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::WaitingForCoordinator
-        )
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,8 +159,8 @@ mod tests {
     #[test]
     fn only_passing_conditions_are_waited_out() {
         let transient = KafkaError::OffsetFetch(RDKafkaErrorCode::UnstableOffsetCommit);
-        assert!(is_transient(&transient));
+        assert!(crate::pipeline::clients::is_transient(&transient));
         let permanent = KafkaError::OffsetFetch(RDKafkaErrorCode::GroupAuthorizationFailed);
-        assert!(!is_transient(&permanent));
+        assert!(!crate::pipeline::clients::is_transient(&permanent));
     }
 }

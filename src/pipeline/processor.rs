@@ -78,20 +78,7 @@ pub enum PipelineError {
     },
 }
 
-/// Shared with the HTTP server: what /readyz reports.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Partitions are assigned and restored.
-    pub ready: AtomicBool,
-    /// An owned partition has input waiting that is not being consumed.
-    pub stalled: AtomicBool,
-}
-
-impl Health {
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.stalled.load(Ordering::Relaxed)
-    }
-}
+pub use super::health::Health;
 
 /// Partition changes seen in rebalance callbacks, handled by the loop after `poll` returns.
 #[derive(Debug)]
@@ -213,8 +200,11 @@ impl ConsumerContext for RebalanceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match start_at_committed_offsets(consumer, partitions, self.stable_offsets_timeout)
-                {
+                // Bounded by --stable-offsets-timeout: not the watchdog's to judge.
+                let positions = self.health.excused(|| {
+                    start_at_committed_offsets(consumer, partitions, self.stable_offsets_timeout)
+                });
+                match positions {
                     Ok(()) => {
                         let rebalance = Rebalance::Assign(partitions);
                         self.pre_rebalance(consumer, &rebalance);
@@ -341,11 +331,19 @@ impl Processor {
         let producer: ThreadedProducer<_> = clients::transactional_producer(
             &config.kafka,
             &transactional_id,
-            config.output_compression,
+            clients::ProducerSettings {
+                compression: config.output_compression,
+                transaction_timeout: config.transaction_timeout,
+            },
         )
         .create()?;
         let transactions = Arc::new(
-            Transactions::init(producer, &config.topics.activity).map_err(|e| {
+            Transactions::init(
+                producer,
+                &config.topics.activity,
+                config.transaction_timeout,
+            )
+            .map_err(|e| {
                 if e.is_fenced() {
                     PipelineError::Fenced(transactional_id.clone())
                 } else {
@@ -435,6 +433,7 @@ impl Processor {
         let core = &mut self.core;
         let mut last_feed_poll = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            core.health.beat();
             // The tables change rarely: looking every few milliseconds keeps them fresh without
             // three extra polls per event.
             if last_feed_poll.elapsed() >= FEED_POLL_INTERVAL {
@@ -567,13 +566,17 @@ impl Core {
     }
 
     fn restore(&mut self, partitions: &[i32]) -> Result<(), PipelineError> {
-        let (restored, stats) = restore_partitions(
-            &self.config.kafka,
-            &self.config.topics,
-            partitions,
-            self.activity_partitions,
-            self.feed.directory_positions(),
-        )?;
+        // A restore has its own time bound; the watchdog leaves it alone.
+        let health = Arc::clone(&self.health);
+        let (restored, stats) = health.excused(|| {
+            restore_partitions(
+                &self.config.kafka,
+                &self.config.topics,
+                partitions,
+                self.activity_partitions,
+                self.feed.directory_positions(),
+            )
+        })?;
         self.states.extend(restored);
         histogram!(telemetry::RESTORE_SECONDS).record(stats.elapsed.as_secs_f64());
         gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
@@ -770,11 +773,9 @@ impl Core {
 
     fn rewind(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
         let mut assignment = consumer.assignment()?;
-        start_at_committed_offsets(
-            consumer,
-            &mut assignment,
-            self.config.stable_offsets_timeout,
-        )?;
+        let timeout = self.config.stable_offsets_timeout;
+        self.health
+            .excused(|| start_at_committed_offsets(consumer, &mut assignment, timeout))?;
         consumer.seek_partitions(assignment.clone(), Duration::from_secs(30))?;
         let partitions: Vec<i32> = assignment
             .elements()

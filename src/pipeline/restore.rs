@@ -263,6 +263,11 @@ fn read_to_end(
                 pending.remove(&p);
                 continue;
             }
+            // A broker away or a leader moving: librdkafka fetches again by itself.
+            Some(Err(e)) if clients::is_transient(&e) => {
+                warn!(topic, error = %e, "transient error while restoring; going on");
+                continue;
+            }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => m,
         };
@@ -310,9 +315,14 @@ fn wait_for_open_transactions(
     let committed: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
     for p in partitions {
-        let (_, high) = uncommitted.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        let watermarks = |consumer: &BaseConsumer<QuietContext>| {
+            clients::retry_transient(clients::TRANSIENT_WINDOW, topic, || {
+                consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))
+            })
+        };
+        let (_, high) = watermarks(&uncommitted)?;
         loop {
-            let (_, stable) = committed.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+            let (_, stable) = watermarks(&committed)?;
             if stable >= high {
                 break;
             }

@@ -14,6 +14,11 @@ use tracing::{info, warn};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRIES: usize = 5;
+/// How long an abort is retried while librdkafka is still recovering the producer (a coordinator
+/// that moved, an epoch being bumped after timed-out messages) before the producer is given up.
+const ABORT_PATIENCE: Duration = Duration::from_secs(120);
+/// librdkafka's answer to an abort when no transaction is left to abort (it already ended it).
+const NOTHING_TO_ABORT: &str = "in state Ready";
 
 #[derive(Debug, Error)]
 pub enum TxnError {
@@ -23,13 +28,29 @@ pub enum TxnError {
     /// The producer cannot go on (fenced by a newer instance, or another fatal error).
     #[error("transactional producer failed fatally: {0}")]
     Fatal(KafkaError),
+    /// Fenced, but the open transaction had outlived `transaction.timeout.ms`: the broker aborted it
+    /// and bumped the producer's epoch (a broker failover that outlasted the timeout), which looks
+    /// the same to librdkafka as a newer instance. A restart re-initialises the producer.
+    #[error(
+        "the broker aborted this instance's transaction after {0:?} (transaction.timeout.ms) and \
+         fenced its producer epoch; a restart recovers: {1}"
+    )]
+    TimedOutOnBroker(Duration, KafkaError),
 }
 
 impl TxnError {
+    /// Fenced by a newer instance with the same transactional id, as the broker says it (not an
+    /// epoch the broker no longer knows after a failover, which a restart recovers from).
     pub fn is_fenced(&self) -> bool {
-        matches!(self, TxnError::Fatal(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced)
-            || e.to_string().to_lowercase().contains("fenced"))
+        matches!(self, TxnError::Fatal(e) if is_fenced_code(e))
     }
+}
+
+fn is_fenced_code(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+    )
 }
 
 enum Class {
@@ -59,6 +80,8 @@ struct Open {
 pub struct Transactions {
     producer: ThreadedProducer<DefaultProducerContext>,
     input_topic: String,
+    /// The producer's `transaction.timeout.ms`.
+    timeout: Duration,
     open: Mutex<Open>,
 }
 
@@ -68,6 +91,7 @@ impl Transactions {
     pub fn init(
         producer: ThreadedProducer<DefaultProducerContext>,
         input_topic: &str,
+        timeout: Duration,
     ) -> Result<Self, TxnError> {
         retry(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| match classify(&e) {
             Class::Fatal => TxnError::Fatal(e),
@@ -76,8 +100,20 @@ impl Transactions {
         Ok(Transactions {
             producer,
             input_topic: input_topic.to_owned(),
+            timeout,
             open: Mutex::new(Open::default()),
         })
+    }
+
+    /// A fatal error of the transaction that began at `began`: fenced after outliving its timeout
+    /// is the broker's abort, not a newer instance.
+    fn fatal(&self, began: Option<Instant>, error: KafkaError) -> TxnError {
+        match began.map(|b| b.elapsed()) {
+            Some(age) if age >= self.timeout && is_fenced_code(&error) => {
+                TxnError::TimedOutOnBroker(self.timeout, error)
+            }
+            _ => TxnError::Fatal(error),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -111,12 +147,13 @@ impl Transactions {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, _)) => {
+                    let began = self.lock().began;
                     // A send may be the first call to see that the producer is fenced.
                     if let Some((code, _)) = self.producer.client().fatal_error() {
-                        return Err(TxnError::Fatal(KafkaError::MessageProduction(code)));
+                        return Err(self.fatal(began, KafkaError::MessageProduction(code)));
                     }
                     return Err(match classify(&e) {
-                        Class::Fatal => TxnError::Fatal(e),
+                        Class::Fatal => self.fatal(began, e),
                         _ => TxnError::Aborted(e),
                     });
                 }
@@ -167,13 +204,11 @@ impl Transactions {
                 duration: began.elapsed(),
             }),
             Err(e) => match classify(&e) {
-                Class::Fatal => Err(TxnError::Fatal(e)),
+                Class::Fatal => Err(self.fatal(Some(began), e)),
                 _ => {
                     warn!(error = %e, records, "aborting transaction");
-                    match retry(|| self.producer.abort_transaction(TXN_TIMEOUT)) {
-                        Ok(()) => Err(TxnError::Aborted(e)),
-                        Err(abort_error) => Err(TxnError::Fatal(abort_error)),
-                    }
+                    self.abort_patiently(Some(began))
+                        .map(|()| Err(TxnError::Aborted(e)))?
                 }
             },
         }
@@ -217,9 +252,32 @@ impl Transactions {
         if open.began.is_none() {
             return Ok(());
         }
+        let began = open.began;
         *open = Open::default();
         info!("aborting open transaction");
-        retry(|| self.producer.abort_transaction(TXN_TIMEOUT)).map_err(TxnError::Fatal)
+        self.abort_patiently(began)
+    }
+
+    /// Aborts, retrying whatever is not fatal until ABORT_PATIENCE: while its transaction
+    /// coordinator moves to another broker, or it bumps its epoch after messages timed out,
+    /// librdkafka answers an abort with retriable or "wrong state" errors that resolve by
+    /// themselves. Nothing left to abort counts as aborted.
+    fn abort_patiently(&self, began: Option<Instant>) -> Result<(), TxnError> {
+        let deadline = Instant::now() + ABORT_PATIENCE;
+        loop {
+            let error = match self.producer.abort_transaction(TXN_TIMEOUT) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.to_string().contains(NOTHING_TO_ABORT) => return Ok(()),
+                Err(e) => e,
+            };
+            let fatal = matches!(classify(&error), Class::Fatal)
+                || self.producer.client().fatal_error().is_some();
+            if fatal || Instant::now() >= deadline {
+                return Err(self.fatal(began, error));
+            }
+            warn!(error = %error, "abort not done yet; retrying");
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub fn create_topics(topics: &Topics, partitions: i32) {
             &kafka(),
             topics,
             partitions,
-            1,
+            Default::default(),
             Duration::from_secs(3600),
         ))
         .expect("create topics");
