@@ -120,7 +120,13 @@ fn stall_after(run: &Run, since: Instant, committed_then: i64) -> Duration {
 }
 
 /// The end of every run: all processed, nothing wrong, the services the same processes.
-fn finish(run: &Run, services: &mut [&mut Service], pids: &[u32], fault: &str, stall: Duration) {
+fn finish(
+    run: &Run,
+    services: &mut [&mut Service],
+    pids: &[u32],
+    fault: &str,
+    stall: Option<Duration>,
+) {
     let survivor = services
         .iter_mut()
         .position(|s| s.is_running())
@@ -141,9 +147,9 @@ fn finish(run: &Run, services: &mut [&mut Service], pids: &[u32], fault: &str, s
         }
     }
     eprintln!(
-        "cluster: FIGURES fault=\"{fault}\" events={EVENTS} committed_progress_stalled={:.1}s \
+        "cluster: FIGURES fault=\"{fault}\" events={EVENTS} committed_progress_stalled={} \
          assignments={} failures={} duplicates=0 lost=0 elapsed={:.1}s",
-        stall.as_secs_f64(),
+        stall.map_or("-".to_owned(), |s| format!("{:.1}s", s.as_secs_f64())),
         report.counts.assignments,
         report.counts.failures,
         run.started.elapsed().as_secs_f64()
@@ -188,7 +194,7 @@ fn the_transaction_coordinator_s_broker_sigkilled_mid_stream_and_restarted() {
         &mut [&mut service],
         &[pid],
         "transaction coordinator SIGKILLed",
-        stall,
+        Some(stall),
     );
 }
 
@@ -218,7 +224,7 @@ fn a_broker_stopped_cleanly_mid_stream_and_restarted() {
         &mut [&mut service],
         &[pid],
         "another broker stopped",
-        stall,
+        Some(stall),
     );
 }
 
@@ -242,7 +248,7 @@ fn the_service_starts_while_a_broker_is_down() {
         &mut [&mut service],
         &[pid],
         "started with a broker down",
-        stall,
+        Some(stall),
     );
 }
 
@@ -273,6 +279,86 @@ fn an_instance_sigkilled_while_a_broker_is_down() {
         &mut [&mut b],
         &[pid_b],
         "instance SIGKILLed while a broker was down",
-        stall,
+        Some(stall),
+    );
+}
+
+/// Signals every node of the cluster (SIGSTOP freezes a broker without closing its connections:
+/// requests to it neither fail nor return).
+fn signal_all_nodes(signal: &str) {
+    for node in ["1", "2", "3"] {
+        let pid = script(&["node-pid", node]);
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+#[test]
+fn a_loop_blocked_in_a_kafka_call_turns_health_red_and_exits_for_a_restart() {
+    let _turn = cluster();
+    let run = prepare("cl-watchdog", 105);
+    // A transaction stays open at least 10 s after its first record, so that the cluster can be
+    // frozen while one is open: its commit then blocks in librdkafka.
+    let mut service = Service::start(&ServiceOptions {
+        topics: &run.topics,
+        group: &run.group,
+        transactional_id: "cluster-watchdog-1",
+        delay: "1h",
+        extra: [
+            "--watchdog-timeout",
+            "5s",
+            "--batch-min-time",
+            "10s",
+            "--batch-max-time",
+            "30s",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    });
+    let addr = service.http_addr();
+    wait_until("the service to be ready", GUARD, || {
+        http_get(addr, "/readyz").0 == 200
+    });
+    feed(&run, 0..4);
+    signal_all_nodes("-STOP");
+    let mut saw_red = false;
+    let deadline = Instant::now() + GUARD;
+    while service.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the watchdog never ended the process"
+        );
+        // The process may end between two looks; a refused connection is not a verdict.
+        if let Some((status, _)) = try_http_get(addr, "/healthz") {
+            saw_red |= status == 503;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal_all_nodes("-CONT");
+    let status = service.wait(Duration::from_secs(5));
+    let log = service.log_text();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "exit status 2 for a restart; log:\n{log}"
+    );
+    assert!(saw_red, "/healthz turned red before the exit; log:\n{log}");
+    assert!(
+        log.contains("processing loop has not come round"),
+        "the log says why; log:\n{log}"
+    );
+    // What an orchestrator does next: the same instance again. Nothing is lost or doubled.
+    let mut restarted = start(&run, "cluster-watchdog-1");
+    let pid = restarted.pid().unwrap();
+    feed(&run, 4..run.chunks.len());
+    finish(
+        &run,
+        &mut [&mut restarted],
+        &[pid],
+        "loop blocked in a Kafka call (cluster frozen)",
+        None,
     );
 }

@@ -644,15 +644,20 @@ impl Service {
 
 /// GET over plain HTTP/1.1 on loopback (tests only; no client dependency needed).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).expect("connect to the service")
+}
+
+/// As `http_get`, or None when the service does not answer (it may have just exited).
+pub fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the service");
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream.read_to_string(&mut response).ok()?;
     let status = response
         .split_whitespace()
         .nth(1)
@@ -662,7 +667,7 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// Activity records as `key<TAB>value` lines (tenant id, proto3 JSON), the input of `kcat -K '\t'`.
