@@ -170,61 +170,63 @@ fn assert_running(service: &mut Service, during: &str) {
     );
 }
 
-#[test]
-fn the_transaction_coordinator_s_broker_sigkilled_mid_stream_and_restarted() {
+/// Which node a fault takes down.
+enum Target {
+    /// The instance's transaction coordinator (often also a partition leader).
+    Coordinator,
+    /// Any node but the coordinator.
+    Other,
+}
+
+/// One instance; part of the stream; a node lost by `action` (node-kill or node-stop) while more
+/// arrives; the node back; the rest of the stream; nothing wrong at the end.
+fn lose_a_broker_mid_stream(name: &str, seed: u64, target: Target, action: &str, fault: &str) {
     let _turn = cluster();
-    let run = prepare("cl-coordinator", 101);
-    let mut service = start(&run, "cluster-coordinator-1");
+    let run = prepare(name, seed);
+    let id = format!("{name}-1");
+    let mut service = start(&run, &id);
     let pid = service.pid().unwrap();
     feed(&run, 0..8);
     wait_for_progress(&run, 2000);
-    // The broker the instance depends on most: its transaction coordinator (often also the group
-    // coordinator and a partition leader).
-    let node = script(&["cluster-txn-coordinator", "cluster-coordinator-1"]);
+    let coordinator = script(&["cluster-txn-coordinator", &id]);
+    let node = match target {
+        Target::Coordinator => coordinator,
+        Target::Other => ["1", "2", "3"]
+            .into_iter()
+            .find(|n| *n != coordinator)
+            .unwrap()
+            .to_owned(),
+    };
     let before = committed_total(&run.topics, &run.group);
-    let killed = Instant::now();
-    script(&["node-kill", &node]);
+    let lost = Instant::now();
+    script(&[action, &node]);
     feed(&run, 8..16);
-    let stall = stall_after(&run, killed, before);
-    assert_running(&mut service, "after its coordinator's broker was killed");
+    let stall = stall_after(&run, lost, before);
+    assert_running(&mut service, &format!("after {fault}"));
     script(&["node-start", &node]);
     feed(&run, 16..run.chunks.len());
-    finish(
-        &run,
-        &mut [&mut service],
-        &[pid],
+    finish(&run, &mut [&mut service], &[pid], fault, Some(stall));
+}
+
+#[test]
+fn the_transaction_coordinator_s_broker_sigkilled_mid_stream_and_restarted() {
+    lose_a_broker_mid_stream(
+        "cl-coordinator",
+        101,
+        Target::Coordinator,
+        "node-kill",
         "transaction coordinator SIGKILLed",
-        Some(stall),
     );
 }
 
 #[test]
 fn a_broker_stopped_cleanly_mid_stream_and_restarted() {
-    let _turn = cluster();
-    let run = prepare("cl-stop", 102);
-    let mut service = start(&run, "cluster-stop-1");
-    let pid = service.pid().unwrap();
-    feed(&run, 0..8);
-    wait_for_progress(&run, 2000);
-    let coordinator = script(&["cluster-txn-coordinator", "cluster-stop-1"]);
-    let node = ["1", "2", "3"]
-        .into_iter()
-        .find(|n| *n != coordinator)
-        .unwrap();
-    let before = committed_total(&run.topics, &run.group);
-    let stopped = Instant::now();
-    script(&["node-stop", node]);
-    feed(&run, 8..16);
-    let stall = stall_after(&run, stopped, before);
-    assert_running(&mut service, "after a broker was stopped");
-    script(&["node-start", node]);
-    feed(&run, 16..run.chunks.len());
-    finish(
-        &run,
-        &mut [&mut service],
-        &[pid],
+    lose_a_broker_mid_stream(
+        "cl-stop",
+        102,
+        Target::Other,
+        "node-stop",
         "another broker stopped",
-        Some(stall),
     );
 }
 

@@ -50,21 +50,14 @@ struct Reader {
 fn open(kafka: &KafkaArgs, table: Table, topic: &str) -> Result<Option<Reader>, KafkaError> {
     let consumer: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
-    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
+    let marks = clients::watermarks(&consumer, topic, METADATA_TIMEOUT)?;
+    if marks.is_empty() {
         return Ok(None);
     }
     let mut assignment = TopicPartitionList::new();
     let mut pending = HashSet::new();
-    for p in partitions {
+    for (p, (low, high)) in marks {
         assignment.add_partition_offset(topic, p, Offset::Beginning)?;
-        let (low, high) = consumer.fetch_watermarks(topic, p, METADATA_TIMEOUT)?;
         if high > low {
             pending.insert(p);
         }
