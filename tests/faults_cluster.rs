@@ -243,6 +243,27 @@ fn the_service_starts_while_a_broker_is_down() {
     feed(&run, 0..16);
     let stall = stall_after(&run, started, 0);
     assert_running(&mut service, "starting while a broker was down");
+    // The checker and the `report` command, too, with the broker still down.
+    wait_processed_by(&mut service, &run.topics, &run.group, GUARD);
+    wait_clean(&run.topics, &run.group, GUARD);
+    let report = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args([
+            "report",
+            "--brokers",
+            &brokers(),
+            "--tenant",
+            "any",
+            "--days",
+            "1",
+        ])
+        .args(["--assignments-topic", &run.topics.assignments])
+        .output()
+        .expect("run autoclaim report");
+    assert!(
+        report.status.success(),
+        "report with a broker down: {}",
+        String::from_utf8_lossy(&report.stderr)
+    );
     script(&["node-start", "2"]);
     feed(&run, 16..run.chunks.len());
     finish(

@@ -120,7 +120,7 @@ pub struct SecurityArgs {
     )]
     pub sasl_password_file: Option<PathBuf>,
     /// PEM file of the CA certificates that sign the brokers' certificates. Default: the system's
-    /// trust store. The broker's certificate and host name are always verified.
+    /// trust store. The broker's certificate and host name are verified (librdkafka's defaults).
     #[arg(long = "kafka-tls-ca", env = "AUTOCLAIM_KAFKA_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// PEM file of this client's certificate, for brokers that require mutual TLS.
