@@ -10,6 +10,7 @@ use autoclaim::admin::auth::{self, AuthSettings, Authenticator, JwksSource, GLOB
 use autoclaim::admin::view::{AdminView, SharedView};
 use autoclaim::admin::writer::{MemoryWriter, PolicyWriter, TableWrite};
 use autoclaim::domain::time::Timestamp;
+use autoclaim::pipeline::security::Secret;
 use autoclaim::wire::convert::to_wire_timestamp;
 use autoclaim::wire::pb;
 use axum::body::Body;
@@ -72,7 +73,7 @@ fn jwks_path() -> PathBuf {
 fn authenticator() -> Authenticator {
     Authenticator::new(AuthSettings {
         jwks: Some(JwksSource::File(jwks_path())),
-        hs256_secret: Some(SECRET.as_bytes().to_vec()),
+        hs256_secret: Some(Secret::new(SECRET)),
         issuer: ISSUER.into(),
         audiences: vec![AUDIENCE.into()],
     })
@@ -1958,6 +1959,15 @@ mod properties {
 
 // ------------------------------------------------------------------ configuration
 
+#[test]
+fn the_hs256_secret_never_shows_in_debug_output() {
+    let args = admin_args(None, Some(SECRET), Some(ISSUER), &[AUDIENCE]);
+    let settings = args.auth_settings().unwrap().expect("an HS256 key");
+    for shown in [format!("{args:?}"), format!("{settings:?}")] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+}
+
 fn admin_args(
     jwks: Option<&str>,
     secret: Option<&str>,
@@ -1966,7 +1976,7 @@ fn admin_args(
 ) -> autoclaim::admin::AdminArgs {
     autoclaim::admin::AdminArgs {
         jwks: jwks.map(str::to_owned),
-        hs256_secret: secret.map(str::to_owned),
+        hs256_secret: secret.map(Secret::new),
         issuer: issuer.map(str::to_owned),
         audience: audience.iter().map(|a| (*a).to_owned()).collect(),
         max_policies: 50,

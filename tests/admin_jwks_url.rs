@@ -13,6 +13,7 @@ use autoclaim::admin::auth::{self, AuthSettings, Authenticator, JwksSource, GLOB
 use autoclaim::admin::jwks::{FetchStatus, JwksUrl, MAX_JWKS_BYTES};
 use autoclaim::admin::view::{AdminView, SharedView};
 use autoclaim::admin::writer::{MemoryWriter, PolicyWriter};
+use autoclaim::pipeline::security::Secret;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Request, StatusCode};
@@ -178,7 +179,7 @@ fn authenticator(url: &str, refresh: Duration) -> Authenticator {
             url: JwksUrl::parse(url).unwrap(),
             refresh,
         }),
-        hs256_secret: Some(SECRET.as_bytes().to_vec()),
+        hs256_secret: Some(Secret::new(SECRET)),
         issuer: ISSUER.into(),
         audiences: vec![AUDIENCE.into()],
     })

@@ -20,6 +20,7 @@ use super::jwks::{
     FetchStatus, FileJwks, JwksFileError, JwksUrl, JwksUrlError, Lookup, RemoteJwks, MIN_REFRESH,
 };
 use super::problem::Problem;
+use crate::pipeline::security::Secret;
 
 /// Role template id of the Global Administrator in Microsoft Entra ID.
 pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
@@ -62,8 +63,8 @@ pub enum JwksSource {
 pub struct AuthSettings {
     /// The RS256 verification keys.
     pub jwks: Option<JwksSource>,
-    /// HS256 secret (development).
-    pub hs256_secret: Option<Vec<u8>>,
+    /// HS256 secret (development); its `Debug` hides it.
+    pub hs256_secret: Option<Secret>,
     /// Expected `iss`; may contain `{tenantid}`.
     pub issuer: String,
     /// Accepted `aud` values.
@@ -163,13 +164,13 @@ impl Authenticator {
             ));
         }
         let hs256 = match settings.hs256_secret {
-            Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+            Some(secret) if secret.expose().len() < MIN_SECRET_BYTES => {
                 return Err(AuthConfigError::Invalid(format!(
                     "the HS256 secret is {} bytes; it must be at least {MIN_SECRET_BYTES}",
-                    secret.len()
+                    secret.expose().len()
                 )))
             }
-            Some(secret) => Some(DecodingKey::from_secret(&secret)),
+            Some(secret) => Some(DecodingKey::from_secret(secret.expose().as_bytes())),
             None => None,
         };
         let jwks = settings.jwks.map(rs256_keys).transpose()?;

@@ -32,6 +32,7 @@ use axum::Router;
 use clap::Args;
 
 use crate::pipeline::config::{KafkaArgs, Topics};
+use crate::pipeline::security::Secret;
 use auth::{AuthConfigError, AuthSettings, Authenticator, JwksSource};
 use jwks::JwksUrl;
 
@@ -61,7 +62,7 @@ pub struct AdminArgs {
         env = "AUTOCLAIM_ADMIN_HS256_SECRET",
         hide_env_values = true
     )]
-    pub hs256_secret: Option<String>,
+    pub hs256_secret: Option<Secret>,
     /// Admin API: the tokens' expected issuer (`iss`); `{tenantid}` stands for the token's tenant,
     /// e.g. https://login.microsoftonline.com/{tenantid}/v2.0.
     #[arg(long = "admin-issuer", env = "AUTOCLAIM_ADMIN_ISSUER")]
@@ -88,7 +89,10 @@ impl AdminArgs {
     pub fn auth_settings(&self) -> Result<Option<AuthSettings>, AuthConfigError> {
         let nonempty = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).cloned();
         let jwks = nonempty(&self.jwks);
-        let secret = nonempty(&self.hs256_secret);
+        let secret = self
+            .hs256_secret
+            .clone()
+            .filter(|s| !s.expose().trim().is_empty());
         let issuer = nonempty(&self.issuer);
         let audiences: Vec<String> = self
             .audience
@@ -109,7 +113,7 @@ impl AdminArgs {
         let jwks = jwks.map(|j| self.jwks_source(&j)).transpose()?;
         Ok(Some(AuthSettings {
             jwks,
-            hs256_secret: secret.map(String::into_bytes),
+            hs256_secret: secret,
             issuer: issuer.unwrap_or_default(),
             audiences,
         }))
