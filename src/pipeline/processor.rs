@@ -26,7 +26,7 @@ use super::partitioner::tenant_partition;
 use super::positions::{start_at_committed_offsets, PositionsError};
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
-use super::stall::{self, Change as StallChange, StallWatch};
+use super::stall::{self, Change as StallChange, Stall, StallWatch};
 use super::transaction::{Transactions, TxnError};
 use crate::domain::decision::Decision;
 use crate::domain::time::Timestamp;
@@ -65,17 +65,14 @@ pub enum PipelineError {
     #[error("fenced: another instance with transactional id {0} has started; this one stops")]
     Fenced(String),
     #[error(
-        "partition {partition} of {topic} has not moved from offset {offset} for {}s \
-         while committed records wait after it (the consumer errors logged before say why); \
-         stopping rather than leave it unread",
-        stalled_for.as_secs()
+        "partition {} of {topic} has not moved from offset {} for {}s while committed records \
+         wait after it (the consumer errors logged before say why); stopping rather than leave it \
+         unread",
+        stall.partition,
+        stall.offset,
+        stall.stalled_for.as_secs()
     )]
-    Stalled {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        stalled_for: Duration,
-    },
+    Stalled { topic: String, stall: Stall },
 }
 
 pub use super::health::Health;
@@ -138,9 +135,7 @@ impl RebalanceContext {
         if let Some(stall) = watch.expired() {
             self.set_fatal(PipelineError::Stalled {
                 topic: self.activity_topic.clone(),
-                partition: stall.partition,
-                offset: stall.offset,
-                stalled_for: stall.stalled_for,
+                stall,
             });
         }
     }
@@ -376,10 +371,7 @@ impl Processor {
             transactions: Arc::clone(&transactions),
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
-            stalls: Mutex::new(StallWatch::new(
-                stall_alarm(config.stall_timeout),
-                config.stall_timeout,
-            )),
+            stalls: Mutex::new(StallWatch::for_timeout(config.stall_timeout)),
             health: Arc::clone(&health),
         };
         let consumer: BaseConsumer<RebalanceContext> =
@@ -798,14 +790,6 @@ fn consumer_error(e: &KafkaError) {
         .map_or_else(|| "unknown".to_owned(), |c| format!("{c:?}"));
     tracing::debug!(error = %e, code, "consumer error reading activity");
     metrics::counter!(telemetry::CONSUMER_ERRORS, "error" => code).increment(1);
-}
-
-/// A stall is said (and readiness turned red) a quarter of the way to the timeout, within bounds
-/// that keep it clear of normal fetch gaps and early enough to matter.
-fn stall_alarm(timeout: Duration) -> Duration {
-    (timeout / 4)
-        .clamp(Duration::from_secs(10), Duration::from_secs(60))
-        .min(timeout)
 }
 
 fn content_type(format: Format) -> OwnedHeaders {

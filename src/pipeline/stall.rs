@@ -44,6 +44,7 @@ pub enum Change {
 #[derive(Debug)]
 struct Track {
     position: i64,
+    waiting: i64,
     stalled_for: Duration,
     last_seen: Instant,
     alarmed: bool,
@@ -65,6 +66,14 @@ impl StallWatch {
             timeout,
             partitions: HashMap::new(),
         }
+    }
+
+    /// The service's watch: a stall is said (and readiness turned red) a quarter of the way to
+    /// the timeout, within bounds that keep it clear of normal fetch gaps and early enough to
+    /// matter.
+    pub fn for_timeout(timeout: Duration) -> StallWatch {
+        let alarm = (timeout / 4).clamp(Duration::from_secs(10), Duration::from_secs(60));
+        StallWatch::new(alarm, timeout)
     }
 
     /// Takes the readings of every partition the consumer owns now; a partition missing from them
@@ -92,6 +101,7 @@ impl StallWatch {
                 reading.partition,
                 Track {
                     position: reading.position,
+                    waiting: reading.waiting,
                     stalled_for: Duration::ZERO,
                     last_seen: now,
                     alarmed: false,
@@ -106,6 +116,7 @@ impl StallWatch {
             Duration::ZERO
         };
         track.position = reading.position;
+        track.waiting = reading.waiting;
         track.last_seen = now;
         if track.stalled_for >= self.alarm && !track.alarmed {
             track.alarmed = true;
@@ -137,7 +148,7 @@ impl StallWatch {
             .map(|(partition, t)| Stall {
                 partition: *partition,
                 offset: t.position,
-                waiting: 0,
+                waiting: t.waiting,
                 stalled_for: t.stalled_for,
             })
     }
@@ -211,7 +222,10 @@ mod tests {
         let (more, _) = feed(&mut watch, now, 9, &[reading(3, 120, 40)]);
         assert!(more.is_empty(), "no second alarm: {more:?}");
         let expired = watch.expired().expect("expired after 60 s");
-        assert_eq!((expired.partition, expired.offset), (3, 120));
+        assert_eq!(
+            (expired.partition, expired.offset, expired.waiting),
+            (3, 120, 40)
+        );
         assert!(expired.stalled_for >= TIMEOUT);
     }
 
@@ -262,6 +276,26 @@ mod tests {
         assert_eq!(watch.observe(now, &[]), vec![Change::Cleared(4)]);
         assert!(!watch.any_alarmed());
         assert_eq!(watch.expired(), None);
+    }
+
+    #[test]
+    fn the_service_s_alarm_is_a_quarter_of_the_timeout_within_bounds() {
+        assert_eq!(
+            StallWatch::for_timeout(Duration::from_secs(120)).alarm,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            StallWatch::for_timeout(Duration::from_secs(20)).alarm,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            StallWatch::for_timeout(Duration::from_secs(5)).alarm,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            StallWatch::for_timeout(Duration::from_secs(3600)).alarm,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
