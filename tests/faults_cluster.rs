@@ -109,11 +109,19 @@ fn feed(run: &Run, range: std::ops::Range<usize>) {
 }
 
 /// How long committed progress stood still after `since`: the time until the committed total
-/// first passes what it was then (polled every 200 ms).
-fn stall_after(run: &Run, since: Instant, committed_then: i64) -> Duration {
+/// first passes what it was then (polled every 200 ms). On a hang, the failure shows the logs of
+/// `services` and the cluster's view of the group.
+fn stall_after(run: &Run, services: &[&Service], since: Instant, committed_then: i64) -> Duration {
     let deadline = since + GUARD;
     while committed_total(&run.topics, &run.group) <= committed_then {
-        assert!(Instant::now() < deadline, "no progress after the fault");
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = services.iter().map(|s| s.log_text()).collect();
+            panic!(
+                "no committed progress past {committed_then} within {GUARD:?} of the fault; \
+                 service logs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     since.elapsed()
@@ -201,7 +209,7 @@ fn lose_a_broker_mid_stream(name: &str, seed: u64, target: Target, action: &str,
     let lost = Instant::now();
     script(&[action, &node]);
     feed(&run, 8..16);
-    let stall = stall_after(&run, lost, before);
+    let stall = stall_after(&run, &[&service], lost, before);
     assert_running(&mut service, &format!("after {fault}"));
     script(&["node-start", &node]);
     feed(&run, 16..run.chunks.len());
@@ -241,7 +249,7 @@ fn the_service_starts_while_a_broker_is_down() {
     let mut service = start(&run, "cluster-start-down-1");
     let pid = service.pid().unwrap();
     feed(&run, 0..16);
-    let stall = stall_after(&run, started, 0);
+    let stall = stall_after(&run, &[&service], started, 0);
     assert_running(&mut service, "starting while a broker was down");
     // The checker and the `report` command, too, with the broker still down.
     wait_processed_by(&mut service, &run.topics, &run.group, GUARD);
@@ -293,7 +301,7 @@ fn an_instance_sigkilled_while_a_broker_is_down() {
     feed(&run, 12..16);
     // b takes over a's partitions once the group notices (session timeout) and a's open
     // transaction is aborted by the broker (transaction timeout).
-    let stall = stall_after(&run, killed, before);
+    let stall = stall_after(&run, &[&b], killed, before);
     assert_running(&mut b, "after a broker and the other instance were lost");
     script(&["node-start", &node]);
     feed(&run, 16..run.chunks.len());

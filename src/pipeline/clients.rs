@@ -92,6 +92,9 @@ pub fn restore_reader(kafka: &KafkaArgs) -> ClientConfig {
     with_overrides(config, kafka)
 }
 
+/// How long a producer connection may stay idle before librdkafka closes it.
+const IDLE_CONNECTION_CLOSE: Duration = Duration::from_secs(10);
+
 /// The transactional producer of assignments, failures and dead letters.
 pub fn transactional_producer(
     kafka: &KafkaArgs,
@@ -116,7 +119,15 @@ pub fn transactional_producer(
         // (default 100 ms, a stall in every such commit cycle).
         .set("retry.backoff.ms", "10")
         .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random");
+        .set("partitioner", "murmur2_random")
+        // librdkafka 2.12 can wait for ever in send_offsets_to_transaction when the group
+        // coordinator's broker leaves the cluster cleanly: it waits for a broker state change that
+        // never comes (librdkafka issues 5511 and 5456). Closing idle connections makes one
+        // within seconds, and the request then looks the new coordinator up.
+        .set(
+            "connections.max.idle.ms",
+            IDLE_CONNECTION_CLOSE.as_millis().to_string(),
+        );
     with_overrides(config, kafka)
 }
 

@@ -34,6 +34,13 @@ pub fn kafka() -> KafkaArgs {
     KafkaArgs::plaintext(brokers())
 }
 
+/// The binary the services run: this build's, or AUTOCLAIM_TEST_BIN's (to run a test binary
+/// against a saved build while the tree is rebuilt).
+fn service_binary() -> std::path::PathBuf {
+    std::env::var_os("AUTOCLAIM_TEST_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_autoclaim").into(), Into::into)
+}
+
 /// Topic names unique to one test, so tests can share a broker.
 pub fn unique_topics(test: &str) -> Topics {
     let suffix = format!("{test}-{}-{}", std::process::id(), rand_u64());
@@ -277,7 +284,7 @@ impl Service {
         ));
         let file = std::fs::File::create(&log).unwrap();
         let t = options.topics;
-        let child = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        let child = Command::new(service_binary())
             .arg("run")
             .args(connection)
             .args(["--group-id", options.group])
