@@ -48,6 +48,7 @@ fn default_topics() -> Topics {
         assignments: "autoclaim.assignments.v1".into(),
         failures: "autoclaim.failures.v1".into(),
         dead_letters: "autoclaim.dlq.v1".into(),
+        repartition: "autoclaim.activity-repartition.v1".into(),
     }
 }
 

@@ -16,8 +16,12 @@ pub const DECISION_SECONDS: &str = "autoclaim_decision_duration_seconds";
 pub const EVENT_TO_COMMIT_SECONDS: &str = "autoclaim_event_to_commit_seconds";
 /// Transactions, by result (committed, aborted).
 pub const TRANSACTIONS: &str = "autoclaim_transactions_total";
+/// Activity records sent on to the partition that owns their tenant (committed).
+pub const ROUTED: &str = "autoclaim_records_routed_total";
 /// Records between the consumer's position and the end of each owned partition.
 pub const CONSUMER_LAG: &str = "autoclaim_consumer_lag_records";
+/// The same, of the repartition topic: routed records not yet decided.
+pub const REPARTITION_LAG: &str = "autoclaim_repartition_lag_records";
 /// Errors the activity consumer reported (failed fetches, undecodable batches), by librdkafka code.
 pub const CONSUMER_ERRORS: &str = "autoclaim_consumer_errors_total";
 /// 1 while an owned activity partition has input waiting and is not consumed, by partition.
@@ -46,7 +50,9 @@ pub const ALL: &[&str] = &[
     DECISION_SECONDS,
     EVENT_TO_COMMIT_SECONDS,
     TRANSACTIONS,
+    ROUTED,
     CONSUMER_LAG,
+    REPARTITION_LAG,
     CONSUMER_ERRORS,
     PARTITION_STALLED,
     POLICIES,
@@ -90,9 +96,17 @@ pub fn describe() {
         "Activity record timestamp to transaction commit."
     );
     describe_counter!(TRANSACTIONS, "Transactions by result.");
+    describe_counter!(
+        ROUTED,
+        "Activity records routed to the partition that owns their tenant (committed)."
+    );
     describe_gauge!(
         CONSUMER_LAG,
         "Records behind the end of each owned activity partition."
+    );
+    describe_gauge!(
+        REPARTITION_LAG,
+        "Routed records behind the end of each owned repartition partition."
     );
     describe_counter!(
         CONSUMER_ERRORS,

@@ -2108,3 +2108,51 @@ async fn autoclaim_token_mints_what_the_api_accepts() {
         .unwrap();
     assert!(!principal.is_global_administrator());
 }
+
+#[tokio::test]
+async fn a_guid_tenant_is_the_same_in_any_letter_case() {
+    const GUID_TENANT: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
+    let upper = GUID_TENANT.to_uppercase();
+    let app = app();
+    // A token whose tid is uppercase writes through a lowercase path; the write names the tenant
+    // (and the changing user) in the one canonical form.
+    let shouting = hs256(&with(claims(&upper), "oid", json!(OID.to_uppercase())));
+    let reply = send(
+        &app.router,
+        "PUT",
+        &settings_uri(GUID_TENANT),
+        Some(&shouting),
+        Some(&json!({"autoclaimEnabled": true, "tenantId": upper})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let writes = app.writer.writes();
+    let [TableWrite::Settings(written)] = writes.as_slice() else {
+        panic!("{writes:?}")
+    };
+    assert_eq!(written.tenant_id, GUID_TENANT);
+    assert_eq!(written.changed_by, OID);
+    // A lowercase token reads it through an uppercase path.
+    let quiet = hs256(&claims(GUID_TENANT));
+    let reply = send(
+        &app.router,
+        "GET",
+        &settings_uri(&upper),
+        Some(&quiet),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["settings"]["autoclaimEnabled"], true);
+    // Another GUID is another tenant still.
+    let other = hs256(&claims("6f9619ff-8b86-d011-b42d-00c04fc964fe"));
+    let reply = send(
+        &app.router,
+        "GET",
+        &settings_uri(&upper),
+        Some(&other),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+}

@@ -766,8 +766,8 @@ fn topic_names_are_the_binary_defaults() {
         .collect();
     assert_eq!(
         defaults.len(),
-        7,
-        "run --help should list the seven topics: {defaults:?}"
+        8,
+        "run --help should list the eight topics: {defaults:?}"
     );
     let dockerfile = dockerfile();
     let image_env = image_env(dockerfile.last().unwrap());

@@ -118,6 +118,12 @@ fn the_checker_finds_every_kind_of_problem() {
     let topics = unique_topics("checker");
     create_topics(&topics, 2);
     let (t0, t1) = (tenant_on(0), tenant_on(1));
+    // A tenant of partition 1 with no settings (autoclaim off: its events have no outputs), whose
+    // records arrive on partition 0 and must be routed.
+    let t2 = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|t| tenant_partition(t, 2) == 1)
+        .unwrap();
     let tables = tables(&t0, &t1);
     publish(&topics, &tables, Format::Json);
 
@@ -142,6 +148,25 @@ fn the_checker_finds_every_kind_of_problem() {
     producer.send(a, Some(0), k0, Some(&e(&events[2])), &json_ct()); // 0/4
     producer.send(a, Some(1), k1, Some(&e(&events[3])), &json_ct()); // 1/0
     producer.send(a, Some(1), k1, Some(&e(&events[4])), &json_ct()); // 1/1
+    let k2 = Some(t2.as_bytes());
+    let e6 = request("e6", &t2, "u1", 6);
+    let e7 = request("e7", &t2, "u2", 7);
+    producer.send(a, Some(0), k2, Some(&e(&e6)), &json_ct()); // 0/5: misplaced, never routed
+    producer.send(a, Some(0), k2, Some(&e(&e7)), &json_ct()); // 0/6: misplaced, routed twice
+                                                              // The repartition topic, partition 1 (t2's): two routes of 0/6, one naming 0/0 (a record on
+                                                              // its own partition), one naming nothing; the group has decided the first three.
+    let r = &topics.repartition;
+    let route = |offset: &'static [u8]| -> [(&'static str, &'static [u8]); 3] {
+        [
+            json_ct()[0],
+            ("autoclaim.route.partition", b"0"),
+            ("autoclaim.route.offset", offset),
+        ]
+    };
+    producer.send(r, Some(1), k2, Some(&e(&e7)), &route(b"6")); // 1/0
+    producer.send(r, Some(1), k2, Some(&e(&e7)), &route(b"6")); // 1/1: a duplicate
+    producer.send(r, Some(1), k2, Some(&e(&e7)), &route(b"0")); // 1/2: 0/0 needed no route
+    producer.send(r, Some(1), k2, Some(&e(&e7)), &json_ct()); // 1/3: no source, not decided
     producer.flush();
 
     // What replay gives, then outputs with known faults.
@@ -191,7 +216,10 @@ fn the_checker_finds_every_kind_of_problem() {
     let consumer: BaseConsumer = config.create().unwrap();
     let mut offsets = TopicPartitionList::new();
     offsets
-        .add_partition_offset(&topics.activity, 0, Offset::Offset(5))
+        .add_partition_offset(&topics.activity, 0, Offset::Offset(7))
+        .unwrap();
+    offsets
+        .add_partition_offset(&topics.repartition, 1, Offset::Offset(3))
         .unwrap();
     offsets
         .add_partition_offset(&topics.activity, 1, Offset::Offset(1))
@@ -207,7 +235,10 @@ fn the_checker_finds_every_kind_of_problem() {
         ("unreadable_output", 1),
         ("unexpected_output", 3),
         ("missing_output", 2),
-        ("unprocessed_records", 1),
+        ("unprocessed_records", 2),
+        ("missing_route", 1),
+        ("duplicate_route", 1),
+        ("unmatched_route", 2),
         ("missing_dead_letter", 1),
         ("duplicate_dead_letter", 1),
         ("valid_record_dead_lettered", 1),
@@ -224,9 +255,11 @@ fn the_checker_finds_every_kind_of_problem() {
         "no other kind of problem; report:\n{human}"
     );
     assert!(!report.clean);
-    assert_eq!(report.counts.activity_records, 7);
+    assert_eq!(report.counts.activity_records, 9);
     assert_eq!(report.counts.unreadable_records, 2);
-    assert_eq!(report.counts.processed_records, 6);
+    assert_eq!(report.counts.processed_records, 8);
+    assert_eq!(report.counts.routed_records, 4);
+    assert_eq!(report.counts.unprocessed_routed_records, 1);
     assert_eq!(report.counts.expected_assignments, Some(1));
     assert_eq!(report.counts.expected_failures, Some(3));
 
@@ -257,7 +290,12 @@ fn the_checker_finds_every_kind_of_problem() {
         command.output().expect("run autoclaim verify")
     };
     let out = run(true);
-    assert_eq!(out.status.code(), Some(1), "exit status 1 on a problem");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit status 1 on a problem; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(json["clean"], Value::Bool(false));
     let kinds: Vec<&str> = json["problems"]

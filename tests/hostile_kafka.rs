@@ -60,6 +60,13 @@ struct Bad {
     codes: &'static [&'static str],
 }
 
+/// Headers a producer sets in the service's namespace (in any case), which no dead letter may copy.
+const FORGED_HEADERS: [(&str, &[u8]); 3] = [
+    ("autoclaim.source.offset", b"0"),
+    ("autoclaim.error.code", b"forged"),
+    ("Autoclaim.Source.Partition", b"99"),
+];
+
 const JSON_CT: &[u8] = b"application/json";
 const PROTOBUF_CT: &[u8] = b"application/x-protobuf";
 
@@ -320,13 +327,17 @@ impl Generator<'_> {
                 )
             }
             13 => {
-                // A valid event on another partition than its tenant's (a foreign partitioner).
-                let wrong = (p + self.rng.random_range(1..PARTITIONS)) % PARTITIONS;
+                // A valid event whose key names another tenant (or is not text at all).
+                let key = if self.rng.random_bool(0.5) {
+                    format!("{}-other", e.tenant_id).into_bytes()
+                } else {
+                    vec![0xff, 0xfe, b't']
+                };
                 self.bad(
-                    "misrouted tenant",
-                    &["invalid_field"],
-                    wrong,
-                    key,
+                    "key naming another tenant",
+                    &["key_mismatch"],
+                    p,
+                    Some(key),
                     Some(codec::encode(&e, Format::Json)),
                     None,
                 )
@@ -470,6 +481,11 @@ fn send(producer: &RawProducer, topic: &str, o: &Outgoing) {
     if let Some(id) = &id {
         headers.push(("x-hostile-id", id.as_bytes()));
     }
+    // Every other bad record claims to be a dead letter already: the service's headers must not
+    // stand next to forged ones.
+    if o.bad.as_ref().is_some_and(|b| b.id % 2 == 1) {
+        headers.extend(FORGED_HEADERS);
+    }
     producer.send(
         topic,
         Some(o.partition),
@@ -521,7 +537,7 @@ fn hostile_records_are_dead_lettered_and_valid_ones_processed_with_bounded_memor
                 value: o.value.as_deref(),
                 content_type: o.content_type.as_deref(),
             };
-            let r = autoclaim::verify::read_activity(&raw, o.partition, PARTITIONS);
+            let r = autoclaim::verify::read_activity(&raw);
             assert!(
                 r.is_err(),
                 "bad record {} ({}) decodes as a valid event",
@@ -633,6 +649,15 @@ fn hostile_records_are_dead_lettered_and_valid_ones_processed_with_bounded_memor
             kept.len()
         );
         assert_eq!(d.key, o.key, "the dead letter keeps the original key");
+        for (name, _) in FORGED_HEADERS {
+            assert_eq!(
+                d.header_count(name),
+                1,
+                "bad record {}: the dead letter has exactly the service's {name} header: {:?}",
+                b.id,
+                d.header_list
+            );
+        }
         assert_eq!(
             d.headers["autoclaim.source.partition"],
             o.partition.to_string()

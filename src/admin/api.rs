@@ -26,6 +26,7 @@ use super::view::{
 };
 use super::writer::{PolicyWriter, TableWrite};
 use crate::domain::catalog::{Catalog, ProductId};
+use crate::domain::ids;
 use crate::domain::policy::PolicyError;
 use crate::domain::settings::{Scope, TenantSettings};
 use crate::domain::time::Timestamp;
@@ -149,7 +150,7 @@ impl AdminState {
         tenant: Result<String, PathRejection>,
     ) -> Result<(Principal, String), Problem> {
         let principal = self.0.auth.authenticate(headers.get(AUTHORIZATION)).await?;
-        let tenant = tenant.map_err(path_problem)?;
+        let tenant = ids::canonical(tenant.map_err(path_problem)?);
         authorize(&principal, &tenant)?;
         if !valid_id(&tenant) {
             return Err(Problem::bad_request(format!(
@@ -313,7 +314,7 @@ async fn put_settings(
     let body = json_body(&headers, body, &["application/json"])?;
     let request: pb::TenantSettings = parse(&body)?;
     let mut errors = Vec::new();
-    if !request.tenant_id.is_empty() && request.tenant_id != tenant {
+    if !request.tenant_id.is_empty() && !ids::same(&request.tenant_id, &tenant) {
         errors.push(field(
             "tenantId",
             "must be the tenant in the path, or left out",
@@ -546,7 +547,7 @@ async fn create_policy(
     let body = json_body(&headers, body, &["application/json"])?;
     let request: pb::Policy = parse(&body)?;
     let mut errors = Vec::new();
-    if !request.tenant_id.is_empty() && request.tenant_id != tenant {
+    if !request.tenant_id.is_empty() && !ids::same(&request.tenant_id, &tenant) {
         errors.push(field(
             "tenantId",
             "must be the tenant in the path, or left out",

@@ -20,6 +20,7 @@ use super::jwks::{
     FetchStatus, FileJwks, JwksFileError, JwksUrl, JwksUrlError, Lookup, RemoteJwks, MIN_REFRESH,
 };
 use super::problem::Problem;
+use crate::domain::ids;
 use crate::pipeline::security::Secret;
 
 /// Role template id of the Global Administrator in Microsoft Entra ID.
@@ -284,9 +285,10 @@ impl Authenticator {
             .oid
             .filter(|o| !o.is_empty())
             .ok_or_else(|| Problem::invalid_token("the token has no oid claim"))?;
+        // Entra's GUIDs in any letter case name the same tenant and user.
         Ok(Principal {
-            tenant_id: tid,
-            object_id: oid,
+            tenant_id: ids::canonical(tid),
+            object_id: ids::canonical(oid),
             roles: claims.wids.unwrap_or_default(),
         })
     }

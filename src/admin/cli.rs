@@ -16,6 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::auth::{self, DevClaims, GLOBAL_ADMINISTRATOR};
 use super::report::{self, Report};
 use super::view::AdminView;
+use crate::domain::ids;
 use crate::domain::time::Timestamp;
 use crate::pipeline::clients::{self, QuietContext};
 use crate::pipeline::config::KafkaArgs;
@@ -71,6 +72,7 @@ pub fn report_from_topic(
     now: Timestamp,
     timeout: Duration,
 ) -> anyhow::Result<Report> {
+    let tenant = &*ids::canonical_str(tenant);
     let consumer: BaseConsumer<QuietContext> = clients::table_reader(kafka)
         .create_with_context(QuietContext)
         .context("cannot create a Kafka consumer")?;
@@ -137,7 +139,10 @@ pub fn report_from_topic(
             Some(Ok(m)) => m,
         };
         // Assignments are keyed by tenant: other tenants' records are skipped undecoded.
-        if message.key().is_some_and(|k| k != tenant.as_bytes()) {
+        if message
+            .key()
+            .is_some_and(|k| !std::str::from_utf8(k).is_ok_and(|k| ids::same(k, tenant)))
+        {
             continue;
         }
         let raw = RawRecord::of(&message);
@@ -148,7 +153,7 @@ pub fn report_from_topic(
                 codec::decode::<pb::LicenseAssignment>(value, f).map_err(|e| e.to_string())
             });
         match decoded {
-            Ok(a) if a.tenant_id == tenant => {
+            Ok(a) if ids::same(&a.tenant_id, tenant) => {
                 if view.apply_assignment(a).is_err() {
                     skipped += 1;
                 }

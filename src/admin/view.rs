@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::domain::catalog::{Catalog, ProductId};
+use crate::domain::ids;
 use crate::domain::policy::Policy;
 use crate::domain::propagation::Versioned;
 use crate::domain::seats::{self, Inventory, SeatUsage};
@@ -217,7 +218,7 @@ impl AdminView {
         }
         let trigger_kind =
             pb::ActivityKind::try_from(a.trigger_kind).unwrap_or(pb::ActivityKind::Unspecified);
-        let tenant = self.tenant_mut(&a.tenant_id);
+        let tenant = self.tenant_mut(&ids::canonical_str(&a.tenant_id));
         if !tenant.assignment_ids.insert(a.assignment_id.clone()) {
             return Ok(());
         }

@@ -17,6 +17,7 @@ pub(super) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &st
         assignments: format!("{prefix}.{outputs}.assignments"),
         failures: format!("{prefix}.{outputs}.failures"),
         dead_letters: format!("{prefix}.{outputs}.dlq"),
+        repartition: format!("{prefix}.{outputs}.repartition"),
     }
 }
 

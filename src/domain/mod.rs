@@ -4,6 +4,7 @@ pub mod activity;
 pub mod catalog;
 pub mod decision;
 pub mod directory;
+pub mod ids;
 pub mod policy;
 pub mod propagation;
 pub mod seats;

@@ -1,5 +1,5 @@
-//! Topic set-up and the start-up checks: every topic exists, and activity and assignments are
-//! co-partitioned (outputs go to the partition number of their input).
+//! Topic set-up and the start-up checks: every topic exists, and activity, assignments and the
+//! repartition topic are co-partitioned (one partition number holds one set of tenants in each).
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use super::config::{KafkaArgs, ReplicationArgs, Topics};
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// Assignments must stay readable for the 90-day report.
 pub const ASSIGNMENTS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Kafka's default retention, which the activity topic is created with too.
+pub const REPARTITION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Error)]
 pub enum TopicError {
@@ -25,12 +27,13 @@ pub enum TopicError {
     },
     #[error("topic {0} does not exist (create it, or start with --create-topics)")]
     Missing(String),
-    #[error("topics {activity} ({activity_partitions} partitions) and {assignments} ({assignments_partitions} partitions) must have the same number of partitions: assignments are written to the partition number of the activity they come from")]
+    #[error("topics {activity} ({activity_partitions} partitions) and {other} ({other_partitions} partitions) must have the same number of partitions: {why}")]
     NotCoPartitioned {
         activity: String,
         activity_partitions: usize,
-        assignments: String,
-        assignments_partitions: usize,
+        other: String,
+        other_partitions: usize,
+        why: &'static str,
     },
     #[error("cannot create topic {topic}: {reason}")]
     Create { topic: String, reason: String },
@@ -65,8 +68,8 @@ pub fn partition_counts(
         .collect())
 }
 
-/// Checks that every topic exists and that activity and assignments are co-partitioned; returns the
-/// number of activity partitions.
+/// Checks that every topic exists and that activity, assignments and the repartition topic are
+/// co-partitioned; returns the number of activity partitions.
 pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicError> {
     let names = all_names(topics);
     let counts = partition_counts(kafka, &names)?;
@@ -76,14 +79,26 @@ pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicErro
         }
     }
     let activity_partitions = counts[&topics.activity];
-    let assignments_partitions = counts[&topics.assignments];
-    if activity_partitions != assignments_partitions {
-        return Err(TopicError::NotCoPartitioned {
-            activity: topics.activity.clone(),
-            activity_partitions,
-            assignments: topics.assignments.clone(),
-            assignments_partitions,
-        });
+    let co_partitioned = [
+        (
+            &topics.assignments,
+            "assignments are written to the partition number of the activity they come from",
+        ),
+        (
+            &topics.repartition,
+            "a routed record goes to the partition number that owns its tenant",
+        ),
+    ];
+    for (other, why) in co_partitioned {
+        if counts[other] != activity_partitions {
+            return Err(TopicError::NotCoPartitioned {
+                activity: topics.activity.clone(),
+                activity_partitions,
+                other: other.clone(),
+                other_partitions: counts[other],
+                why,
+            });
+        }
     }
     Ok(activity_partitions as i32)
 }
@@ -97,6 +112,7 @@ fn all_names(topics: &Topics) -> Vec<&str> {
         &topics.assignments,
         &topics.failures,
         &topics.dead_letters,
+        &topics.repartition,
     ]
 }
 
@@ -140,6 +156,19 @@ pub fn topic_specs(
         spec(&topics.assignments, partitions, retained()),
         spec(&topics.failures, partitions, retained()),
         spec(&topics.dead_letters, partitions, retained()),
+        // Routed records are read within moments; a week covers an instance down for days, and
+        // `verify` reads them back as long as the activity they came from.
+        spec(
+            &topics.repartition,
+            partitions,
+            vec![
+                ("cleanup.policy", "delete".to_owned()),
+                (
+                    "retention.ms",
+                    REPARTITION_RETENTION.as_millis().to_string(),
+                ),
+            ],
+        ),
     ]
 }
 

@@ -26,6 +26,7 @@ const PROTECTED: &[&str] = &[
     "enable.idempotence",
     "acks",
     "partitioner",
+    "partition.assignment.strategy",
 ];
 
 /// Applies the operator's `--kafka-property` settings over our defaults (so e.g. timeouts and
@@ -56,6 +57,10 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "300000")
+        // The range assignor gives each member the same partition numbers of every topic it
+        // subscribes to (activity and repartition have the same count): the member that owns a
+        // tenant's activity partition also reads the records routed to it.
+        .set("partition.assignment.strategy", "range")
         // librdkafka pauses fetching for this long once its queue is full (default 1 s): a stall
         // of a whole second whenever processing catches up with a full queue.
         .set("fetch.queue.backoff.ms", "10")
@@ -95,7 +100,7 @@ pub fn restore_reader(kafka: &KafkaArgs) -> ClientConfig {
 /// How long a producer connection may stay idle before librdkafka closes it.
 const IDLE_CONNECTION_CLOSE: Duration = Duration::from_secs(10);
 
-/// The transactional producer of assignments, failures and dead letters.
+/// The transactional producer of assignments, failures, dead letters and routed records.
 pub fn transactional_producer(
     kafka: &KafkaArgs,
     transactional_id: &str,

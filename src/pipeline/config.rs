@@ -59,6 +59,15 @@ pub struct Topics {
         default_value = "autoclaim.dlq.v1"
     )]
     pub dead_letters: String,
+    /// Internal: activity records that arrived on a partition that does not own their tenant,
+    /// routed to the one that does (co-partitioned with activity; written and read only by
+    /// autoclaim).
+    #[arg(
+        long = "repartition-topic",
+        env = "AUTOCLAIM_REPARTITION_TOPIC",
+        default_value = "autoclaim.activity-repartition.v1"
+    )]
+    pub repartition: String,
 }
 
 impl Topics {
@@ -73,6 +82,7 @@ impl Topics {
             ("--assignments-topic", &self.assignments),
             ("--failures-topic", &self.failures),
             ("--dlq-topic", &self.dead_letters),
+            ("--repartition-topic", &self.repartition),
         ]
         .into_iter()
         .flat_map(|(flag, topic)| [flag.to_owned(), topic.clone()])
@@ -304,6 +314,7 @@ mod tests {
             assignments: "as".into(),
             failures: "f".into(),
             dead_letters: "dl".into(),
+            repartition: "r".into(),
         };
         let parsed = TopicsOnly::try_parse_from(
             std::iter::once("autoclaim".to_owned()).chain(topics.command_line_args()),

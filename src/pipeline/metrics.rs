@@ -51,6 +51,7 @@ pub struct BatchMetrics {
     assignments: HashMap<&'static str, u64>,
     failures: HashMap<&'static str, u64>,
     dead_letters: HashMap<&'static str, u64>,
+    routed: u64,
     /// Kafka timestamps (ms) of the batch's records, for event-to-commit latency.
     record_times: Vec<i64>,
 }
@@ -80,6 +81,10 @@ impl BatchMetrics {
         *self.dead_letters.entry(code).or_default() += 1;
     }
 
+    pub fn routed(&mut self) {
+        self.routed += 1;
+    }
+
     pub fn record_time(&mut self, kafka_timestamp_ms: Option<i64>) {
         if let Some(t) = kafka_timestamp_ms {
             self.record_times.push(t);
@@ -99,6 +104,9 @@ impl BatchMetrics {
         }
         for (reason, n) in self.dead_letters.drain() {
             counter!(telemetry::DEAD_LETTERS, "reason" => reason).increment(n);
+        }
+        if self.routed > 0 {
+            counter!(telemetry::ROUTED).increment(std::mem::take(&mut self.routed));
         }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -121,13 +129,13 @@ impl BatchMetrics {
 /// Per-partition consumer lag from librdkafka's statistics: the last stable offset minus the
 /// position of the loop. (librdkafka's own `consumer_lag` is measured from committed offsets, which
 /// transactional commits do not update in its statistics.)
-pub fn record_lag(stats: &rdkafka::Statistics, topic: &str) {
+pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, metric: &'static str) {
     let Some(t) = stats.topics.get(topic) else {
         return;
     };
     for (partition, p) in &t.partitions {
         if *partition >= 0 && p.ls_offset >= 0 && p.app_offset >= 0 {
-            gauge!(telemetry::CONSUMER_LAG, "partition" => partition.to_string())
+            gauge!(metric, "partition" => partition.to_string())
                 .set((p.ls_offset - p.app_offset).max(0) as f64);
         }
     }

@@ -27,7 +27,8 @@ use super::positions::{start_at_committed_offsets, PositionsError};
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
 use super::stall::{self, Change as StallChange, Stall, StallWatch};
-use super::transaction::{Transactions, TxnError};
+use super::transaction::{Input, InputTopics, Transactions, TxnError};
+use crate::domain::activity::Activity;
 use crate::domain::decision::Decision;
 use crate::domain::time::Timestamp;
 use crate::state::{self, PartitionState, Tables};
@@ -65,6 +66,15 @@ pub enum PipelineError {
     #[error("fenced: another instance with transactional id {0} has started; this one stops")]
     Fenced(String),
     #[error(
+        "the group gave this instance activity partitions {activity:?} but repartition partitions \
+         {repartition:?}: a tenant's records would be decided by two instances. Every instance \
+         must subscribe to both topics with the range assignor (partition.assignment.strategy)"
+    )]
+    NotCoAssigned {
+        activity: Vec<i32>,
+        repartition: Vec<i32>,
+    },
+    #[error(
         "partition {} of {topic} has not moved from offset {} for {}s while committed records \
          wait after it (the consumer errors logged before say why); stopping rather than leave it \
          unread",
@@ -93,6 +103,7 @@ enum PartitionEvent {
 
 struct RebalanceContext {
     activity_topic: String,
+    inputs: InputTopics,
     stable_offsets_timeout: Duration,
     /// Set whenever `events` or `fatal` gets something, so the loop need not lock to look.
     pending: AtomicBool,
@@ -175,7 +186,8 @@ impl ClientContext for RebalanceContext {
     }
 
     fn stats(&self, stats: rdkafka::Statistics) {
-        super::metrics::record_lag(&stats, &self.activity_topic);
+        super::metrics::record_lag(&stats, &self.inputs.activity, telemetry::CONSUMER_LAG);
+        super::metrics::record_lag(&stats, &self.inputs.repartition, telemetry::REPARTITION_LAG);
         self.watch_for_stalls(&stats);
     }
 }
@@ -268,7 +280,7 @@ impl ConsumerContext for RebalanceContext {
                 };
                 self.push(PartitionEvent::BatchEnded { committed });
             }
-            let partitions = list.elements().iter().map(|e| e.partition()).collect();
+            let partitions = partition_numbers(list);
             self.push(PartitionEvent::Revoked {
                 partitions,
                 lost: consumer.assignment_lost(),
@@ -278,8 +290,10 @@ impl ConsumerContext for RebalanceContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            let partitions = list.elements().iter().map(|e| e.partition()).collect();
-            self.push(PartitionEvent::Assigned(partitions));
+            match co_assigned(&self.inputs, list) {
+                Ok(partitions) => self.push(PartitionEvent::Assigned(partitions)),
+                Err(e) => self.set_fatal(e),
+            }
         }
     }
 }
@@ -288,6 +302,8 @@ impl ConsumerContext for RebalanceContext {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LoopCounts {
     pub consumed: u64,
+    /// Activity records sent on to the partition that owns their tenant.
+    pub routed: u64,
     pub assignments: u64,
     pub failures: u64,
     pub dead_letters: u64,
@@ -304,6 +320,7 @@ pub struct Processor {
 /// processed while the rest of the state is changed.
 struct Core {
     config: RunConfig,
+    inputs: InputTopics,
     activity_partitions: i32,
     tables: Tables,
     states: HashMap<i32, PartitionState>,
@@ -322,6 +339,10 @@ impl Processor {
     /// Connects, checks the topics, fences earlier incarnations and loads the global tables.
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
         let activity_partitions = admin::check_topics(&config.kafka, &config.topics)?;
+        let inputs = InputTopics {
+            activity: config.topics.activity.clone(),
+            repartition: config.topics.repartition.clone(),
+        };
         let transactional_id = config.transactional_id();
         let producer: ThreadedProducer<_> = clients::transactional_producer(
             &config.kafka,
@@ -333,18 +354,15 @@ impl Processor {
         )
         .create()?;
         let transactions = Arc::new(
-            Transactions::init(
-                producer,
-                &config.topics.activity,
-                config.transaction_timeout,
-            )
-            .map_err(|e| {
-                if e.is_fenced() {
-                    PipelineError::Fenced(transactional_id.clone())
-                } else {
-                    e.into()
-                }
-            })?,
+            Transactions::init(producer, inputs.clone(), config.transaction_timeout).map_err(
+                |e| {
+                    if e.is_fenced() {
+                        PipelineError::Fenced(transactional_id.clone())
+                    } else {
+                        e.into()
+                    }
+                },
+            )?,
         );
         let mut tables = Tables::new(config.propagation_delay);
         let mut states = HashMap::new();
@@ -366,6 +384,7 @@ impl Processor {
         );
         let context = RebalanceContext {
             activity_topic: config.topics.activity.clone(),
+            inputs: inputs.clone(),
             stable_offsets_timeout: config.stable_offsets_timeout,
             pending: AtomicBool::new(false),
             transactions: Arc::clone(&transactions),
@@ -377,11 +396,12 @@ impl Processor {
         let consumer: BaseConsumer<RebalanceContext> =
             clients::activity_consumer(&config.kafka, &config.group_id)
                 .create_with_context(context)?;
-        consumer.subscribe(&[&config.topics.activity])?;
+        consumer.subscribe(&[&inputs.activity, &inputs.repartition])?;
         Ok(Processor {
             consumer,
             core: Core {
                 config,
+                inputs,
                 activity_partitions,
                 tables,
                 states,
@@ -600,45 +620,91 @@ impl Core {
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
         let partition = message.partition();
         let offset = message.offset();
+        // Only the two inputs are subscribed.
+        let input = self
+            .inputs
+            .input(message.topic())
+            .unwrap_or(Input::Activity);
         self.transactions.ensure_begun()?;
         self.counts.consumed += 1;
-        self.batch.record_time(message.timestamp().to_millis());
-        let raw = RawRecord::of(message);
-        let outcome = records::activity_record(&raw).and_then(|event| {
-            let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
-            if owner == partition {
-                Ok(event)
-            } else {
-                Err(WireError::field(
-                    "key",
-                    format!("tenant {} belongs to partition {owner} (Kafka's murmur2 partitioner on the tenant id) but arrived on partition {partition}", event.tenant_id),
-                ))
-            }
-        });
-        match outcome {
+        match records::activity_record(&RawRecord::of(message)) {
             Err(e) => self.dead_letter(message, &e)?,
             Ok(event) => {
-                if !self.states.contains_key(&partition) {
-                    // Assigned without an event seen yet: restore before deciding anything.
-                    self.restore(&[partition])?;
-                }
-                let state = self.states.get_mut(&partition).expect("restored above");
-                // Two clock reads per event were 2-3% of the loop: time one decision in
-                // DECISION_SAMPLE (quantiles stay true; the histogram's count is a sample).
-                self.decisions_seen = self.decisions_seen.wrapping_add(1);
-                let started = (self.decisions_seen % DECISION_SAMPLE == 0).then(Instant::now);
-                let decision = state::process(&self.tables, state, &event);
-                if let Some(started) = started {
-                    self.decision_seconds
-                        .record(started.elapsed().as_secs_f64());
-                }
-                self.batch.decided(&decision);
-                if output::has_output(&decision) {
-                    self.send_outputs(&decision, partition, &event.tenant_id)?;
+                let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
+                if owner == partition {
+                    self.decide(partition, &event)?;
+                } else if input == Input::Activity {
+                    self.route(message, &event.tenant_id, owner)?;
+                    // Its time to commit is counted where it is decided.
+                    self.transactions.consumed(input, partition, offset);
+                    return Ok(());
+                } else {
+                    // Routed under another partition count: deciding it here would give its
+                    // tenant a second writer.
+                    let e = WireError::field(
+                        "tenantId",
+                        format!("tenant {} belongs to partition {owner}, but was routed to partition {partition} (has the activity topic's partition count changed?)", event.tenant_id),
+                    );
+                    self.dead_letter(message, &e)?;
                 }
             }
         }
-        self.transactions.consumed(partition, offset);
+        self.batch.record_time(message.timestamp().to_millis());
+        self.transactions.consumed(input, partition, offset);
+        Ok(())
+    }
+
+    fn decide(&mut self, partition: i32, event: &Activity) -> Result<(), PipelineError> {
+        if !self.states.contains_key(&partition) {
+            // Assigned without an event seen yet: restore before deciding anything.
+            self.restore(&[partition])?;
+        }
+        let state = self.states.get_mut(&partition).expect("restored above");
+        // Two clock reads per event were 2-3% of the loop: time one decision in
+        // DECISION_SAMPLE (quantiles stay true; the histogram's count is a sample).
+        self.decisions_seen = self.decisions_seen.wrapping_add(1);
+        let started = (self.decisions_seen % DECISION_SAMPLE == 0).then(Instant::now);
+        let decision = state::process(&self.tables, state, event);
+        if let Some(started) = started {
+            self.decision_seconds
+                .record(started.elapsed().as_secs_f64());
+        }
+        self.batch.decided(&decision);
+        if output::has_output(&decision) {
+            self.send_outputs(&decision, partition, &event.tenant_id)?;
+        }
+        Ok(())
+    }
+
+    /// Sends an activity record that arrived on a partition that does not own its tenant to the
+    /// repartition topic's partition that does, in the open transaction: it is decided there, once,
+    /// by the tenant's one writer. The bytes, content type and timestamp are the producer's.
+    fn route(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        tenant_id: &str,
+        owner: i32,
+    ) -> Result<(), PipelineError> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = with_producer_headers(
+            &[
+                (ROUTE_PARTITION_HEADER, &partition),
+                (ROUTE_OFFSET_HEADER, &offset),
+            ],
+            message,
+        );
+        let mut record = BaseRecord::to(&self.config.topics.repartition)
+            .partition(owner)
+            .key(tenant_id.as_bytes())
+            .payload(message.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(millis) = message.timestamp().to_millis() {
+            record = record.timestamp(millis);
+        }
+        self.transactions.send(record)?;
+        self.counts.routed += 1;
+        self.batch.routed();
         Ok(())
     }
 
@@ -684,35 +750,16 @@ impl Core {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let reason = e.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "autoclaim.error.code",
-                value: Some(e.code()),
-            })
-            .insert(Header {
-                key: "autoclaim.error.reason",
-                value: Some(&reason),
-            })
-            .insert(Header {
-                key: "autoclaim.source.topic",
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: "autoclaim.source.partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "autoclaim.source.offset",
-                value: Some(&offset),
-            });
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
+        let mut headers = with_producer_headers(
+            &[
+                ("autoclaim.error.code", e.code()),
+                ("autoclaim.error.reason", &reason),
+                ("autoclaim.source.topic", message.topic()),
+                ("autoclaim.source.partition", &partition),
+                ("autoclaim.source.offset", &offset),
+            ],
+            message,
+        );
         // A record refused for its size is kept only up to the limit (with its size in a header), so
         // that its dead letter always fits within the broker's message size.
         let payload = message.payload().unwrap_or_default();
@@ -781,6 +828,37 @@ impl Core {
     }
 }
 
+/// The partition numbers in `list`, each once (a number stands for the same tenants in every input).
+fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
+    let numbers: std::collections::BTreeSet<i32> =
+        list.elements().iter().map(|e| e.partition()).collect();
+    numbers.into_iter().collect()
+}
+
+/// The partition numbers of an assignment, if it holds the same numbers of both inputs: the owner
+/// of a tenant's activity partition must also be the one that reads the records routed to it.
+fn co_assigned(inputs: &InputTopics, list: &TopicPartitionList) -> Result<Vec<i32>, PipelineError> {
+    let of = |input: Input| -> Vec<i32> {
+        let mut numbers: Vec<i32> = list
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == inputs.name(input))
+            .map(|e| e.partition())
+            .collect();
+        numbers.sort_unstable();
+        numbers
+    };
+    let (activity, repartition) = (of(Input::Activity), of(Input::Repartition));
+    if activity == repartition {
+        Ok(activity)
+    } else {
+        Err(PipelineError::NotCoAssigned {
+            activity,
+            repartition,
+        })
+    }
+}
+
 /// A partition's fetch or decoding failed (librdkafka retries it). librdkafka's error callback has
 /// already logged it at ERROR with its reason (which names the offset); here it is counted, and the
 /// stall watch notices if it keeps the partition from moving.
@@ -791,6 +869,44 @@ fn consumer_error(e: &KafkaError) {
     tracing::debug!(error = %e, code, "consumer error reading activity");
     metrics::counter!(telemetry::CONSUMER_ERRORS, "error" => code).increment(1);
 }
+
+/// The headers of a record the service writes about a producer's record: the service's own, then
+/// the producer's, except any that claim to be the service's (`autoclaim.*`): a producer must not
+/// be able to forge where a dead letter or a routed record came from.
+fn with_producer_headers(own: &[(&str, &str)], message: &BorrowedMessage<'_>) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(own.len() + 2);
+    for (key, value) in own {
+        headers = headers.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    for h in message
+        .headers()
+        .iter()
+        .flat_map(|original| original.iter())
+    {
+        if !is_service_header(h.key) {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    headers
+}
+
+/// Whether a header name is in the service's own namespace (`autoclaim.`, in any case).
+pub fn is_service_header(key: &str) -> bool {
+    key.len() >= SERVICE_HEADER_PREFIX.len()
+        && key.as_bytes()[..SERVICE_HEADER_PREFIX.len()]
+            .eq_ignore_ascii_case(SERVICE_HEADER_PREFIX.as_bytes())
+}
+
+const SERVICE_HEADER_PREFIX: &str = "autoclaim.";
+/// On a routed record: the activity partition and offset it was routed from.
+pub const ROUTE_PARTITION_HEADER: &str = "autoclaim.route.partition";
+pub const ROUTE_OFFSET_HEADER: &str = "autoclaim.route.offset";
 
 fn content_type(format: Format) -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {

@@ -2,8 +2,9 @@
 //! value and content type, so they are tested without a broker.
 use rdkafka::message::{Headers, Message};
 
-use crate::domain::catalog::ProductId;
+use crate::domain::catalog::{Catalog, ProductId};
 use crate::domain::directory::DirectoryUser;
+use crate::domain::ids;
 use crate::domain::time::Timestamp;
 use crate::wire::convert::{self, InventoryRecord, PolicyRecord, SettingsRecord};
 use crate::wire::{codec, pb, Format, WireError};
@@ -40,6 +41,26 @@ impl<'a> RawRecord<'a> {
             .ok_or_else(|| WireError::field("key", "is required"))?;
         std::str::from_utf8(key).map_err(|_| WireError::field("key", "is not UTF-8"))
     }
+
+    /// The key as text for an error message (lossy: it may not be UTF-8).
+    fn key_lossy(&self) -> String {
+        String::from_utf8_lossy(self.key.unwrap_or_default()).into_owned()
+    }
+
+    fn key_mismatch(&self, expected: String) -> WireError {
+        WireError::KeyMismatch {
+            key: self.key_lossy(),
+            expected,
+        }
+    }
+}
+
+/// Whether `key` names `tenant` then, after a '/', exactly `rest`.
+fn key_is(key: &str, tenant: &str, rest: &[&str]) -> bool {
+    let mut parts = key.split('/');
+    parts.next().is_some_and(|t| ids::same(t, tenant))
+        && rest.iter().all(|r| parts.next() == Some(*r))
+        && parts.next().is_none()
 }
 
 /// An update of the global tables (settings, policies, inventory).
@@ -49,8 +70,9 @@ pub enum TableUpdate {
     Inventory(InventoryRecord),
 }
 
-/// A record of the policies topic: keyed "<tenant>/settings" or "<tenant>/policy/<policyId>".
-/// Tombstones carry nothing to apply (`Ok(None)`): deletion is a `deleted` version, which propagates.
+/// A record of the policies topic: keyed "<tenant>/settings" or "<tenant>/policy/<policyId>",
+/// naming the tenant (and policy) of the value. Tombstones carry nothing to apply (`Ok(None)`):
+/// deletion is a `deleted` version, which propagates.
 pub fn policies_record(raw: &RawRecord<'_>) -> Result<Option<TableUpdate>, WireError> {
     let Some(value) = raw.value else {
         return Ok(None);
@@ -59,10 +81,25 @@ pub fn policies_record(raw: &RawRecord<'_>) -> Result<Option<TableUpdate>, WireE
     let format = raw.format()?;
     if key.ends_with("/settings") {
         let settings: pb::TenantSettings = codec::decode(value, format)?;
-        Ok(Some(TableUpdate::Settings(settings.try_into()?)))
+        let settings: SettingsRecord = settings.try_into()?;
+        if !key_is(key, &settings.tenant_id, &["settings"]) {
+            return Err(raw.key_mismatch(format!("{}/settings", settings.tenant_id)));
+        }
+        Ok(Some(TableUpdate::Settings(settings)))
     } else if key.contains("/policy/") {
         let policy: pb::Policy = codec::decode(value, format)?;
-        Ok(Some(TableUpdate::Policy(policy.try_into()?)))
+        let policy: PolicyRecord = policy.try_into()?;
+        if !key_is(
+            key,
+            &policy.tenant_id,
+            &["policy", &policy.policy.policy_id],
+        ) {
+            return Err(raw.key_mismatch(format!(
+                "{}/policy/{}",
+                policy.tenant_id, policy.policy.policy_id
+            )));
+        }
+        Ok(Some(TableUpdate::Policy(policy)))
     } else {
         Err(WireError::field(
             "key",
@@ -71,13 +108,24 @@ pub fn policies_record(raw: &RawRecord<'_>) -> Result<Option<TableUpdate>, WireE
     }
 }
 
-/// A record of the inventory topic.
+/// A record of the inventory topic, keyed "<tenantId>/<product>" as its value.
 pub fn inventory_record(raw: &RawRecord<'_>) -> Result<Option<TableUpdate>, WireError> {
     let Some(value) = raw.value else {
         return Ok(None);
     };
     let inventory: pb::LicenseInventory = codec::decode(value, raw.format()?)?;
-    Ok(Some(TableUpdate::Inventory(inventory.try_into()?)))
+    let inventory: InventoryRecord = inventory.try_into()?;
+    let product = Catalog::product(inventory.product).key;
+    let named = raw.key_str().ok().is_some_and(|key| {
+        key.split_once('/').is_some_and(|(tenant, key_product)| {
+            ids::same(tenant, &inventory.tenant_id)
+                && Catalog::by_key(key_product) == Some(inventory.product)
+        })
+    });
+    if !named {
+        return Err(raw.key_mismatch(format!("{}/{product}", inventory.tenant_id)));
+    }
+    Ok(Some(TableUpdate::Inventory(inventory)))
 }
 
 /// A change of one directory user.
@@ -95,26 +143,27 @@ impl DirectoryChange {
     }
 }
 
-/// A record of the directory topic, keyed "<tenantId>/<userId>"; a tombstone deletes the user.
+/// A record of the directory topic, keyed "<tenantId>/<userId>" as its value; a tombstone deletes
+/// the user its key names.
 pub fn directory_record(raw: &RawRecord<'_>) -> Result<DirectoryChange, WireError> {
+    let key = raw.key_str()?;
+    let (tenant, user) = key
+        .split_once('/')
+        .filter(|(t, u)| !t.is_empty() && !u.is_empty())
+        .ok_or_else(|| WireError::field("key", "must be <tenantId>/<userId>"))?;
     match raw.value {
         Some(value) => {
-            let user: pb::DirectoryUser = codec::decode(value, raw.format()?)?;
-            Ok(DirectoryChange::Upsert(user.try_into()?))
+            let row: pb::DirectoryUser = codec::decode(value, raw.format()?)?;
+            let row: DirectoryUser = row.try_into()?;
+            if !(ids::same(tenant, &row.tenant_id) && ids::same(user, &row.user_id)) {
+                return Err(raw.key_mismatch(format!("{}/{}", row.tenant_id, row.user_id)));
+            }
+            Ok(DirectoryChange::Upsert(row))
         }
-        None => {
-            let (tenant, user) = raw
-                .key_str()?
-                .split_once('/')
-                .filter(|(t, u)| !t.is_empty() && !u.is_empty())
-                .ok_or_else(|| {
-                    WireError::field("key", "a tombstone's key must be <tenantId>/<userId>")
-                })?;
-            Ok(DirectoryChange::Delete {
-                tenant_id: tenant.to_owned(),
-                user_id: user.to_owned(),
-            })
-        }
+        None => Ok(DirectoryChange::Delete {
+            tenant_id: ids::canonical(tenant.to_owned()),
+            user_id: ids::canonical(user.to_owned()),
+        }),
     }
 }
 
@@ -140,12 +189,13 @@ pub fn assignment_record(raw: &RawRecord<'_>) -> Result<PastAssignment, WireErro
             Some(t) => convert::timestamp("seatsCountedFrom", Some(t))?,
             None => occurred_at,
         },
-        tenant_id: a.tenant_id,
-        user_id: a.user_id,
+        tenant_id: ids::canonical(a.tenant_id),
+        user_id: ids::canonical(a.user_id),
     })
 }
 
-/// An activity record into a validated event.
+/// An activity record into a validated event. Its key, if it has one, must be its tenant id (a
+/// record without a key is placed by the tenant in its payload).
 pub fn activity_record(
     raw: &RawRecord<'_>,
 ) -> Result<crate::domain::activity::Activity, WireError> {
@@ -153,7 +203,15 @@ pub fn activity_record(
         .value
         .ok_or_else(|| WireError::field("value", "is empty (a tombstone is not an activity)"))?;
     let event: pb::ActivityEvent = codec::decode(value, raw.format()?)?;
-    event.try_into()
+    let event: crate::domain::activity::Activity = event.try_into()?;
+    if let Some(key) = raw.key {
+        let names_tenant =
+            std::str::from_utf8(key).is_ok_and(|key| ids::same(key, &event.tenant_id));
+        if !names_tenant {
+            return Err(raw.key_mismatch(format!("tenant id {}", event.tenant_id)));
+        }
+    }
+    Ok(event)
 }
 
 #[cfg(test)]

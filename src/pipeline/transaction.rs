@@ -73,13 +73,47 @@ fn classify(error: &KafkaError) -> Class {
 struct Open {
     began: Option<Instant>,
     records: usize,
-    /// Next offset to consume, per input partition.
-    next_offsets: BTreeMap<i32, i64>,
+    /// Next offset to consume, per input topic and partition.
+    next_offsets: BTreeMap<(Input, i32), i64>,
+}
+
+/// The input topic a consumed record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Input {
+    Activity,
+    Repartition,
+}
+
+/// The names of the input topics whose offsets a transaction commits.
+#[derive(Debug, Clone)]
+pub struct InputTopics {
+    pub activity: String,
+    pub repartition: String,
+}
+
+impl InputTopics {
+    pub fn name(&self, input: Input) -> &str {
+        match input {
+            Input::Activity => &self.activity,
+            Input::Repartition => &self.repartition,
+        }
+    }
+
+    /// Which input `topic` is, if it is one.
+    pub fn input(&self, topic: &str) -> Option<Input> {
+        if topic == self.activity {
+            Some(Input::Activity)
+        } else if topic == self.repartition {
+            Some(Input::Repartition)
+        } else {
+            None
+        }
+    }
 }
 
 pub struct Transactions {
     producer: ThreadedProducer<DefaultProducerContext>,
-    input_topic: String,
+    inputs: InputTopics,
     /// The producer's `transaction.timeout.ms`.
     timeout: Duration,
     open: Mutex<Open>,
@@ -90,7 +124,7 @@ impl Transactions {
     /// transaction is aborted).
     pub fn init(
         producer: ThreadedProducer<DefaultProducerContext>,
-        input_topic: &str,
+        inputs: InputTopics,
         timeout: Duration,
     ) -> Result<Self, TxnError> {
         retry(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| match classify(&e) {
@@ -99,7 +133,7 @@ impl Transactions {
         })?;
         Ok(Transactions {
             producer,
-            input_topic: input_topic.to_owned(),
+            inputs,
             timeout,
             open: Mutex::new(Open::default()),
         })
@@ -162,10 +196,10 @@ impl Transactions {
     }
 
     /// Marks an input record as processed in the open transaction.
-    pub fn consumed(&self, partition: i32, offset: i64) {
+    pub fn consumed(&self, input: Input, partition: i32, offset: i64) {
         let mut open = self.lock();
         open.records += 1;
-        open.next_offsets.insert(partition, offset + 1);
+        open.next_offsets.insert((input, partition), offset + 1);
     }
 
     /// Whether the open batch has reached its size or time bound.
@@ -217,9 +251,9 @@ impl Transactions {
     fn commit_open(&self, open: &Open, group: &ConsumerGroupMetadata) -> Result<(), KafkaError> {
         if !open.next_offsets.is_empty() {
             let mut offsets = TopicPartitionList::new();
-            for (partition, next) in &open.next_offsets {
+            for ((input, partition), next) in &open.next_offsets {
                 offsets.add_partition_offset(
-                    &self.input_topic,
+                    self.inputs.name(*input),
                     *partition,
                     Offset::Offset(*next),
                 )?;

@@ -27,6 +27,12 @@ fn id(field: &'static str, value: String) -> Result<String, WireError> {
     optional_id(field, value)
 }
 
+/// A required tenant or user id, in its canonical form (a GUID in lowercase: Entra's ids are
+/// case-insensitive).
+pub fn entity_id(field: &'static str, value: String) -> Result<String, WireError> {
+    id(field, value).map(crate::domain::ids::canonical)
+}
+
 fn optional_id(field: &'static str, value: String) -> Result<String, WireError> {
     if value.len() > MAX_ID_LEN {
         return Err(WireError::field(
@@ -159,9 +165,9 @@ impl TryFrom<pb::ActivityEvent> for Activity {
         };
         Ok(Activity {
             event_id: id("eventId", e.event_id)?,
-            tenant_id: id("tenantId", e.tenant_id)?,
+            tenant_id: entity_id("tenantId", e.tenant_id)?,
             occurred_at: timestamp("occurredAt", e.occurred_at)?,
-            actor_user_id: id("actorUserId", e.actor_user_id)?,
+            actor_user_id: entity_id("actorUserId", e.actor_user_id)?,
             kind,
             source,
             flow,
@@ -179,7 +185,7 @@ fn flow_info(f: pb::Flow) -> Result<FlowInfo, WireError> {
     };
     Ok(FlowInfo {
         flow_id: id("flow.flowId", f.flow_id)?,
-        owner_user_id: id("flow.ownerUserId", f.owner_user_id)?,
+        owner_user_id: entity_id("flow.ownerUserId", f.owner_user_id)?,
         trigger_type,
         uses_premium_connectors: f.uses_premium_connectors,
         uses_attended_rpa: f.uses_attended_rpa,
@@ -224,8 +230,8 @@ impl TryFrom<pb::DirectoryUser> for DirectoryUser {
             .collect::<Result<_, _>>()?;
         let usage_location = optional_id("usageLocation", u.usage_location)?;
         Ok(DirectoryUser {
-            tenant_id: id("tenantId", u.tenant_id)?,
-            user_id: id("userId", u.user_id)?,
+            tenant_id: entity_id("tenantId", u.tenant_id)?,
+            user_id: entity_id("userId", u.user_id)?,
             account_enabled: u.account_enabled,
             guest,
             usage_location: (!usage_location.is_empty()).then_some(usage_location),
@@ -247,7 +253,7 @@ impl TryFrom<pb::LicenseInventory> for InventoryRecord {
 
     fn try_from(i: pb::LicenseInventory) -> Result<Self, WireError> {
         Ok(InventoryRecord {
-            tenant_id: id("tenantId", i.tenant_id)?,
+            tenant_id: entity_id("tenantId", i.tenant_id)?,
             product: product("product", &i.product)?,
             inventory: Inventory {
                 purchased_units: i.purchased_units,
@@ -281,7 +287,7 @@ impl TryFrom<pb::TenantSettings> for SettingsRecord {
             }
         };
         Ok(SettingsRecord {
-            tenant_id: id("tenantId", s.tenant_id)?,
+            tenant_id: entity_id("tenantId", s.tenant_id)?,
             changed_at: timestamp("changedAt", s.changed_at)?,
             changed_by: optional_id("changedBy", s.changed_by)?,
             settings: TenantSettings {
@@ -325,7 +331,7 @@ impl TryFrom<pb::Policy> for PolicyRecord {
             .collect::<Result<Vec<_>, WireError>>()?;
         let chain = Policy::build_chain(primary, &backups, &excluded)?;
         Ok(PolicyRecord {
-            tenant_id: id("tenantId", p.tenant_id)?,
+            tenant_id: entity_id("tenantId", p.tenant_id)?,
             policy: Policy {
                 policy_id: id("policyId", p.policy_id)?,
                 name,

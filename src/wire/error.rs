@@ -23,6 +23,10 @@ pub enum WireError {
     },
     #[error("{0}")]
     Policy(#[from] crate::domain::policy::PolicyError),
+    /// The key names another entity than the value (a producer bug that would put the record
+    /// where another entity's records are, or let compaction drop the wrong one).
+    #[error("the key {key:?} does not name what the value is about ({expected})")]
+    KeyMismatch { key: String, expected: String },
 }
 
 impl WireError {
@@ -43,6 +47,7 @@ impl WireError {
             WireError::UnknownSchemaVersion(_) => "schema_version",
             WireError::Field { .. } => "invalid_field",
             WireError::Policy(_) => "invalid_policy",
+            WireError::KeyMismatch { .. } => "key_mismatch",
         }
     }
 }

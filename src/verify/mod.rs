@@ -54,9 +54,13 @@ use crate::pipeline::feed::apply_table_update;
 use crate::pipeline::partitioner::tenant_partition;
 use crate::pipeline::records::{self, RawRecord, TableUpdate};
 use crate::pipeline::restore::apply_directory_change;
+use crate::pipeline::transaction::Input;
 use crate::state::{self, PartitionState, Tables};
 use crate::wire::convert::{self, InventoryRecord};
 use crate::wire::{codec, output, pb, Format, WireError};
+
+mod routes;
+use routes::{RoutedEntry, Routes};
 
 /// `autoclaim verify`.
 #[derive(Args, Clone, Debug)]
@@ -128,6 +132,10 @@ pub struct Counts {
     pub distinct_assignments: u64,
     pub failures: u64,
     pub dead_letters: u64,
+    /// Records of the repartition topic (activity routed to the partition owning its tenant).
+    pub routed_records: u64,
+    /// Of those, the ones not decided yet (at or after the group's committed offset).
+    pub unprocessed_routed_records: u64,
     /// Dead letters of other source topics (not checked).
     pub dead_letters_of_other_topics: u64,
     pub table_records: u64,
@@ -135,6 +143,15 @@ pub struct Counts {
     /// With --compare-replay: what replay gives for the processed records.
     pub expected_assignments: Option<u64>,
     pub expected_failures: Option<u64>,
+}
+
+/// Whether `offset` of partition `p` is before the committed offset (processed).
+fn is_before(committed: &BTreeMap<i32, Option<i64>>, p: i32, offset: i64) -> bool {
+    committed
+        .get(&p)
+        .copied()
+        .flatten()
+        .is_some_and(|c| offset < c)
 }
 
 /// One activity partition: where the group stands and what is left.
@@ -392,25 +409,10 @@ fn header_map(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// An activity record as `run` sees it: readable (and on its tenant's partition), or not, and why.
-pub fn read_activity(
-    raw: &RawRecord<'_>,
-    partition: i32,
-    partitions: i32,
-) -> Result<Activity, WireError> {
-    let event = records::activity_record(raw)?;
-    let owner = tenant_partition(&event.tenant_id, partitions);
-    if owner == partition {
-        Ok(event)
-    } else {
-        Err(WireError::field(
-            "key",
-            format!(
-                "tenant {} belongs to partition {owner} but arrived on partition {partition}",
-                event.tenant_id
-            ),
-        ))
-    }
+/// An activity record as `run` sees it: readable, or not and why (on any partition: a record that
+/// arrived on a partition that does not own its tenant is routed, not refused).
+pub fn read_activity(raw: &RawRecord<'_>) -> Result<Activity, WireError> {
+    records::activity_record(raw)
 }
 
 struct ActivityEntry {
@@ -447,6 +449,68 @@ struct DeadLetter {
     partition: i32,
     offset: i64,
     code: String,
+}
+
+/// A readable activity record at `source` and where it was routed to: one that arrived on a
+/// partition that does not own its tenant (`misplaced`) exactly once if processed (at most once if
+/// not: its route may have committed after the offsets were read), any other never.
+fn check_route(
+    problems: &mut Problems,
+    source: (i32, i64),
+    misplaced: bool,
+    processed: bool,
+    routed_to: &[(i32, i64)],
+) {
+    let example = || {
+        json!({
+            "sourcePartition": source.0,
+            "sourceOffset": source.1,
+            "routedTo": routed_to.iter().map(|(p, o)| format!("{p}/{o}")).collect::<Vec<_>>(),
+        })
+    };
+    match (misplaced, routed_to.len()) {
+        (true, 0) if processed => problems.add(
+            "missing_route",
+            "a processed activity record on a partition that does not own its tenant was not routed to the one that does",
+            example(),
+        ),
+        (true, 0 | 1) | (false, 0) => {}
+        (true, _) => problems.add(
+            "duplicate_route",
+            "an activity record was routed more than once",
+            example(),
+        ),
+        (false, _) => problems.add(
+            "unmatched_route",
+            "a routed record names no activity record that needed routing (missing or invalid autoclaim.route.partition/offset headers, or a record on its tenant's own partition)",
+            example(),
+        ),
+    }
+}
+
+/// Routed records that no activity record accounted for: no source headers, or a source that does
+/// not exist.
+fn unmatched_routes(
+    problems: &mut Problems,
+    routes: &Routes,
+    left: HashMap<(i32, i64), Vec<(i32, i64)>>,
+) {
+    let without_source = routes.by_partition.iter().flat_map(|(p, entries)| {
+        entries
+            .iter()
+            .filter(|e| e.source.is_none())
+            .map(move |e| (*p, e.offset))
+    });
+    for (p, o) in without_source {
+        problems.add(
+            "unmatched_route",
+            "a routed record names no activity record that needed routing (missing or invalid autoclaim.route.partition/offset headers, or a record on its tenant's own partition)",
+            json!({"partition": p, "offset": o}),
+        );
+    }
+    for (source, routed_to) in left {
+        check_route(problems, source, false, true, &routed_to);
+    }
 }
 
 /// Collects problems, keeping the first examples of each kind.
@@ -509,6 +573,71 @@ fn failure_key(mut f: pb::AutoclaimFailure) -> Vec<u8> {
     key
 }
 
+/// An event for the replay, with the activity record it comes from and whether it was decided.
+struct ReplayInput<'a> {
+    source: (i32, i64),
+    via: Input,
+    processed: bool,
+    event: &'a Activity,
+}
+
+/// The readable records in the order replay decides them: those that arrived on their tenant's
+/// partition in partition and offset order, then the routed ones in the repartition topic's order.
+/// A tenant's records are decided in the order of the one topic they came through; only a tenant
+/// that came through both (see `mixed_tenants`) has no order to rebuild.
+fn replay_order<'a>(
+    activity: &'a BTreeMap<i32, Vec<ActivityEntry>>,
+    routes: &'a Routes,
+    partitions: i32,
+    processed: impl Fn(Input, i32, i64) -> bool,
+) -> Vec<ReplayInput<'a>> {
+    let direct = activity.iter().flat_map(|(p, entries)| {
+        entries.iter().filter_map(move |e| {
+            let event = e.outcome.as_ref().ok()?;
+            (tenant_partition(&event.tenant_id, partitions) == *p).then_some((*p, e.offset, event))
+        })
+    });
+    let mut order: Vec<ReplayInput<'a>> = direct
+        .map(|(p, offset, event)| ReplayInput {
+            source: (p, offset),
+            via: Input::Activity,
+            processed: processed(Input::Activity, p, offset),
+            event,
+        })
+        .collect();
+    for (p, entries) in &routes.by_partition {
+        for e in entries {
+            // As `run`: a routed record is decided only by its tenant's partition.
+            let owned = |event: &&Activity| tenant_partition(&event.tenant_id, partitions) == *p;
+            if let Some(event) = e.event.as_ref().filter(owned) {
+                order.push(ReplayInput {
+                    source: e.source.unwrap_or((*p, e.offset)),
+                    via: Input::Repartition,
+                    processed: processed(Input::Repartition, *p, e.offset),
+                    event,
+                });
+            }
+        }
+    }
+    order
+}
+
+/// Tenants with records both on their own partition and routed.
+fn mixed_tenants<'a>(order: &[ReplayInput<'a>]) -> HashSet<&'a str> {
+    let via = |input: Input| -> HashSet<&'a str> {
+        order
+            .iter()
+            .filter(|r| r.via == input)
+            .map(|r| r.event.tenant_id.as_str())
+            .collect()
+    };
+    let routed = via(Input::Repartition);
+    via(Input::Activity)
+        .into_iter()
+        .filter(|t| routed.contains(t))
+        .collect()
+}
+
 /// An expected output and the record it comes from.
 struct Due {
     partition: i32,
@@ -543,6 +672,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
             &topics.inventory,
             &topics.policies,
             &topics.directory,
+            &topics.repartition,
         ],
     )?;
     for name in [
@@ -579,6 +709,28 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
             args.group_id
         )
     })?;
+    let has_routes = counts_by_topic.contains_key(&topics.repartition);
+    let committed_routes = if has_routes {
+        committed_offsets(
+            kafka,
+            &args.group_id,
+            &topics.repartition,
+            &partition_ids,
+            timeout,
+        )
+        .with_context(|| {
+            format!(
+                "cannot read the committed offsets of group {} on {}",
+                args.group_id, topics.repartition
+            )
+        })?
+    } else {
+        notes.push(format!(
+            "topic {} does not exist: no records were routed",
+            topics.repartition
+        ));
+        BTreeMap::new()
+    };
 
     // 2. The outputs.
     let mut outputs: Vec<OutputRecord> = Vec::new();
@@ -701,8 +853,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     // 3. The activity.
     let mut activity: BTreeMap<i32, Vec<ActivityEntry>> = BTreeMap::new();
     let activity_marks = read_topic(kafka, &topics.activity, timeout, |m| {
-        let outcome = read_activity(&RawRecord::of(m), m.partition(), activity_partitions)
-            .map_err(|e| e.code());
+        let outcome = read_activity(&RawRecord::of(m)).map_err(|e| e.code());
         activity
             .entry(m.partition())
             .or_default()
@@ -711,13 +862,17 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
                 outcome,
             });
     })?;
-    let is_processed = |p: i32, offset: i64| {
-        committed
-            .get(&p)
-            .copied()
-            .flatten()
-            .is_some_and(|c| offset < c)
-    };
+    // The routed records, read after the activity: the route of every activity record processed
+    // by then is committed with it.
+    let mut routes = Routes::default();
+    if has_routes {
+        read_topic(kafka, &topics.repartition, timeout, |m| {
+            routes.add(m.partition(), RoutedEntry::of(m));
+        })?;
+    }
+    counts.routed_records = routes.len() as u64;
+    let is_processed = |p: i32, offset: i64| is_before(&committed, p, offset);
+    let is_route_processed = |p: i32, offset: i64| is_before(&committed_routes, p, offset);
     let mut partitions = Vec::new();
     for (p, (low, high)) in &activity_marks {
         let entries = activity.get(p).map_or(&[][..], Vec::as_slice);
@@ -755,6 +910,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         counts.unprocessed_records += unprocessed;
         partitions.push(status);
     }
+    let mut destinations = routes.destinations();
     for (p, entries) in &activity {
         for e in entries {
             counts.activity_records += 1;
@@ -764,8 +920,17 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
             }
             let letters = dead_letters.remove(&(*p, e.offset)).unwrap_or_default();
             match &e.outcome {
-                Ok(_) => {
+                Ok(event) => {
                     counts.readable_records += 1;
+                    let routed_to = destinations.remove(&(*p, e.offset)).unwrap_or_default();
+                    let misplaced = tenant_partition(&event.tenant_id, activity_partitions) != *p;
+                    check_route(
+                        &mut problems,
+                        (*p, e.offset),
+                        misplaced,
+                        processed,
+                        &routed_to,
+                    );
                     for d in letters {
                         problems.add(
                             "valid_record_dead_lettered",
@@ -792,6 +957,31 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
                     }
                 }
             }
+        }
+    }
+    unmatched_routes(&mut problems, &routes, destinations);
+    for (p, entries) in &routes.by_partition {
+        let waiting: Vec<&RoutedEntry> = entries
+            .iter()
+            .filter(|e| !is_route_processed(*p, e.offset))
+            .collect();
+        let Some(first) = waiting.first() else {
+            continue;
+        };
+        let n = waiting.len() as u64;
+        counts.unprocessed_routed_records += n;
+        if args.allow_lag {
+            notes.push(format!(
+                "repartition partition {p}: {n} routed records from offset {} not decided yet",
+                first.offset
+            ));
+        } else {
+            problems.add_n(
+                "unprocessed_records",
+                "activity records neither processed nor dead-lettered (at or after the group's committed offset)",
+                n,
+                json!({"topic": topics.repartition, "partition": p, "committed": committed_routes.get(p).copied().flatten(), "firstUnprocessedOffset": first.offset, "records": n}),
+            );
         }
     }
     let mut out_of_retention = 0;
@@ -929,14 +1119,30 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
         let mut slots: HashMap<Vec<u8>, Slot> = HashMap::new();
         let (mut expected_assignments, mut expected_failures) = (0, 0);
-        for (p, entries) in &activity {
-            for e in entries {
-                let Ok(event) = &e.outcome else { continue };
+        let replayed =
+            replay_order(
+                &activity,
+                &routes,
+                activity_partitions,
+                |input, p, o| match input {
+                    Input::Activity => is_processed(p, o),
+                    Input::Repartition => is_route_processed(p, o),
+                },
+            );
+        let mixed = mixed_tenants(&replayed);
+        if !mixed.is_empty() {
+            notes.push(format!(
+                "replay comparison left out {} tenants whose records reached their partition both directly and through the repartition topic (a producer that spreads one tenant over partitions): Kafka keeps no order between such records, so the order they were decided in cannot be rebuilt; their outputs were checked for duplicates and seats only",
+                mixed.len()
+            ));
+        }
+        {
+            for r in &replayed {
+                let (event, processed) = (r.event, r.processed);
                 let decision = state::process(&tables, &mut state, event);
-                let processed = is_processed(*p, e.offset);
                 let due = |what, tenant: &str, user: &str, product: &str| Due {
-                    partition: *p,
-                    offset: e.offset,
+                    partition: r.source.0,
+                    offset: r.source.1,
                     processed,
                     what,
                     event_id: event.event_id.clone(),
@@ -965,7 +1171,14 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         for (i, key) in output_keys.into_iter().enumerate() {
             slots.entry(key).or_default().actual.push(i);
         }
-        for slot in slots.values() {
+        let of_mixed = |slot: &Slot| {
+            slot.due.iter().any(|d| mixed.contains(d.tenant.as_str()))
+                || slot
+                    .actual
+                    .iter()
+                    .any(|i| mixed.contains(outputs[*i].tenant.as_str()))
+        };
+        for slot in slots.values().filter(|slot| !of_mixed(slot)) {
             let due_total = slot.due.len();
             let actual = slot.actual.len();
             // Outputs cover the processed records' first; pending records may or may not have theirs.
