@@ -1,9 +1,16 @@
 //! Compiles `proto/` with a pure-Rust protobuf compiler (no system `protoc`), then generates the prost
 //! types and their proto3 JSON mapping (pbjson) from the same descriptors, so the two encodings share
-//! one schema.
+//! one schema. pbjson's JSON code is then rewritten where it departs from the mapping (see
+//! `rewrite_json_code`); every rewrite fails the build if pbjson's output no longer has the shape it
+//! expects, rather than leaving a field behind.
+use std::error::Error;
 use std::path::PathBuf;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+use prost_types::{DescriptorProto, FileDescriptorSet};
+
+type BuildResult<T> = Result<T, Box<dyn Error>>;
+
+fn main() -> BuildResult<()> {
     let proto = "proto/autoclaim/v1/autoclaim.proto";
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
@@ -13,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &descriptor_path,
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    let timestamp_fields = timestamp_fields(&descriptors);
 
     prost_build::Config::new()
         .compile_well_known_types()
@@ -24,23 +32,152 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .build(&[".autoclaim"])?;
-    read_integers_in_one_pass(&out_dir.join("autoclaim.v1.serde.rs"))?;
+    let serde_file = out_dir.join("autoclaim.v1.serde.rs");
+    let code = std::fs::read_to_string(&serde_file)?;
+    std::fs::write(&serde_file, rewrite_json_code(&code, &timestamp_fields)?)?;
     Ok(())
+}
+
+/// The rewrites, in an order where each sees pbjson's text for the fields it is about.
+fn rewrite_json_code(code: &str, timestamp_fields: &[TimestampField]) -> BuildResult<String> {
+    let code = timestamps_as_the_mapping_writes_them(code, timestamp_fields)?;
+    let code = read_integers_in_one_pass(&code)?;
+    Ok(code)
+}
+
+/// `code` with every `from` replaced, failing when there is none (pbjson's output has changed).
+fn replace_all(code: &str, from: &str, to: &str) -> BuildResult<String> {
+    if !code.contains(from) {
+        return Err(format!("{from:?} not found in pbjson's output: update build.rs").into());
+    }
+    Ok(code.replace(from, to))
 }
 
 /// Points the generated JSON code's integer fields at `wire::number`, whose reader takes a number or
 /// a string in one pass; pbjson's tries a string first and builds an error for every plain number.
-fn read_integers_in_one_pass(
-    serde_file: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
-    const PBJSON_READER: &str = "::pbjson::private::NumberDeserialize";
-    const OUR_READER: &str = "crate::wire::number::NumberDeserialize";
-    let code = std::fs::read_to_string(serde_file)?;
-    if !code.contains(PBJSON_READER) {
-        return Err(
-            format!("{PBJSON_READER} not found in pbjson's output: update build.rs").into(),
-        );
+fn read_integers_in_one_pass(code: &str) -> BuildResult<String> {
+    replace_all(
+        code,
+        "::pbjson::private::NumberDeserialize",
+        "crate::wire::number::NumberDeserialize",
+    )
+}
+
+// ---------------------------------------------------------------- timestamps
+
+/// A `google.protobuf.Timestamp` field: where pbjson-types' writer and reader are replaced by
+/// `wire::timestamp`'s, which follow the mapping (Z-normalised output, years 0001-9999).
+struct TimestampField {
+    /// Full name of the message, e.g. `autoclaim.v1.ActivityEvent`.
+    message: String,
+    /// The field's Rust (and proto) name, e.g. `occurred_at`.
+    name: String,
+    /// The field's JSON name, e.g. `occurredAt`.
+    json_name: String,
+}
+
+fn timestamp_fields(descriptors: &FileDescriptorSet) -> Vec<TimestampField> {
+    let mut fields = Vec::new();
+    for file in &descriptors.file {
+        if file.package().starts_with("autoclaim") {
+            for message in &file.message_type {
+                collect_timestamp_fields(file.package(), message, &mut fields);
+            }
+        }
     }
-    std::fs::write(serde_file, code.replace(PBJSON_READER, OUR_READER))?;
-    Ok(())
+    fields
+}
+
+fn collect_timestamp_fields(scope: &str, message: &DescriptorProto, out: &mut Vec<TimestampField>) {
+    let full_name = format!("{scope}.{}", message.name());
+    for field in &message.field {
+        if field.type_name() == ".google.protobuf.Timestamp" {
+            out.push(TimestampField {
+                message: full_name.clone(),
+                name: field.name().to_owned(),
+                json_name: field.json_name().to_owned(),
+            });
+        }
+    }
+    for nested in &message.nested_type {
+        collect_timestamp_fields(&full_name, nested, out);
+    }
+}
+
+/// Rewrites each Timestamp field's writer and reader within the impls of its message (pbjson writes
+/// one `impl` per trait and type, starting at the beginning of a line).
+fn timestamps_as_the_mapping_writes_them(
+    code: &str,
+    fields: &[TimestampField],
+) -> BuildResult<String> {
+    let mut out = String::with_capacity(code.len() + fields.len() * 128);
+    let mut rewritten = vec![0; fields.len()];
+    for chunk in impls(code) {
+        let mut chunk = chunk.to_owned();
+        if let Some(message) = impl_message(&chunk).map(str::to_owned) {
+            for (field, count) in fields.iter().zip(&mut rewritten) {
+                if field.message == message {
+                    *count += rewrite_timestamp_field(&mut chunk, field);
+                }
+            }
+        }
+        out.push_str(&chunk);
+    }
+    for (field, count) in fields.iter().zip(rewritten) {
+        if count != 2 {
+            return Err(format!(
+                "{}.{}: found {count} of its JSON writer and reader, not 2: update build.rs",
+                field.message, field.name
+            )
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+/// The file cut before each line that starts an `impl`.
+fn impls(code: &str) -> Vec<&str> {
+    let mut starts: Vec<usize> = code.match_indices("\nimpl").map(|(i, _)| i + 1).collect();
+    starts.insert(0, 0);
+    starts.push(code.len());
+    starts.windows(2).map(|w| &code[w[0]..w[1]]).collect()
+}
+
+/// The message a Serialize or Deserialize impl is for, from the full name pbjson passes to serde.
+fn impl_message(chunk: &str) -> Option<&str> {
+    let marker = ["serialize_struct(\"", "deserialize_struct(\""]
+        .iter()
+        .find_map(|m| chunk.find(m).map(|at| at + m.len()))?;
+    let rest = &chunk[marker..];
+    rest.find('"').map(|end| &rest[..end])
+}
+
+/// How many of the field's writer and reader were in `chunk` (each at most once).
+fn rewrite_timestamp_field(chunk: &mut String, field: &TimestampField) -> usize {
+    let json = &field.json_name;
+    let name = &field.name;
+    let rewrites = [
+        (
+            format!("struct_ser.serialize_field(\"{json}\", v)?;"),
+            format!(
+                "struct_ser.serialize_field(\"{json}\", &crate::wire::timestamp::ProtoJson(*v))?;"
+            ),
+        ),
+        (
+            format!("{name}__ = map_.next_value()?;"),
+            format!(
+                "{name}__ = map_.next_value::<::std::option::Option<\
+                 crate::wire::timestamp::ProtoJson>>()?.map(|t| t.0);"
+            ),
+        ),
+    ];
+    let mut count = 0;
+    for (from, to) in rewrites {
+        let found = chunk.matches(&from).count();
+        if found == 1 {
+            *chunk = chunk.replace(&from, &to);
+        }
+        count += found;
+    }
+    count
 }

@@ -113,7 +113,8 @@ where
     M: Message + Serialize,
 {
     match format {
-        Format::Json => serde_json::to_vec(message).expect("generated messages always serialize"),
+        Format::Json => serde_json::to_vec(message)
+            .expect("generated messages serialize (to_wire_timestamp keeps Timestamps in range)"),
         Format::Protobuf => message.encode_to_vec(),
     }
 }

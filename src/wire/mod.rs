@@ -5,6 +5,7 @@ pub mod error;
 pub mod generated;
 mod number;
 pub mod output;
+pub mod timestamp;
 
 pub use codec::Format;
 pub use error::WireError;
