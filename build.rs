@@ -42,6 +42,7 @@ fn main() -> BuildResult<()> {
 fn rewrite_json_code(code: &str, timestamp_fields: &[TimestampField]) -> BuildResult<String> {
     let code = timestamps_as_the_mapping_writes_them(code, timestamp_fields)?;
     let code = read_integers_in_one_pass(&code)?;
+    let code = open_enums(&code)?;
     Ok(code)
 }
 
@@ -61,6 +62,82 @@ fn read_integers_in_one_pass(code: &str) -> BuildResult<String> {
         "::pbjson::private::NumberDeserialize",
         "crate::wire::number::NumberDeserialize",
     )
+}
+
+/// The leading whitespace of `line`, so that rewritten lines stay readable.
+fn indent(line: &str) -> &str {
+    &line[..line.len() - line.trim_start().len()]
+}
+
+// ---------------------------------------------------------------- enums
+
+/// proto3 enums are open: a number the schema does not name is read, and written as a number.
+/// pbjson refuses it both ways; `wire::open_enum` takes either.
+fn open_enums(code: &str) -> BuildResult<String> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let (mut reads, mut writes) = (0, 0);
+    let mut i = 0;
+    while i < lines.len() {
+        if let Some((var, enum_type)) = enum_read(lines[i]) {
+            out.push(format!(
+                "{}{var} = Some(map_.next_value::<\
+                 crate::wire::open_enum::OpenEnum<{enum_type}>>()?.number);",
+                indent(lines[i])
+            ));
+            reads += 1;
+            i += 1;
+        } else if let Some(write) = enum_write(&lines[i..]) {
+            out.push(write);
+            writes += 1;
+            i += 3;
+        } else {
+            out.push(lines[i].to_owned());
+            i += 1;
+        }
+    }
+    if reads == 0 || writes == 0 {
+        return Err("no enum field found in pbjson's output: update build.rs".into());
+    }
+    let code = out.join("\n") + "\n";
+    if code.contains("Invalid variant") {
+        return Err("an enum writer that refuses unknown numbers is left: update build.rs".into());
+    }
+    Ok(code)
+}
+
+/// `(variable, enum type)` of pbjson's `kind__ = Some(map_.next_value::<ActivityKind>()? as i32);`.
+fn enum_read(line: &str) -> Option<(&str, &str)> {
+    let (var, read) = line.trim().split_once(" = ")?;
+    let enum_type = read
+        .strip_prefix("Some(map_.next_value::<")?
+        .strip_suffix(">()? as i32);")?;
+    Some((var, enum_type))
+}
+
+/// The one-line replacement of pbjson's three-line writer of an enum field:
+/// `let v = E::try_from(self.f)`, `.map_err(… "Invalid variant" …)?;`, `serialize_field("f", &v)?;`.
+fn enum_write(lines: &[&str]) -> Option<String> {
+    let [first, second, third, ..] = lines else {
+        return None;
+    };
+    let (enum_type, field) = first
+        .trim()
+        .strip_prefix("let v = ")?
+        .strip_suffix(')')?
+        .split_once("::try_from(")?;
+    if !second.contains("Invalid variant") {
+        return None;
+    }
+    let name = third
+        .trim()
+        .strip_prefix("struct_ser.serialize_field(")?
+        .strip_suffix(", &v)?;")?;
+    Some(format!(
+        "{}struct_ser.serialize_field({name}, \
+         &crate::wire::open_enum::OpenEnum::<{enum_type}>::new({field}))?;",
+        indent(third)
+    ))
 }
 
 // ---------------------------------------------------------------- timestamps

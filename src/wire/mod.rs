@@ -4,6 +4,7 @@ pub mod convert;
 pub mod error;
 pub mod generated;
 mod number;
+mod open_enum;
 pub mod output;
 pub mod timestamp;
 
