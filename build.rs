@@ -43,6 +43,9 @@ fn rewrite_json_code(code: &str, timestamp_fields: &[TimestampField]) -> BuildRe
     let code = timestamps_as_the_mapping_writes_them(code, timestamp_fields)?;
     let code = read_integers_in_one_pass(&code)?;
     let code = open_enums(&code)?;
+    let code = null_members_of_a_oneof_are_absent(&code)?;
+    let code = null_is_the_default(&code)?;
+    check_every_field_reads_null(&code)?;
     Ok(code)
 }
 
@@ -69,6 +72,106 @@ fn indent(line: &str) -> &str {
     &line[..line.len() - line.trim_start().len()]
 }
 
+// ---------------------------------------------------------------- null
+
+/// The mapping reads `null` as the field's default, for every kind of field. pbjson's readers of
+/// strings, bools, integers, enums and repeated fields refuse it; each is wrapped in an `Option`
+/// (serde_json peeks for `null`, so a value costs no more to read).
+fn null_is_the_default(code: &str) -> BuildResult<String> {
+    let code = replace_all(
+        code,
+        "= Some(map_.next_value()?);",
+        "= Some(map_.next_value::<::std::option::Option<_>>()?.unwrap_or_default());",
+    )?;
+    let code = replace_all(
+        &code,
+        "Some(map_.next_value::<crate::wire::number::NumberDeserialize<_>>()?.0)",
+        "Some(map_.next_value::<::std::option::Option<crate::wire::number::NumberDeserialize<_>>>()?\
+         .map_or_else(Default::default, |n| n.0))",
+    )?;
+    // Message fields already are options; spelt out so that the check below sees them.
+    replace_all(
+        &code,
+        "__ = map_.next_value()?;",
+        "__ = map_.next_value::<::std::option::Option<_>>()?;",
+    )
+}
+
+/// Every field reader the generated code has must be one that reads `null`: a field kind this file
+/// does not handle yet (a map, repeated integers, bytes) fails the build instead of refusing `null`.
+fn check_every_field_reads_null(code: &str) -> BuildResult<()> {
+    const NULL_READER: &str = "map_.next_value::<::std::option::Option<";
+    for (at, _) in code.match_indices("map_.next_value") {
+        if !code[at..].starts_with(NULL_READER) {
+            let line = code[at..].lines().next().unwrap_or_default();
+            return Err(
+                format!("a field reader that refuses null: {line:?}: update build.rs").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// In the mapping, a oneof member that is `null` is as if absent, so `{"inventory": {…},
+/// "activity": null}` is an inventory record; pbjson calls the second key a second member. The
+/// duplicate check moves after the read, and only a value counts.
+fn null_members_of_a_oneof_are_absent(code: &str) -> BuildResult<String> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut rewritten = 0;
+    let mut i = 0;
+    while i < lines.len() {
+        if let Some((var, variant)) = oneof_member_read(lines[i]) {
+            let check: Vec<String> = out.drain(out.len().saturating_sub(3)..).collect();
+            let duplicate = duplicate_check(&check, var).ok_or_else(|| {
+                format!("no duplicate check before {:?}: update build.rs", lines[i])
+            })?;
+            if lines.get(i + 1).map(|l| l.trim()) != Some(";") {
+                return Err(format!("no `;` after {:?}: update build.rs", lines[i]).into());
+            }
+            out.push(format!(
+                "{}if let Some(v) = map_.next_value::<::std::option::Option<_>>()? {{ \
+                 if {var}.is_some() {{ {duplicate} }} {var} = Some({variant}(v)); }}",
+                indent(lines[i])
+            ));
+            rewritten += 1;
+            i += 2;
+        } else {
+            out.push(lines[i].to_owned());
+            i += 1;
+        }
+    }
+    if rewritten == 0 {
+        return Err("no oneof member found in pbjson's output: update build.rs".into());
+    }
+    Ok(out.join("\n") + "\n")
+}
+
+/// `(variable, variant)` of pbjson's `record__ = map_.next_value::<…Option<_>>()?.map(Variant)`.
+fn oneof_member_read(line: &str) -> Option<(&str, &str)> {
+    let (var, read) = line.trim().split_once(" = ")?;
+    let variant = read
+        .strip_prefix("map_.next_value::<::std::option::Option<_>>()?.map(")?
+        .strip_suffix(')')?;
+    Some((var, variant))
+}
+
+/// The `return Err(…duplicate_field…)` of pbjson's three-line check of `var`.
+fn duplicate_check<'a>(lines: &'a [String], var: &str) -> Option<&'a str> {
+    match lines {
+        [open, ret, close]
+            if open.trim() == format!("if {var}.is_some() {{")
+                && ret
+                    .trim()
+                    .starts_with("return Err(serde::de::Error::duplicate_field(")
+                && close.trim() == "}" =>
+        {
+            Some(ret.trim())
+        }
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------- enums
 
 /// proto3 enums are open: a number the schema does not name is read, and written as a number.
@@ -81,8 +184,8 @@ fn open_enums(code: &str) -> BuildResult<String> {
     while i < lines.len() {
         if let Some((var, enum_type)) = enum_read(lines[i]) {
             out.push(format!(
-                "{}{var} = Some(map_.next_value::<\
-                 crate::wire::open_enum::OpenEnum<{enum_type}>>()?.number);",
+                "{}{var} = Some(map_.next_value::<::std::option::Option<\
+                 crate::wire::open_enum::OpenEnum<{enum_type}>>>()?.map_or(0, |e| e.number));",
                 indent(lines[i])
             ));
             reads += 1;
