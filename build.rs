@@ -75,8 +75,9 @@ fn indent(line: &str) -> &str {
 // ---------------------------------------------------------------- null
 
 /// The mapping reads `null` as the field's default, for every kind of field. pbjson's readers of
-/// strings, bools, integers, enums and repeated fields refuse it; each is wrapped in an `Option`
-/// (serde_json peeks for `null`, so a value costs no more to read).
+/// strings, bools, integers and repeated fields refuse it; each is wrapped in an `Option` (serde_json
+/// peeks for `null`, so a value costs no more to read), as `open_enums` and the Timestamp rewrite
+/// do for theirs.
 fn null_is_the_default(code: &str) -> BuildResult<String> {
     let code = replace_all(
         code,

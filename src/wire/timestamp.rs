@@ -484,6 +484,31 @@ mod tests {
     }
 
     #[test]
+    fn the_serde_helpers_write_timestamps_outside_the_messages_alike() {
+        #[derive(Serialize, Deserialize)]
+        struct View {
+            #[serde(serialize_with = "serialize", deserialize_with = "deserialize")]
+            at: WireTimestamp,
+            #[serde(
+                serialize_with = "serialize_option",
+                skip_serializing_if = "Option::is_none",
+                default
+            )]
+            until: Option<WireTimestamp>,
+        }
+        let view = View {
+            at: ts(AT, 0),
+            until: Some(ts(AT, 5_000_000)),
+        };
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"at":"2026-03-02T10:31:00Z","until":"2026-03-02T10:31:00.005Z"}"#
+        );
+        let read: View = serde_json::from_str(r#"{"at":"2026-03-02T11:31:00+01:00"}"#).unwrap();
+        assert_eq!((read.at, read.until), (ts(AT, 0), None));
+    }
+
+    #[test]
     fn json_reads_only_strings_and_writes_what_it_reads() {
         let read = |json: &str| serde_json::from_str::<ProtoJson>(json).map(|t| t.0);
         assert_eq!(read("\"2026-03-02T12:31:00+02:00\"").unwrap(), ts(AT, 0));
