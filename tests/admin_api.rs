@@ -1586,8 +1586,15 @@ async fn settings_validation() {
             StatusCode::BAD_REQUEST,
             "",
         ),
+        // proto3 enums are open: the JSON mapping reads a number the schema does not name, and the
+        // validation refuses it with the field named.
         (
             json!({"autoclaimEnabled": true, "scope": 7}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "scope",
+        ),
+        (
+            json!({"autoclaimEnabled": true, "scope": "EVERYWHERE"}),
             StatusCode::BAD_REQUEST,
             "",
         ),

@@ -80,8 +80,13 @@ pub fn timestamp(
     ))
 }
 
+/// Saturates at the ends of the range a Timestamp may hold (years 0001 to 9999), outside which the
+/// JSON mapping has no text for it: `seatsCountedFrom` may be 1 ms after an inventory snapshot as of
+/// 9999-12-31T23:59:59.999Z, and writing a record must not fail.
 pub fn to_wire_timestamp(t: Timestamp) -> WireTimestamp {
-    let millis = t.as_millis();
+    const EARLIEST: i64 = super::timestamp::MIN_SECONDS * 1000;
+    const LATEST: i64 = super::timestamp::MAX_SECONDS * 1000 + 999;
+    let millis = t.as_millis().clamp(EARLIEST, LATEST);
     WireTimestamp {
         seconds: millis.div_euclid(1000),
         nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
@@ -348,7 +353,27 @@ impl TryFrom<pb::Policy> for PolicyRecord {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_control_characters;
+    use super::{contains_control_characters, to_wire_timestamp, Timestamp};
+    use crate::wire::timestamp::{is_valid, MAX_SECONDS, MIN_SECONDS};
+
+    #[test]
+    fn wire_timestamps_saturate_at_the_range_json_can_write() {
+        let wire = |millis| to_wire_timestamp(Timestamp::from_millis(millis));
+        assert_eq!((wire(-1).seconds, wire(-1).nanos), (-1, 999_000_000));
+        let latest = MAX_SECONDS * 1000 + 999;
+        assert_eq!(wire(latest + 1), wire(latest));
+        assert_eq!(
+            (wire(i64::MAX).seconds, wire(i64::MAX).nanos),
+            (MAX_SECONDS, 999_000_000)
+        );
+        assert_eq!(
+            (wire(i64::MIN).seconds, wire(i64::MIN).nanos),
+            (MIN_SECONDS, 0)
+        );
+        for millis in [i64::MIN, -1, 0, latest, latest + 1, i64::MAX] {
+            assert!(is_valid(&wire(millis)), "{millis}");
+        }
+    }
 
     #[test]
     fn control_characters_are_found_in_ascii_and_other_text() {

@@ -51,12 +51,38 @@ where
         T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
     }
 
+    /// `1e2` or `100.0`: the mapping (and its conformance tests) accept an integer written as a
+    /// float, which serde_json hands over as an `f64`.
+    fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+        integral(v).ok_or_else(|| E::invalid_value(Unexpected::Float(v), &self))
+    }
+
     fn visit_str<E: Error>(self, v: &str) -> Result<T, E> {
-        v.parse().map_err(|e| {
-            E::custom(format_args!(
-                "{v:?} is not an integer of the field's type: {e}"
-            ))
+        v.parse().or_else(|e| {
+            // A string may hold an integer written as a float too; plain digits never get here.
+            v.parse::<f64>().ok().and_then(integral).ok_or_else(|| {
+                E::custom(format_args!(
+                    "{v:?} is not an integer of the field's type: {e}"
+                ))
+            })
         })
+    }
+}
+
+/// `v` as a `T` when it is a whole number in `T`'s range (a fraction, infinity or NaN is none).
+fn integral<T: TryFrom<u64> + TryFrom<i64>>(v: f64) -> Option<T> {
+    // 2^64 and -2^63 bound the casts, which would saturate instead of failing.
+    const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+    const MINUS_TWO_POW_63: f64 = -9_223_372_036_854_775_808.0;
+    if v.fract() != 0.0 {
+        return None;
+    }
+    if (0.0..TWO_POW_64).contains(&v) {
+        T::try_from(v as u64).ok()
+    } else if (MINUS_TWO_POW_63..0.0).contains(&v) {
+        T::try_from(v as i64).ok()
+    } else {
+        None
     }
 }
 
@@ -82,11 +108,34 @@ mod tests {
     }
 
     #[test]
+    fn integers_written_as_floats_are_read() {
+        assert_eq!(read::<u32>("1e2"), Ok(100));
+        assert_eq!(read::<u32>("100.0"), Ok(100));
+        assert_eq!(read::<u32>("\"1e2\""), Ok(100));
+        assert_eq!(read::<u32>("4.294967295e9"), Ok(u32::MAX));
+        assert_eq!(read::<i64>("-1.5e1"), Ok(-15));
+        assert_eq!(read::<u64>("-0.0"), Ok(0));
+        for json in [
+            "1.5",
+            "1e-1",
+            "4.294967296e9",
+            "-1e0",
+            "\"1.5\"",
+            "\"NaN\"",
+            "\"inf\"",
+        ] {
+            assert!(read::<u32>(json).is_err(), "{json}");
+        }
+        assert!(read::<u64>("1.8446744073709552e19").is_err());
+    }
+
+    #[test]
     fn out_of_range_fractions_and_other_types_are_refused() {
         for json in [
             "-1",
             "4294967296",
             "1.5",
+            "1e400",
             "\"x\"",
             "\" 1\"",
             "true",
