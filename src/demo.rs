@@ -67,6 +67,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         &topics.assignments,
         &topics.failures,
         &topics.dead_letters,
+        &topics.repartition,
     ] {
         cluster.create_topic(topic, options.partitions, 1)?;
     }

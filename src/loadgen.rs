@@ -19,6 +19,8 @@ pub struct LoadOptions {
     pub rate: u64,
     pub skip_tables: bool,
     pub format: Format,
+    /// Send every activity record to the partition after its tenant's, so that all are routed.
+    pub misplace_activity: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -35,7 +37,10 @@ pub fn run(
     options: &LoadOptions,
     stop: &dyn Fn() -> bool,
 ) -> Result<LoadReport, KafkaError> {
-    let publisher = Publisher::new(kafka, topics, options.format)?;
+    let mut publisher = Publisher::new(kafka, topics, options.format)?;
+    if options.misplace_activity {
+        publisher = publisher.misplacing_activity()?;
+    }
     let scenario = Scenario::new(options.scenario.clone());
     let mut report = LoadReport::default();
     if !options.skip_tables {

@@ -105,6 +105,10 @@ enum Command {
         /// Encoding of the published values.
         #[arg(long, value_enum, default_value = "json")]
         format: autoclaim::wire::Format,
+        /// Send every activity record to the partition after its tenant's, as a producer with
+        /// another partitioner would, so that every record is routed (to measure routing).
+        #[arg(long)]
+        misplace_activity: bool,
     },
     /// Publish input records (JSON lines of ReplayRecord) to their topics, keyed as the processor
     /// expects: activity by tenant, tables by entity.
@@ -261,7 +265,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 created.join(", ")
             );
             let partitions = admin::check_topics(&kafka, &topics)?;
-            eprintln!("topics ready: activity and assignments co-partitioned over {partitions} partitions");
+            eprintln!("topics ready: activity, assignments and repartition co-partitioned over {partitions} partitions");
             Ok(ExitCode::SUCCESS)
         }
         Command::Loadgen {
@@ -274,6 +278,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             skip_tables,
             format,
+            misplace_activity,
         } => {
             init_logging(false);
             let stop = Arc::new(AtomicBool::new(false));
@@ -300,6 +305,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 rate,
                 skip_tables,
                 format,
+                misplace_activity,
             };
             let report = autoclaim::loadgen::run(&kafka, &topics, &options, &|| {
                 stop.load(Ordering::Relaxed)

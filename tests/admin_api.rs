@@ -830,6 +830,9 @@ async fn settings_read_and_change_with_propagation() {
     let wire_effective: pbjson_types::Timestamp =
         serde_json::from_value(body["effectiveAt"].clone()).unwrap();
     assert_eq!(wire_effective, to_wire_timestamp(effective));
+    for time in [&body["effectiveAt"], &body["propagatingUntil"]] {
+        assert!(time.as_str().is_some_and(|t| t.ends_with('Z')), "{time}");
+    }
 
     // Read your writes; and the same settings again write nothing.
     let reply = send(&app.router, "GET", &settings_uri(TENANT), Some(&ga()), None).await;
@@ -1188,6 +1191,10 @@ async fn report_counts_and_rows_per_policy() {
     assert_eq!(flows["rows"][1]["product"], PER_USER);
     assert_eq!(flows["rows"][1]["trigger"], "CLOUD_FLOW_SAVED");
     assert!(flows["rows"][1]["assignedAt"].is_string());
+    // Times as the proto3 JSON mapping writes them: UTC with a Z.
+    for time in [&flows["rows"][1]["assignedAt"], &body["from"], &body["to"]] {
+        assert!(time.as_str().is_some_and(|t| t.ends_with('Z')), "{time}");
+    }
     assert!(
         !reply.text().contains("user-b"),
         "another tenant's rows leak"

@@ -259,10 +259,16 @@ pub struct SettingsView {
     /// PROPAGATING while the newest version waits for the propagation delay, else ACTIVE
     /// (autoclaim on) or OFF.
     pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire::timestamp::serialize_option"
+    )]
     pub propagating_until: Option<WireTimestamp>,
     /// When the newest version takes (or took) effect: its changedAt plus the propagation delay.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire::timestamp::serialize_option"
+    )]
     pub effective_at: Option<WireTimestamp>,
     /// The version in force now.
     pub in_force: pb::TenantSettings,
@@ -397,9 +403,13 @@ pub struct PolicyView {
     pub policy: pb::Policy,
     /// PROPAGATING while the newest version waits for the propagation delay, else ACTIVE or OFF.
     pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::wire::timestamp::serialize_option"
+    )]
     pub propagating_until: Option<WireTimestamp>,
     /// When the newest version takes (or took) effect: its changedAt plus the propagation delay.
+    #[serde(serialize_with = "crate::wire::timestamp::serialize")]
     pub effective_at: WireTimestamp,
     /// The app the admin center shows for the policy's primary product.
     pub autoclaim_app: &'static str,

@@ -25,11 +25,13 @@ pub struct ReportRow {
     pub product: String,
     pub product_name: String,
     /// When the processor assigned the licence.
+    #[serde(serialize_with = "crate::wire::timestamp::serialize")]
     pub assigned_at: WireTimestamp,
     /// The kind of event that triggered the claim, e.g. CLOUD_FLOW_SAVED.
     pub trigger: String,
     pub trigger_event_id: String,
     /// When the triggering event occurred.
+    #[serde(serialize_with = "crate::wire::timestamp::serialize")]
     pub triggered_at: WireTimestamp,
     pub assignment_id: String,
 }
@@ -49,7 +51,9 @@ pub struct PolicyReport {
 pub struct Report {
     pub tenant_id: String,
     pub days: u32,
+    #[serde(serialize_with = "crate::wire::timestamp::serialize")]
     pub from: WireTimestamp,
+    #[serde(serialize_with = "crate::wire::timestamp::serialize")]
     pub to: WireTimestamp,
     pub total: u64,
     pub policies: Vec<PolicyReport>,

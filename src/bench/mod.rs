@@ -394,6 +394,7 @@ impl Bench<'_> {
             rate: 0,
             skip_tables: false,
             format: self.args.format,
+            misplace_activity: false,
         };
         let started = Instant::now();
         let report = crate::loadgen::run(&self.args.kafka, &topics, &options, &|| false)?;

@@ -129,14 +129,23 @@ impl BatchMetrics {
 /// Per-partition consumer lag from librdkafka's statistics: the last stable offset minus the
 /// position of the loop. (librdkafka's own `consumer_lag` is measured from committed offsets, which
 /// transactional commits do not update in its statistics.)
-pub fn record_lag(stats: &rdkafka::Statistics, topic: &str, metric: &'static str) {
+pub fn partition_lags(stats: &rdkafka::Statistics, topic: &str) -> Vec<(i32, i64)> {
     let Some(t) = stats.topics.get(topic) else {
-        return;
+        return Vec::new();
     };
-    for (partition, p) in &t.partitions {
-        if *partition >= 0 && p.ls_offset >= 0 && p.app_offset >= 0 {
-            gauge!(metric, "partition" => partition.to_string())
-                .set((p.ls_offset - p.app_offset).max(0) as f64);
-        }
+    t.partitions
+        .iter()
+        .filter(|(partition, p)| **partition >= 0 && p.ls_offset >= 0 && p.app_offset >= 0)
+        .map(|(partition, p)| (*partition, (p.ls_offset - p.app_offset).max(0)))
+        .collect()
+}
+
+/// The lag gauges of both inputs.
+pub fn record_lags(stats: &rdkafka::Statistics, activity: &str, repartition: &str) {
+    for (partition, lag) in partition_lags(stats, activity) {
+        gauge!(telemetry::CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
+    }
+    for (partition, lag) in partition_lags(stats, repartition) {
+        gauge!(telemetry::REPARTITION_LAG, "partition" => partition.to_string()).set(lag as f64);
     }
 }

@@ -24,13 +24,12 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Error)]
 pub enum PositionsError {
     #[error(
-        "the committed offsets of {topic} partitions {partitions:?} were not stable within \
-         {waited:?} (last answer: {last_error}); a transaction holding them has not ended \
-         (see --stable-offsets-timeout)"
+        "the committed offsets of {held} were not stable within {waited:?} (last answer: \
+         {last_error}); a transaction holding them has not ended (see --stable-offsets-timeout)"
     )]
     NotStable {
-        topic: String,
-        partitions: Vec<i32>,
+        /// The partitions waited for, by topic ("<topic> partitions [..] and ...").
+        held: String,
         waited: Duration,
         last_error: String,
     },
@@ -73,13 +72,8 @@ where
             Err(e) => return Err(e.into()),
         };
         if started.elapsed() >= timeout {
-            let elements = partitions.elements();
             return Err(PositionsError::NotStable {
-                topic: elements
-                    .first()
-                    .map(|e| e.topic().to_owned())
-                    .unwrap_or_default(),
-                partitions: elements.iter().map(|e| e.partition()).collect(),
+                held: by_topic(partitions),
                 waited: Duration::from_millis(started.elapsed().as_millis() as u64),
                 last_error: unsettled,
             });
@@ -94,6 +88,20 @@ where
         }
         std::thread::sleep(RETRY_PAUSE);
     }
+}
+
+/// The partitions of `list` by topic, for people: "t1 partitions [0, 1] and t2 partitions [0, 1]".
+fn by_topic(list: &TopicPartitionList) -> String {
+    let elements = list.elements();
+    let mut topics: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for e in &elements {
+        topics.entry(e.topic()).or_default().push(e.partition());
+    }
+    topics
+        .iter()
+        .map(|(topic, partitions)| format!("{topic} partitions {partitions:?}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// The start position of every partition of a committed-offsets answer, or why the answer is not
@@ -124,6 +132,18 @@ fn position(committed: Offset, error: Result<(), KafkaError>) -> Result<Offset, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_waited_for_are_named_by_topic() {
+        let mut list = TopicPartitionList::new();
+        for (topic, p) in [("act", 0), ("act", 1), ("rep", 0), ("rep", 1)] {
+            list.add_partition(topic, p);
+        }
+        assert_eq!(
+            by_topic(&list),
+            "act partitions [0, 1] and rep partitions [0, 1]"
+        );
+    }
 
     #[test]
     fn a_committed_offset_is_the_position_and_none_is_the_beginning() {

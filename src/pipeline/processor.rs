@@ -186,8 +186,7 @@ impl ClientContext for RebalanceContext {
     }
 
     fn stats(&self, stats: rdkafka::Statistics) {
-        super::metrics::record_lag(&stats, &self.inputs.activity, telemetry::CONSUMER_LAG);
-        super::metrics::record_lag(&stats, &self.inputs.repartition, telemetry::REPARTITION_LAG);
+        super::metrics::record_lags(&stats, &self.inputs.activity, &self.inputs.repartition);
         self.watch_for_stalls(&stats);
     }
 }

@@ -8,6 +8,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::clients;
 use super::config::{KafkaArgs, Topics};
+use super::partitioner::tenant_partition;
 use crate::wire::pb::replay_record::Record;
 use crate::wire::{codec, pb, Format};
 
@@ -45,6 +46,9 @@ pub struct Publisher {
     topics: Topics,
     format: Format,
     headers: OwnedHeaders,
+    /// With the activity topic's partition count: send each activity record to the partition after
+    /// its tenant's, as a producer with another partitioner would (every record is then routed).
+    misplace_activity: Option<i32>,
 }
 
 impl Publisher {
@@ -59,7 +63,28 @@ impl Publisher {
                 key: codec::CONTENT_TYPE_HEADER,
                 value: Some(format.content_type()),
             }),
+            misplace_activity: None,
         })
+    }
+
+    /// Sends every activity record to the partition after its tenant's, as a producer with another
+    /// partitioner would (to measure routing).
+    pub fn misplacing_activity(mut self) -> Result<Self, KafkaError> {
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topics.activity), Duration::from_secs(30))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        self.misplace_activity = Some(partitions);
+        Ok(self)
     }
 
     /// Queues one record, waiting while the local queue is full.
@@ -78,6 +103,9 @@ impl Publisher {
             .headers(self.headers.clone());
         if let Some(v) = value {
             base = base.payload(v);
+        }
+        if let (Record::Activity(event), Some(n)) = (record, self.misplace_activity) {
+            base = base.partition((tenant_partition(&event.tenant_id, n) + 1) % n);
         }
         loop {
             match self.producer.send(base) {

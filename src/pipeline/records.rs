@@ -265,4 +265,120 @@ mod tests {
         };
         assert!(directory_record(&bad).is_err());
     }
+
+    const GUID: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
+
+    fn raw<'a>(key: Option<&'a [u8]>, value: &'a [u8]) -> RawRecord<'a> {
+        RawRecord {
+            key,
+            value: Some(value),
+            content_type: None,
+        }
+    }
+
+    fn code<T>(result: Result<T, WireError>) -> &'static str {
+        result.err().map_or("ok", |e| e.code())
+    }
+
+    #[test]
+    fn an_activity_key_names_its_tenant_in_any_case_or_is_absent() {
+        let event = format!(
+            r#"{{"schemaVersion":1,"eventId":"e","tenantId":"{}","occurredAt":"2026-03-02T10:00:00Z","actorUserId":"u","kind":"LICENSE_REQUESTED","source":"PORTAL","requestedProduct":"power_automate_premium"}}"#,
+            GUID.to_uppercase()
+        );
+        let value = event.as_bytes();
+        let upper = GUID.to_uppercase();
+        for key in [Some(GUID.as_bytes()), Some(upper.as_bytes()), None] {
+            let read = activity_record(&raw(key, value)).expect("readable");
+            assert_eq!(read.tenant_id, GUID, "the canonical form");
+        }
+        assert_eq!(
+            code(activity_record(&raw(Some(b"contoso"), value))),
+            "key_mismatch"
+        );
+        assert_eq!(
+            code(activity_record(&raw(Some(b"\xff"), value))),
+            "key_mismatch"
+        );
+    }
+
+    #[test]
+    fn table_keys_must_name_their_value() {
+        let settings =
+            br#"{"tenantId":"t","autoclaimEnabled":true,"changedAt":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            code(policies_record(&raw(Some(b"t/settings"), settings))),
+            "ok"
+        );
+        assert_eq!(
+            code(policies_record(&raw(Some(b"u/settings"), settings))),
+            "key_mismatch"
+        );
+        let policy = br#"{"tenantId":"t","policyId":"p","name":"n","product":"power_automate_premium","createdAt":"2026-01-01T00:00:00Z","changedAt":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            code(policies_record(&raw(Some(b"t/policy/p"), policy))),
+            "ok"
+        );
+        assert_eq!(
+            code(policies_record(&raw(Some(b"t/policy/q"), policy))),
+            "key_mismatch"
+        );
+        let inventory = br#"{"tenantId":"t","product":"power_automate_premium","purchasedUnits":5,"asOf":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            code(inventory_record(&raw(
+                Some(b"t/power_automate_premium"),
+                inventory
+            ))),
+            "ok"
+        );
+        for key in [
+            &b"t/power_automate_per_user"[..],
+            b"x/power_automate_premium",
+            b"t",
+        ] {
+            assert_eq!(
+                code(inventory_record(&raw(Some(key), inventory))),
+                "key_mismatch"
+            );
+        }
+        assert_eq!(
+            code(inventory_record(&raw(None, inventory))),
+            "key_mismatch"
+        );
+        let user = format!(
+            r#"{{"tenantId":"{GUID}","userId":"u1","accountEnabled":true,"userType":"MEMBER","asOf":"2026-01-01T00:00:00Z"}}"#
+        );
+        let upper_key = format!("{}/u1", GUID.to_uppercase());
+        assert_eq!(
+            code(directory_record(&raw(
+                Some(upper_key.as_bytes()),
+                user.as_bytes()
+            ))),
+            "ok"
+        );
+        let other = format!("{GUID}/u2");
+        assert_eq!(
+            code(directory_record(&raw(
+                Some(other.as_bytes()),
+                user.as_bytes()
+            ))),
+            "key_mismatch"
+        );
+    }
+
+    #[test]
+    fn a_directory_tombstone_deletes_the_canonical_row_its_key_names() {
+        let key = format!("{}/{}", GUID.to_uppercase(), "User-1");
+        let tombstone = RawRecord {
+            key: Some(key.as_bytes()),
+            value: None,
+            content_type: None,
+        };
+        match directory_record(&tombstone).unwrap() {
+            DirectoryChange::Delete { tenant_id, user_id } => {
+                assert_eq!((tenant_id.as_str(), user_id.as_str()), (GUID, "User-1"));
+            }
+            DirectoryChange::Upsert(_) => panic!("expected a delete"),
+        }
+    }
 }

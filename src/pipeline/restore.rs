@@ -95,8 +95,14 @@ pub fn restore_partitions(
         .collect();
     let (rows, skipped) = std::thread::scope(|scope| {
         let (batches, received) = mpsc::sync_channel::<RecordBatch>(DIRECTORY_QUEUE_BATCHES);
-        let applier =
-            scope.spawn(|| apply_directory_batches(received, &mut states, activity_partitions));
+        let applier = scope.spawn(|| {
+            apply_directory_batches(
+                received,
+                &mut states,
+                activity_partitions,
+                &topics.directory,
+            )
+        });
         let mut batch = RecordBatch::with_capacity(DIRECTORY_BATCH);
         let read = read_to_end(
             kafka,
@@ -205,11 +211,13 @@ impl RecordBatch {
 }
 
 /// Decodes directory records in the order read and applies those of tenants that `states` owns;
-/// returns the rows applied and the records skipped as unreadable.
+/// returns the rows applied and the records skipped as unreadable (logged and counted as rejected,
+/// as the live feed does).
 fn apply_directory_batches(
     batches: mpsc::Receiver<RecordBatch>,
     states: &mut HashMap<i32, PartitionState>,
     activity_partitions: i32,
+    directory_topic: &str,
 ) -> (u64, u64) {
     let (mut rows, mut skipped) = (0, 0);
     for batch in batches {
@@ -224,7 +232,9 @@ fn apply_directory_batches(
                 }
                 Err(e) => {
                     skipped += 1;
-                    warn!(partition = record.partition, offset = record.offset, error = %e, "skipping unreadable directory record");
+                    metrics::counter!(crate::telemetry::TABLE_RECORDS, "table" => "directory", "result" => "rejected")
+                        .increment(1);
+                    warn!(topic = directory_topic, partition = record.partition, offset = record.offset, error = %e, "skipping unreadable directory record");
                 }
             }
         }

@@ -12,14 +12,21 @@
 //! * `misplaced_assignment`: an assignment not on the partition number its tenant's activity is on
 //!   (the partition's state would not see it when it is restored);
 //! * `unprocessed_records`: activity records at or after the group's committed offset (neither
-//!   processed nor dead-lettered yet; `--allow-lag` turns this into a note for a live stream);
+//!   processed nor dead-lettered yet), and routed records at or after the group's committed offset
+//!   of the repartition topic (not decided yet); `--allow-lag` turns these into notes for a live
+//!   stream;
+//! * `missing_route`, `duplicate_route`, `unmatched_route`: every processed activity record on a
+//!   partition that does not own its tenant has exactly one record in the repartition topic whose
+//!   `autoclaim.route.partition/offset` headers name it, and no routed record names anything else;
 //! * `missing_dead_letter`, `duplicate_dead_letter`, `valid_record_dead_lettered`,
 //!   `unmatched_dead_letter`, `dead_letter_without_reason`: every processed activity record that
 //!   cannot be read (the same rules as `run`: size, content type, encoding, schema version, fields,
 //!   the tenant's partition) has exactly one dead letter whose `autoclaim.source.partition/offset`
 //!   headers name it, with a code and a reason; no readable record is dead-lettered;
 //! * with `--compare-replay`, `missing_output` and `unexpected_output`: the tables are replayed, then
-//!   the readable activity in partition and offset order, through the same engine as `run`; every
+//!   the readable activity on its tenant's partition in partition and offset order, then the routed
+//!   records in the repartition topic's order, through the same engine as `run` (a tenant seen both
+//!   ways is left out, with a note: its records have no order to rebuild); every
 //!   assignment and failure replay gives for a processed record must be in the outputs, and every
 //!   output must be one replay gives (duplicates included);
 //! * `unreadable_output`: an assignment or failure record that cannot be decoded.
