@@ -3,7 +3,9 @@
 //! fences the dead one and aborts its open transaction). All events are published before the first
 //! start; the kill points are fractions of the stream the group has committed, so the same seed
 //! gives the same schedule. At the end `autoclaim verify` finds nothing wrong and the outputs are
-//! exactly `replay`'s. Seed: AUTOCLAIM_FAULT_SEED (default below). Needs AUTOCLAIM_TEST_BROKERS.
+//! exactly `replay`'s. A second run does the same on 50,000 events that all arrive on the partition
+//! after their tenant's, so that every one is routed through the repartition topic. Seed:
+//! AUTOCLAIM_FAULT_SEED (default below). Needs AUTOCLAIM_TEST_BROKERS.
 mod kafka_support;
 
 use std::time::{Duration, Instant};
@@ -31,7 +33,8 @@ fn start(topics: &Topics, group: &str) -> Service {
     Service::start(&ServiceOptions {
         topics,
         group,
-        transactional_id: "sigkill-1",
+        // Its own per test (the group is): the tests of this file run side by side.
+        transactional_id: &format!("{group}-1"),
         delay: "1h",
         extra: vec!["--batch-max-records".into(), "1000".into()],
     })
@@ -39,9 +42,28 @@ fn start(topics: &Topics, group: &str) -> Service {
 
 #[test]
 fn sigkill_at_random_points_loses_and_duplicates_nothing() {
+    sigkill_at_random_points("sigkill", EVENTS, Placement::TenantsPartition);
+}
+
+/// The same with every record on the partition after its tenant's (a producer with another
+/// partitioner): each is routed, and kills land while records are routed, decided from the
+/// repartition topic, restored and rewound.
+#[test]
+fn sigkill_while_every_record_is_routed_loses_and_duplicates_nothing() {
+    sigkill_at_random_points("sigkill-routed", EVENTS / 2, Placement::Misplaced);
+}
+
+/// Where the activity is published.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    TenantsPartition,
+    Misplaced,
+}
+
+fn sigkill_at_random_points(name: &str, events: usize, placement: Placement) {
     let started = Instant::now();
     let seed = seed();
-    let topics = unique_topics("sigkill");
+    let topics = unique_topics(name);
     create_topics(&topics, 4);
     let scenario = Scenario::new(ScenarioConfig {
         tenants: 200,
@@ -51,7 +73,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         ..ScenarioConfig::default()
     });
     let tables = scenario.tables();
-    let activity = activity_records(scenario.activity(EVENTS));
+    let activity = activity_records(scenario.activity(events));
     let all: Vec<pb::ReplayRecord> = tables.iter().chain(&activity).cloned().collect();
     let expected = expected(&all, Duration::from_secs(3600));
     assert!(
@@ -62,10 +84,15 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     );
     publish(&topics, &tables, Format::Json);
     let (first, second) = activity.split_at(activity.len() / 2);
-    publish(&topics, first, Format::Protobuf);
-    publish(&topics, second, Format::Json);
+    if placement == Placement::Misplaced {
+        publish_misplaced(&topics, first, Format::Protobuf);
+        publish_misplaced(&topics, second, Format::Json);
+    } else {
+        publish(&topics, first, Format::Protobuf);
+        publish(&topics, second, Format::Json);
+    }
     eprintln!(
-        "sigkill: seed {seed}; published {} table records and {EVENTS} events in {:.1}s",
+        "{name}: seed {seed}; published {} table records and {events} events in {:.1}s",
         tables.len(),
         started.elapsed().as_secs_f64()
     );
@@ -81,7 +108,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let mut logs = Vec::new();
     let mut service = start(&topics, &group);
     for (i, (point, pause)) in points.iter().zip(&pauses).enumerate() {
-        let target = (point * EVENTS as f64) as i64;
+        let target = (point * events as f64) as i64;
         let deadline = Instant::now() + GUARD;
         loop {
             assert!(
@@ -104,7 +131,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         let at = committed_total(&topics, &group);
         service.kill();
         eprintln!(
-            "sigkill: kill {} of {KILLS} at {:.1}s: target {target} records, {at} committed at the kill (+{pause} ms)",
+            "{name}: kill {} of {KILLS} at {:.1}s: target {target} records, {at} committed at the kill (+{pause} ms)",
             i + 1,
             started.elapsed().as_secs_f64()
         );
@@ -128,7 +155,7 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         .map(|l| l.matches("partitions assigned").count())
         .sum();
     eprintln!(
-        "sigkill: FIGURES seed={seed} events={EVENTS} tenants=200 kills={KILLS} incarnations={} \
+        "{name}: FIGURES seed={seed} events={events} tenants=200 kills={KILLS} incarnations={} \
          partition_assignments={rebalances} \
          assignments={} failures={} duplicates=0 lost=0 verify_ms={} elapsed={:.1}s",
         logs.len(),

@@ -218,6 +218,12 @@ impl Report {
             c.processed_records,
             c.unprocessed_records
         ));
+        if c.routed_records > 0 {
+            line(format!(
+                "  routed:       {} records to the partition owning their tenant, {} not decided yet",
+                c.routed_records, c.unprocessed_routed_records
+            ));
+        }
         line(format!(
             "  outputs:      {} assignments ({} distinct tenant/user/product), {} failures, {} dead letters",
             c.assignments, c.distinct_assignments, c.failures, c.dead_letters

@@ -84,6 +84,19 @@ pub fn publish(topics: &Topics, records: &[pb::ReplayRecord], format: Format) {
     publisher.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// Like `publish`, but every activity record goes to the partition after its tenant's (as a producer
+/// with another partitioner would put it), so that the service routes each one.
+pub fn publish_misplaced(topics: &Topics, records: &[pb::ReplayRecord], format: Format) {
+    let publisher = Publisher::new(&kafka(), topics, format)
+        .unwrap()
+        .misplacing_activity()
+        .unwrap();
+    for r in records {
+        publisher.send(r).unwrap();
+    }
+    publisher.flush(Duration::from_secs(60)).unwrap();
+}
+
 pub fn activity_records(
     events: impl IntoIterator<Item = pb::ActivityEvent>,
 ) -> Vec<pb::ReplayRecord> {
