@@ -63,6 +63,22 @@ fn key_is(key: &str, tenant: &str, rest: &[&str]) -> bool {
         && parts.next().is_none()
 }
 
+/// A record's headers as text, in order (names may repeat; values decoded lossily).
+pub fn header_pairs<M: Message>(message: &M) -> Vec<(String, String)> {
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_owned(), value.into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// An update of the global tables (settings, policies, inventory).
 pub enum TableUpdate {
     Settings(SettingsRecord),

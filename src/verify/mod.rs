@@ -45,7 +45,7 @@ use clap::Args;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -407,19 +407,7 @@ fn read_topic(
 }
 
 fn header_map(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
-    message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    records::header_pairs(message).into_iter().collect()
 }
 
 /// An activity record as `run` sees it: readable, or not and why (on any partition: a record that

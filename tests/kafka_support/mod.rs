@@ -12,11 +12,12 @@ pub use autoclaim::pipeline::config::{KafkaArgs, Topics};
 
 pub mod segment;
 use autoclaim::pipeline::publish::Publisher;
+use autoclaim::pipeline::records;
 use autoclaim::replay::Replayer;
 use autoclaim::wire::{codec, pb, Format};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// The broker under test. Integration tests never pass silently without one.
@@ -130,21 +131,6 @@ impl Read {
     }
 }
 
-fn header_list(m: &impl Message) -> Vec<(String, String)> {
-    m.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Every committed record of a topic (read_committed, to the end).
 pub fn read_committed(topic: &str) -> Vec<Read> {
     let consumer: BaseConsumer<QuietContext> = clients::table_reader(&kafka())
@@ -192,8 +178,8 @@ pub fn read_committed(topic: &str) -> Vec<Read> {
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
-                headers: header_list(&m).into_iter().collect(),
-                header_list: header_list(&m),
+                headers: records::header_pairs(&m).into_iter().collect(),
+                header_list: records::header_pairs(&m),
             }),
         }
     }
