@@ -815,11 +815,8 @@ impl Core {
         self.health
             .excused(|| start_at_committed_offsets(consumer, &mut assignment, timeout))?;
         consumer.seek_partitions(assignment.clone(), Duration::from_secs(30))?;
-        let partitions: Vec<i32> = assignment
-            .elements()
-            .iter()
-            .map(|e| e.partition())
-            .collect();
+        // Both inputs' partitions of a number share one state: rebuild each once.
+        let partitions = partition_numbers(&assignment);
         for p in &partitions {
             self.states.remove(p);
         }
@@ -912,4 +909,63 @@ fn content_type(format: Format) -> OwnedHeaders {
         key: codec::CONTENT_TYPE_HEADER,
         value: Some(format.content_type()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> InputTopics {
+        InputTopics {
+            activity: "act".into(),
+            repartition: "rep".into(),
+        }
+    }
+
+    fn list(entries: &[(&str, i32)]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, p) in entries {
+            list.add_partition(topic, *p);
+        }
+        list
+    }
+
+    #[test]
+    fn an_assignment_of_the_same_numbers_of_both_inputs_is_those_numbers_once() {
+        let both = list(&[("act", 2), ("rep", 2), ("act", 0), ("rep", 0)]);
+        assert_eq!(co_assigned(&inputs(), &both).unwrap(), [0, 2]);
+        assert_eq!(partition_numbers(&both), [0, 2]);
+    }
+
+    #[test]
+    fn an_assignment_of_a_number_of_one_input_only_is_refused() {
+        for entries in [
+            &[("act", 0), ("act", 1), ("rep", 0)][..],
+            &[("rep", 0)],
+            &[("act", 0), ("rep", 1)],
+        ] {
+            let e = co_assigned(&inputs(), &list(entries)).unwrap_err();
+            assert!(matches!(e, PipelineError::NotCoAssigned { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn producer_headers_in_the_service_namespace_are_recognised_in_any_case() {
+        for key in [
+            "autoclaim.source.offset",
+            "Autoclaim.Error.Code",
+            "AUTOCLAIM.x",
+        ] {
+            assert!(is_service_header(key), "{key}");
+        }
+        for key in [
+            "autoclaim",
+            "autoclaimx.y",
+            "content-type",
+            "x-autoclaim.source",
+            "",
+        ] {
+            assert!(!is_service_header(key), "{key}");
+        }
+    }
 }
