@@ -51,10 +51,13 @@ fn an_unreadable_batch_is_reported_turns_readiness_red_and_stops_the_service() {
         extra: vec!["--stall-timeout".into(), "40s".into()],
     });
     let addr = service.http_addr();
-    let stalled_series = "autoclaim_partition_stalled{partition=\"0\"} 1";
+    let stalled_series = format!(
+        "autoclaim_partition_stalled{{topic=\"{}\",partition=\"0\"}} 1",
+        topics.activity
+    );
     wait_until("the stall to be reported", Duration::from_secs(60), || {
         assert!(service.is_running(), "exited early: {}", service.log_text());
-        http_get(addr, "/metrics").1.contains(stalled_series)
+        http_get(addr, "/metrics").1.contains(&stalled_series)
     });
     let (status, body) = http_get(addr, "/readyz");
     assert_eq!(status, 503, "not ready while stalled: {body}");

@@ -102,7 +102,6 @@ enum PartitionEvent {
 }
 
 struct RebalanceContext {
-    activity_topic: String,
     inputs: InputTopics,
     stable_offsets_timeout: Duration,
     /// Set whenever `events` or `fatal` gets something, so the loop need not lock to look.
@@ -110,7 +109,8 @@ struct RebalanceContext {
     transactions: Arc<Transactions>,
     events: Mutex<Vec<PartitionEvent>>,
     fatal: Mutex<Option<PipelineError>>,
-    stalls: Mutex<StallWatch>,
+    /// One stall watch per input topic: (topic, its watch).
+    stalls: Mutex<Vec<(String, StallWatch)>>,
     health: Arc<Health>,
 }
 
@@ -133,22 +133,23 @@ impl RebalanceContext {
         self.pending.store(true, Ordering::Release);
     }
 
-    /// Statistics come every few seconds: the stall watch's readings.
+    /// Statistics come every few seconds: the stall watches' readings, of both inputs.
     fn watch_for_stalls(&self, stats: &rdkafka::Statistics) {
-        let readings = stall::readings(stats, &self.activity_topic);
-        let mut watch = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
-        for change in watch.observe(Instant::now(), &readings) {
-            report_stall_change(&self.activity_topic, change);
+        let now = Instant::now();
+        let mut watches = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, watch) in watches.iter_mut() {
+            for change in watch.observe(now, &stall::readings(stats, topic)) {
+                report_stall_change(topic, change);
+            }
+            if let Some(stall) = watch.expired() {
+                self.set_fatal(PipelineError::Stalled {
+                    topic: topic.clone(),
+                    stall,
+                });
+            }
         }
-        self.health
-            .stalled
-            .store(watch.any_alarmed(), Ordering::Relaxed);
-        if let Some(stall) = watch.expired() {
-            self.set_fatal(PipelineError::Stalled {
-                topic: self.activity_topic.clone(),
-                stall,
-            });
-        }
+        let alarmed = watches.iter().any(|(_, watch)| watch.any_alarmed());
+        self.health.stalled.store(alarmed, Ordering::Relaxed);
     }
 }
 
@@ -163,7 +164,7 @@ fn report_stall_change(topic: &str, change: StallChange) {
                 stalled_for_s = stall.stalled_for.as_secs(),
                 "partition stalled: input is waiting but nothing is consumed; not ready"
             );
-            gauge!(telemetry::PARTITION_STALLED, "partition" => stall.partition.to_string())
+            gauge!(telemetry::PARTITION_STALLED, "topic" => topic.to_owned(), "partition" => stall.partition.to_string())
                 .set(1.0);
         }
         StallChange::Cleared(partition) => {
@@ -171,7 +172,8 @@ fn report_stall_change(topic: &str, change: StallChange) {
                 topic,
                 partition, "partition moving again (or no longer owned)"
             );
-            gauge!(telemetry::PARTITION_STALLED, "partition" => partition.to_string()).set(0.0);
+            gauge!(telemetry::PARTITION_STALLED, "topic" => topic.to_owned(), "partition" => partition.to_string())
+                .set(0.0);
         }
     }
 }
@@ -381,15 +383,16 @@ impl Processor {
             activity_partitions,
             transactional_id, "global tables loaded"
         );
+        let stalls = [&inputs.activity, &inputs.repartition]
+            .map(|topic| (topic.clone(), StallWatch::for_timeout(config.stall_timeout)));
         let context = RebalanceContext {
-            activity_topic: config.topics.activity.clone(),
             inputs: inputs.clone(),
             stable_offsets_timeout: config.stable_offsets_timeout,
             pending: AtomicBool::new(false),
             transactions: Arc::clone(&transactions),
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
-            stalls: Mutex::new(StallWatch::for_timeout(config.stall_timeout)),
+            stalls: Mutex::new(stalls.into()),
             health: Arc::clone(&health),
         };
         let consumer: BaseConsumer<RebalanceContext> =
