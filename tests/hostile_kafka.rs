@@ -537,7 +537,7 @@ fn hostile_records_are_dead_lettered_and_valid_ones_processed_with_bounded_memor
                 value: o.value.as_deref(),
                 content_type: o.content_type.as_deref(),
             };
-            let r = autoclaim::verify::read_activity(&raw);
+            let r = autoclaim::pipeline::records::activity_record(&raw);
             assert!(
                 r.is_err(),
                 "bad record {} ({}) decodes as a valid event",

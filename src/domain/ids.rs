@@ -3,6 +3,8 @@
 //! is taken in its lowercase form everywhere: engine, routing, admin paths and tokens, report and
 //! verify. Any other id is kept exactly as written.
 
+use std::borrow::Cow;
+
 /// The hyphen positions of `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
 const HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
@@ -22,19 +24,18 @@ pub fn is_guid(id: &str) -> bool {
 /// `id` in its canonical form: a GUID in lowercase, anything else unchanged. Allocates only for a
 /// GUID that has uppercase letters.
 pub fn canonical(id: String) -> String {
-    if id.bytes().any(|b| b.is_ascii_uppercase()) && is_guid(&id) {
-        id.to_ascii_lowercase()
-    } else {
-        id
+    match canonical_str(&id) {
+        Cow::Borrowed(_) => id,
+        Cow::Owned(lower) => lower,
     }
 }
 
 /// [`canonical`] of a borrowed id.
-pub fn canonical_str(id: &str) -> std::borrow::Cow<'_, str> {
+pub fn canonical_str(id: &str) -> Cow<'_, str> {
     if id.bytes().any(|b| b.is_ascii_uppercase()) && is_guid(id) {
-        std::borrow::Cow::Owned(id.to_ascii_lowercase())
+        Cow::Owned(id.to_ascii_lowercase())
     } else {
-        std::borrow::Cow::Borrowed(id)
+        Cow::Borrowed(id)
     }
 }
 

@@ -629,31 +629,46 @@ impl Core {
             .unwrap_or(Input::Activity);
         self.transactions.ensure_begun()?;
         self.counts.consumed += 1;
-        match records::activity_record(&RawRecord::of(message)) {
-            Err(e) => self.dead_letter(message, &e)?,
-            Ok(event) => {
-                let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
-                if owner == partition {
-                    self.decide(partition, &event)?;
-                } else if input == Input::Activity {
-                    self.route(message, &event.tenant_id, owner)?;
-                    // Its time to commit is counted where it is decided.
-                    self.transactions.consumed(input, partition, offset);
-                    return Ok(());
-                } else {
-                    // Routed under another partition count: deciding it here would give its
-                    // tenant a second writer.
-                    let e = WireError::field(
-                        "tenantId",
-                        format!("tenant {} belongs to partition {owner}, but was routed to partition {partition} (has the activity topic's partition count changed?)", event.tenant_id),
-                    );
-                    self.dead_letter(message, &e)?;
-                }
+        let routed = match records::activity_record(&RawRecord::of(message)) {
+            Err(e) => {
+                self.dead_letter(message, &e)?;
+                false
             }
+            Ok(event) => self.decide_or_route(message, input, &event)?,
+        };
+        // A routed record's time to commit is counted where it is decided.
+        if !routed {
+            self.batch.record_time(message.timestamp().to_millis());
         }
-        self.batch.record_time(message.timestamp().to_millis());
         self.transactions.consumed(input, partition, offset);
         Ok(())
+    }
+
+    /// Decides a readable event on its tenant's partition, or routes it there; true if routed.
+    fn decide_or_route(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        input: Input,
+        event: &Activity,
+    ) -> Result<bool, PipelineError> {
+        let partition = message.partition();
+        let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
+        if owner == partition {
+            self.decide(partition, event)?;
+            Ok(false)
+        } else if input == Input::Activity {
+            self.route(message, &event.tenant_id, owner)?;
+            Ok(true)
+        } else {
+            // Routed under another partition count: deciding it here would give its tenant a
+            // second writer.
+            let e = WireError::field(
+                "tenantId",
+                format!("tenant {} belongs to partition {owner}, but was routed to partition {partition} (has the activity topic's partition count changed?)", event.tenant_id),
+            );
+            self.dead_letter(message, &e)?;
+            Ok(false)
+        }
     }
 
     fn decide(&mut self, partition: i32, event: &Activity) -> Result<(), PipelineError> {

@@ -410,12 +410,6 @@ fn header_map(message: &BorrowedMessage<'_>) -> HashMap<String, String> {
     records::header_pairs(message).into_iter().collect()
 }
 
-/// An activity record as `run` sees it: readable, or not and why (on any partition: a record that
-/// arrived on a partition that does not own its tenant is routed, not refused).
-pub fn read_activity(raw: &RawRecord<'_>) -> Result<Activity, WireError> {
-    records::activity_record(raw)
-}
-
 struct ActivityEntry {
     offset: i64,
     outcome: Result<Activity, &'static str>,
@@ -854,7 +848,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     // 3. The activity.
     let mut activity: BTreeMap<i32, Vec<ActivityEntry>> = BTreeMap::new();
     let activity_marks = read_topic(kafka, &topics.activity, timeout, |m| {
-        let outcome = read_activity(&RawRecord::of(m)).map_err(|e| e.code());
+        // As `run` reads it: on any partition (a record elsewhere than its tenant's is routed).
+        let outcome = records::activity_record(&RawRecord::of(m)).map_err(|e| e.code());
         activity
             .entry(m.partition())
             .or_default()
