@@ -333,10 +333,91 @@ fn a_licence_whose_granting_plan_is_disabled_does_not_entitle() {
     ]);
     let d = r.decide(Ev::saved(T, "e1", "pr-no-rpa", LIVE));
     assert_assigned(&d, PER_USER, "pol");
+    // Per user is held (its flow plan off), so the chain goes on to premium.
     let d = r.decide(Ev::saved(T, "e2", "pu-no-flow", LIVE));
-    assert_assigned(&d, PER_USER, "pol");
+    assert_assigned(&d, PREMIUM, "pol");
     let d = r.decide(Ev::saved(T, "e3", "e5", LIVE));
     assert_assigned(&d, PER_USER, "pol");
+}
+
+#[test]
+fn a_held_product_is_skipped_takes_no_seat_and_is_never_assigned_again() {
+    // Hand-worked: one premium seat. "rpa-off" holds premium with POWER_AUTOMATE_ATTENDED_RPA
+    // disabled and runs an RPA flow. The chain is per user (not sufficient for RPA), then premium
+    // (held): nothing is left, so the claim fails with GRANTING_PLAN_DISABLED and takes no seat;
+    // u1 then gets the one seat.
+    let mut r = tenant_with(&[both_products_policy()]);
+    r.feed(inventory(T, PREMIUM, 1, 0, T0));
+    r.feed(
+        UserSpec::member(T, "rpa-off")
+            .licence(PREMIUM_SKU, &[POWER_AUTOMATE_ATTENDED_RPA])
+            .record(),
+    );
+    let d = r.decide(Ev::saved(T, "e1", "rpa-off", LIVE).rpa());
+    assert_outcome(&d, O::Failed, R::GrantingPlanDisabled);
+    assert!(d.assignment.is_none(), "{d:?}");
+    let f = d.failure.as_ref().expect("published as a failure");
+    assert_eq!((f.product.as_str(), f.policy_id.as_str()), (PREMIUM, "pol"));
+    assert_eq!(f.reason, R::GrantingPlanDisabled as i32);
+    let d = r.decide(Ev::saved(T, "e2", "u1", LIVE + MIN).rpa());
+    assert_assigned(&d, PREMIUM, "pol");
+    // The same user's non-RPA flow is covered by nothing held either (the granting plan grants
+    // both): per user is not held, so it is assigned.
+    let d = r.decide(Ev::saved(T, "e3", "rpa-off", LIVE + 2 * MIN));
+    assert_assigned(&d, PER_USER, "pol");
+    // With no seat left anywhere, a chain with an unheld product fails for seats, not plans.
+    r.feed(inventory(T, PER_USER, 0, 0, LIVE + 3 * MIN));
+    r.feed(
+        UserSpec::member(T, "rpa-off-2")
+            .licence(PREMIUM_SKU, &[POWER_AUTOMATE_ATTENDED_RPA])
+            .record(),
+    );
+    let d = r.decide(Ev::saved(T, "e4", "rpa-off-2", LIVE + 4 * MIN));
+    assert_no_licences(&d);
+}
+
+#[test]
+fn once_the_directory_reflects_an_own_assignment_the_directory_decides() {
+    // Two per-user seats. u1 is assigned per user at LIVE.
+    let mut r = tenant_with(&[PolicySpec::new(T, "pol", PER_USER, T0)]);
+    r.feed(inventory(T, PER_USER, 2, 0, T0));
+    let d = r.decide(Ev::saved(T, "e1", "u1", LIVE));
+    assert_assigned(&d, PER_USER, "pol");
+    let first_id = d.assignment.as_ref().unwrap().assignment_id.clone();
+    // A row taken before the assignment that shows per user (a stale snapshot, from before an
+    // earlier removal) does not reflect this assignment; the next row without it then changes
+    // nothing: the directory has not caught up.
+    r.feed(
+        UserSpec::member(T, "u1")
+            .taken_at(LIVE - MIN)
+            .licence(PER_USER_SKU, &[])
+            .record(),
+    );
+    r.feed(UserSpec::member(T, "u1").taken_at(LIVE + MIN).record());
+    let d = r.decide(Ev::saved(T, "e2", "u1", LIVE + 2 * MIN));
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
+    // The directory shows it: entitled from the directory.
+    r.feed(
+        UserSpec::member(T, "u1")
+            .taken_at(LIVE + 3 * MIN)
+            .licence(PER_USER_SKU, &[])
+            .record(),
+    );
+    let d = r.decide(Ev::saved(T, "e3", "u1", LIVE + 4 * MIN));
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
+    // An administrator removes it: the user needs it again and the policy assigns it (the second
+    // seat), once; the directory not having caught up with that one again holds it.
+    r.feed(UserSpec::member(T, "u1").taken_at(LIVE + 5 * MIN).record());
+    let d = r.decide(Ev::saved(T, "e4", "u1", LIVE + 6 * MIN));
+    assert_assigned(&d, PER_USER, "pol");
+    // A new assignment, so a new id: a consumer deduplicating by id must not drop it.
+    let again_id = &d.assignment.as_ref().unwrap().assignment_id;
+    assert_ne!(again_id, &first_id);
+    let d = r.decide(Ev::saved(T, "e5", "u1", LIVE + 7 * MIN));
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
+    // Seats stay exact: both own assignments follow the snapshot, so none is left for u2.
+    let d = r.decide(Ev::saved(T, "e6", "u2", LIVE + 8 * MIN));
+    assert_no_licences(&d);
 }
 
 #[test]

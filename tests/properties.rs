@@ -599,6 +599,61 @@ fn is_assigned(d: &pb::Decision) -> bool {
     d.outcome == pb::Outcome::Assigned as i32
 }
 
+type UserKey = (String, String);
+
+/// The products a directory row shows, whatever their plans.
+fn held_products(u: &pb::DirectoryUser) -> HashSet<&'static str> {
+    PRODUCTS
+        .into_iter()
+        .filter(|product| {
+            u.licenses
+                .iter()
+                .any(|l| l.sku_id.eq_ignore_ascii_case(sku_of(product)))
+        })
+        .collect()
+}
+
+/// Design 2.5 and the rule on reflection: an own assignment counts until a directory row of the
+/// user, taken at or after the assignment, shows the product.
+#[derive(Default)]
+struct OwnModel {
+    unreflected: HashMap<UserKey, Vec<(String, i64)>>,
+}
+
+impl OwnModel {
+    fn assigned(&mut self, d: &pb::Decision) {
+        let at = millis(&d.assignment.as_ref().unwrap().seats_counted_from);
+        self.unreflected
+            .entry((d.tenant_id.clone(), d.subject_user_id.clone()))
+            .or_default()
+            .push((d.product.clone(), at));
+    }
+
+    fn directory_row(&mut self, u: &pb::DirectoryUser) {
+        let held = held_products(u);
+        let as_of = millis(&u.as_of);
+        if let Some(own) = self
+            .unreflected
+            .get_mut(&(u.tenant_id.clone(), u.user_id.clone()))
+        {
+            own.retain(|(product, at)| !(held.contains(product.as_str()) && as_of >= *at));
+        }
+    }
+
+    fn holds(&self, key: &UserKey, product: &str) -> bool {
+        self.unreflected
+            .get(key)
+            .is_some_and(|own| own.iter().any(|(p, _)| p == product))
+    }
+
+    fn caps(&self, key: &UserKey) -> Caps {
+        self.unreflected.get(key).map_or(Caps::NONE, |own| {
+            own.iter()
+                .fold(Caps::NONE, |c, (p, _)| c.union(product_caps(p)))
+        })
+    }
+}
+
 // -------------------------------------------------------------------------------- invariants
 
 proptest! {
@@ -640,14 +695,42 @@ proptest! {
         }
     }
 
-    /// Design 2.5 step 7: a subject is assigned a product at most once.
+    /// Design 2.5 step 7: a product the subject holds is never assigned: not one the directory
+    /// shows (whatever its plans), nor one assigned before that the directory has not reflected.
     #[test]
-    fn a_product_is_never_assigned_twice_to_a_user(steps in arb_steps(), delay in arb_delay_ms()) {
+    fn a_held_product_is_never_assigned(steps in arb_steps(), delay in arb_delay_ms()) {
         let records = materialize(&steps);
-        let mut seen = HashSet::new();
-        for d in replay(delay, &records).iter().flatten().filter(|d| is_assigned(d)) {
-            let key = (d.tenant_id.clone(), d.subject_user_id.clone(), d.product.clone());
-            prop_assert!(seen.insert(key), "assigned twice: {:?}", d);
+        let decisions = replay(delay, &records);
+        let mut directory: HashMap<UserKey, HashSet<&'static str>> = HashMap::new();
+        let mut own = OwnModel::default();
+        for (record, decision) in records.iter().zip(&decisions) {
+            match record.record.as_ref().unwrap() {
+                Record::DirectoryUser(u) => {
+                    directory.insert((u.tenant_id.clone(), u.user_id.clone()), held_products(u));
+                    own.directory_row(u);
+                }
+                Record::DirectoryUserDeleted(u) => {
+                    directory.remove(&(u.tenant_id.clone(), u.user_id.clone()));
+                }
+                Record::Activity(_) => {
+                    let d = decision.as_ref().expect("an activity gives a decision");
+                    let key = (d.tenant_id.clone(), d.subject_user_id.clone());
+                    if d.reason == pb::Reason::GrantingPlanDisabled as i32 {
+                        let product = d.failure.as_ref().map(|f| f.product.as_str()).unwrap_or_default();
+                        let held = directory.get(&key).is_some_and(|h| h.contains(product))
+                            || own.holds(&key, product);
+                        prop_assert!(held, "GRANTING_PLAN_DISABLED for a product not held: {:?}", d);
+                    }
+                    if !is_assigned(d) {
+                        continue;
+                    }
+                    let in_directory = directory.get(&key).is_some_and(|h| h.contains(d.product.as_str()));
+                    prop_assert!(!in_directory, "assigned a product the directory shows: {:?}", d);
+                    prop_assert!(!own.holds(&key, &d.product), "assigned twice before the directory reflected it: {:?}", d);
+                    own.assigned(d);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -660,10 +743,11 @@ proptest! {
         let decisions = replay(delay, &records);
         // (tenant, user) -> (capabilities from the directory, eligible)
         let mut directory: HashMap<(String, String), (Caps, bool)> = HashMap::new();
-        let mut own: HashMap<(String, String), Caps> = HashMap::new();
+        let mut own = OwnModel::default();
         for (record, decision) in records.iter().zip(&decisions) {
             match record.record.as_ref().unwrap() {
                 Record::DirectoryUser(u) => {
+                    own.directory_row(u);
                     let caps = u.licenses.iter().fold(Caps::NONE, |c, l| {
                         c.union(licence_caps(&l.sku_id, &l.disabled_plan_ids))
                     });
@@ -681,7 +765,7 @@ proptest! {
                     prop_assert_eq!(&d.subject_user_id, subject);
                     let key = (e.tenant_id.clone(), subject.to_owned());
                     let (dir_caps, eligible) = directory.get(&key).copied().unwrap_or((Caps::NONE, false));
-                    let has = dir_caps.union(own.get(&key).copied().unwrap_or_default());
+                    let has = dir_caps.union(own.caps(&key));
                     let need = need_of(e);
                     let outcome = pb::Outcome::try_from(d.outcome).unwrap();
                     if outcome == pb::Outcome::AlreadyEntitled {
@@ -698,8 +782,7 @@ proptest! {
                         prop_assert!(eligible, "ineligible subject assigned: {:?}", d);
                         prop_assert!(!need.is_empty(), "{:?}", d);
                         prop_assert!(has.union(product_caps(&d.product)).covers(need), "{:?} for {:?}", d, e);
-                        let caps = own.entry(key).or_default();
-                        *caps = caps.union(product_caps(&d.product));
+                        own.assigned(d);
                     }
                 }
                 _ => {}

@@ -118,6 +118,22 @@ pub struct PlanIndex(pub u8);
 pub struct ProductSet(u8);
 
 impl ProductSet {
+    pub const fn union(self, other: ProductSet) -> ProductSet {
+        ProductSet(self.0 | other.0)
+    }
+
+    pub const fn intersection(self, other: ProductSet) -> ProductSet {
+        ProductSet(self.0 & other.0)
+    }
+
+    pub fn remove(&mut self, product: ProductId) {
+        self.0 &= !(1 << product.0);
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
     pub fn insert(&mut self, product: ProductId) {
         self.0 |= 1 << product.0;
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::activity::{Activity, ActivityKind};
 use super::catalog::{Capabilities, Catalog, PlanIndex, ProductId, ProductSet};
 use super::directory::UserRow;
-use super::policy::Policy;
+use super::policy::{ChainLink, Policy};
 use super::settings::{Scope, TenantSettings};
 use super::time::Timestamp;
 
@@ -37,13 +37,17 @@ pub struct Subject {
     pub own: OwnGrants,
 }
 
-/// Products this processor assigned to one user and the capabilities they grant. They count towards
-/// the user's entitlement whether or not the directory reflects them yet, which is also what makes a
-/// product assigned at most once per user.
+/// Products this processor assigned to one user that the directory has not yet shown, and the
+/// capabilities they grant. They count towards the user's entitlement until the directory reflects
+/// them (from then on the directory alone decides), which is what makes a product assigned at most
+/// once while the directory catches up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OwnGrants {
     pub products: ProductSet,
     pub capabilities: Capabilities,
+    /// Products this processor assigned before that the directory has since shown: assigning one
+    /// again (after an administrator removed it) is a new assignment with an id of its own.
+    pub reflected: ProductSet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +61,9 @@ pub enum Ineligibility {
 pub enum FailureReason {
     NoLicensesAvailable,
     UsageLocationMissing,
+    /// Every product that could grant the need is one the user already holds with the granting plan
+    /// disabled. Assigning it again would re-enable a plan that an administrator turned off.
+    GrantingPlanDisabled,
 }
 
 /// A licence to assign.
@@ -67,6 +74,9 @@ pub struct Assignment {
     pub grants: Capabilities,
     pub policy_id: String,
     pub policy_name: String,
+    /// Whether this processor assigned the product to the user before (the directory showed it, then
+    /// lost it).
+    pub reassigned: bool,
     /// From when the assignment counts against seats: the event's time, or just after the inventory
     /// snapshot it was checked against if that is later. A snapshot taken after this time includes
     /// the assignment; one taken before does not, whatever the event's own time.
@@ -161,30 +171,37 @@ fn outcome(view: &impl StateView, event: &Activity, subject: &str) -> Outcome {
         });
     }
 
-    choose_product(view, at, has, needed, own.products)
+    // A product the user holds is never assigned again, whatever its plans: that would overwrite the
+    // plans someone else chose.
+    let held = user.holds.union(own.products);
+    let choice = choose_product(view, at, has, needed, held);
+    match choice {
+        Outcome::Assigned(mut a) => {
+            a.reassigned = own.reflected.contains(a.product);
+            Outcome::Assigned(a)
+        }
+        other => other,
+    }
 }
 
-/// Step 6: the candidate policies, narrowest sufficient product first, then oldest; the first product
-/// of the first chain with a seat wins.
+/// Step 6: the candidate policies, narrowest assignable product first, then oldest; the first product
+/// of the first chain with a seat wins. A product is assignable if it makes the user sufficient and
+/// the user does not hold it already.
 fn choose_product(
     view: &impl StateView,
     at: Timestamp,
     has: Capabilities,
     needed: Capabilities,
-    already_assigned: ProductSet,
+    held: ProductSet,
 ) -> Outcome {
-    let sufficient = |grants: Capabilities| has.union(grants).contains(needed);
+    let sufficient = |link: &ChainLink| has.union(link.grants).contains(needed);
+    let assignable = |link: &ChainLink| sufficient(link) && !held.contains(link.product);
     let mut candidates: Vec<(u32, Timestamp, &str, &Policy)> = view
         .active_policies(at)
         .filter_map(|policy| {
-            let narrowest = policy
-                .chain
-                .iter()
-                .filter(|link| sufficient(link.grants))
-                .map(|link| Catalog::product(link.product).capabilities().count())
-                .min()?;
+            let narrowest = narrowest(policy, assignable)?;
             Some((
-                narrowest,
+                narrowest.0,
                 policy.created_at,
                 policy.policy_id.as_str(),
                 policy,
@@ -192,40 +209,82 @@ fn choose_product(
         })
         .collect();
     if candidates.is_empty() {
-        return Outcome::NoPolicy;
+        return blocked_by_held_product(view, at, sufficient);
     }
     candidates.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
 
     for (_, _, _, policy) in &candidates {
-        for link in &policy.chain {
-            if !sufficient(link.grants) || already_assigned.contains(link.product) {
-                continue;
-            }
+        for link in policy.chain.iter().filter(|link| assignable(link)) {
             if view.seats_available(link.product) > 0 {
-                let after_snapshot = view
-                    .inventory_as_of(link.product)
-                    .map_or(at, |as_of| as_of.saturating_add(Duration::from_millis(1)));
-                return Outcome::Assigned(Assignment {
-                    counts_from: at.max(after_snapshot),
-                    product: link.product,
-                    disabled_plans: link.disabled_plans.clone(),
-                    grants: link.grants,
-                    policy_id: policy.policy_id.clone(),
-                    policy_name: policy.name.clone(),
-                });
+                return Outcome::Assigned(assignment(view, at, policy, link));
             }
         }
     }
     let first = candidates[0].3;
     Outcome::Failed(Failure {
         reason: FailureReason::NoLicensesAvailable,
-        // What the claim was for: the first candidate's narrowest sufficient product.
-        product: first
-            .chain
-            .iter()
-            .filter(|link| sufficient(link.grants))
-            .min_by_key(|link| Catalog::product(link.product).capabilities().count())
-            .map(|link| link.product),
+        // What the claim was for: the first candidate's narrowest assignable product.
+        product: narrowest(first, assignable).map(|(_, link)| link.product),
         policy_id: Some(first.policy_id.clone()),
     })
+}
+
+/// The policy's narrowest link that `usable` accepts, with its breadth (capabilities granted).
+fn narrowest(policy: &Policy, usable: impl Fn(&ChainLink) -> bool) -> Option<(u32, &ChainLink)> {
+    policy
+        .chain
+        .iter()
+        .filter(|link| usable(link))
+        .map(|link| (Catalog::product(link.product).capabilities().count(), link))
+        .min_by_key(|(breadth, _)| *breadth)
+}
+
+/// No policy has a product left to assign: if one would have granted the need with a product the user
+/// holds (its granting plan disabled), that is what the administrator must hear about.
+fn blocked_by_held_product(
+    view: &impl StateView,
+    at: Timestamp,
+    sufficient: impl Fn(&ChainLink) -> bool,
+) -> Outcome {
+    let mut blocked: Vec<(u32, Timestamp, &str, ProductId)> = view
+        .active_policies(at)
+        .filter_map(|policy| {
+            let (breadth, link) = narrowest(policy, &sufficient)?;
+            Some((
+                breadth,
+                policy.created_at,
+                policy.policy_id.as_str(),
+                link.product,
+            ))
+        })
+        .collect();
+    blocked.sort_unstable();
+    match blocked.first() {
+        Some((_, _, policy_id, product)) => Outcome::Failed(Failure {
+            reason: FailureReason::GrantingPlanDisabled,
+            product: Some(*product),
+            policy_id: Some((*policy_id).to_owned()),
+        }),
+        None => Outcome::NoPolicy,
+    }
+}
+
+fn assignment(
+    view: &impl StateView,
+    at: Timestamp,
+    policy: &Policy,
+    link: &ChainLink,
+) -> Assignment {
+    let after_snapshot = view
+        .inventory_as_of(link.product)
+        .map_or(at, |as_of| as_of.saturating_add(Duration::from_millis(1)));
+    Assignment {
+        counts_from: at.max(after_snapshot),
+        product: link.product,
+        disabled_plans: link.disabled_plans.clone(),
+        grants: link.grants,
+        policy_id: policy.policy_id.clone(),
+        policy_name: policy.name.clone(),
+        reassigned: false,
+    }
 }

@@ -148,9 +148,17 @@ pub fn topic_specs(
     };
     let mut policies = compacted();
     policies.push(("min.compaction.lag.ms", policy_lag_ms.to_string()));
+    // A directory row that reflected an own assignment must outlive the assignment's changelog
+    // record: a restore that met only a later row without the product could not tell a removal
+    // from a directory that has not caught up, and would count the assignment as held again.
+    let mut directory = compacted();
+    directory.push((
+        "min.compaction.lag.ms",
+        ASSIGNMENTS_RETENTION.as_millis().to_string(),
+    ));
     vec![
         spec(&topics.activity, partitions, vec![]),
-        spec(&topics.directory, partitions, compacted()),
+        spec(&topics.directory, partitions, directory),
         spec(&topics.inventory, 1, compacted()),
         spec(&topics.policies, 1, policies),
         spec(&topics.assignments, partitions, retained()),
@@ -322,5 +330,46 @@ mod replication_tests {
         assert!(Replication::choose(asked(Some(0), None), 3).is_err());
         let chosen = Replication::choose(asked(Some(3), Some(3)), 3).unwrap();
         assert_eq!((chosen.factor, chosen.min_insync), (3, 3));
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    fn config<'a>(specs: &'a [TopicSpec], topic: &str, key: &str) -> Option<&'a str> {
+        let spec = specs.iter().find(|s| s.name == topic)?;
+        spec.configs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn directory_rows_outlive_the_assignments_they_reflect() {
+        let topics = Topics {
+            activity: "a".into(),
+            directory: "d".into(),
+            inventory: "i".into(),
+            policies: "p".into(),
+            assignments: "o".into(),
+            failures: "f".into(),
+            dead_letters: "x".into(),
+            repartition: "r".into(),
+        };
+        let specs = topic_specs(&topics, 6, Duration::from_secs(7200));
+        let lag: u128 = config(&specs, &topics.directory, "min.compaction.lag.ms")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let retention: u128 = config(&specs, &topics.assignments, "retention.ms")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(lag >= retention, "{lag} < {retention}");
+        assert_eq!(
+            config(&specs, &topics.directory, "cleanup.policy"),
+            Some("compact")
+        );
     }
 }

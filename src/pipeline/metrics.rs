@@ -40,6 +40,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
 fn failure_label(reason: FailureReason) -> &'static str {
     match reason {
         FailureReason::NoLicensesAvailable => "no_licenses_available",
+        FailureReason::GrantingPlanDisabled => "granting_plan_disabled",
         FailureReason::UsageLocationMissing => "usage_location_missing",
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::id_map::{IdKey, IdMap};
-use crate::domain::catalog::{Catalog, ProductId};
+use crate::domain::catalog::{Capabilities, Catalog, ProductId, ProductSet};
 use crate::domain::decision::{OwnGrants, Subject};
 use crate::domain::directory::UserRow;
 use crate::domain::seats::SeatUsage;
@@ -21,6 +21,9 @@ struct UserEntry {
 #[derive(Debug, Default)]
 pub struct TenantState {
     users: IdMap<UserEntry>,
+    /// When each own grant that the directory has not yet reflected was assigned. Kept beside the
+    /// users rather than in their entries: few users have one, and every user has an entry.
+    unreflected_since: IdMap<Vec<(ProductId, Timestamp)>>,
     seat_usage: HashMap<ProductId, SeatUsage>,
 }
 
@@ -40,6 +43,12 @@ impl TenantState {
     }
 }
 
+fn capabilities_of(products: ProductSet) -> Capabilities {
+    products.iter().fold(Capabilities::NONE, |caps, product| {
+        caps.union(Catalog::product(product).capabilities())
+    })
+}
+
 #[derive(Debug, Default)]
 pub struct PartitionState {
     tenants: IdMap<TenantState>,
@@ -55,15 +64,31 @@ impl PartitionState {
         self.tenants.get_by_key(tenant)
     }
 
-    fn user_mut(&mut self, tenant: &str, user: &str) -> &mut UserEntry {
-        self.tenants
-            .get_or_default(tenant)
-            .users
-            .get_or_default(user)
-    }
-
+    /// A directory row. Own grants that it reflects (it shows the product and was taken at or after
+    /// the assignment) stop counting: from then on the directory alone decides, so a licence removed
+    /// by an administrator is needed again rather than taken as held.
     pub fn upsert_directory_user(&mut self, tenant: &str, user: &str, row: UserRow) {
-        self.user_mut(tenant, user).directory = Some(row);
+        let tenant = self.tenants.get_or_default(tenant);
+        let entry = tenant.users.get_or_default(user);
+        entry.directory = Some(row);
+        if entry.own.products.intersection(row.holds).is_empty() {
+            return;
+        }
+        let Some(since) = tenant.unreflected_since.get_mut(user) else {
+            return;
+        };
+        since.retain(|(product, assigned_at)| {
+            let reflected = row.holds.contains(*product) && row.as_of >= *assigned_at;
+            if reflected {
+                entry.own.products.remove(*product);
+                entry.own.reflected.insert(*product);
+            }
+            !reflected
+        });
+        entry.own.capabilities = capabilities_of(entry.own.products);
+        if since.is_empty() {
+            tenant.unreflected_since.remove(user);
+        }
     }
 
     /// A directory tombstone: the user is gone (what this processor assigned is remembered).
@@ -88,14 +113,21 @@ impl PartitionState {
         at: Timestamp,
     ) {
         let tenant = self.tenants.get_or_default(tenant);
+        let since = tenant.unreflected_since.get_or_default(user);
         let own = &mut tenant.users.get_or_default(user).own;
-        if own.products.contains(product) {
-            return; // already known: reading the changelog twice changes nothing
+        match since.iter_mut().find(|(p, _)| *p == product) {
+            // Already known: reading the same changelog record twice changes nothing.
+            Some((_, assigned_at)) if *assigned_at == at => return,
+            // A second assignment: the directory reflected and then lost the first one (a restore
+            // reads the changelog before the directory rows that show this).
+            Some((_, assigned_at)) => {
+                *assigned_at = (*assigned_at).max(at);
+                own.reflected.insert(product);
+            }
+            None => since.push((product, at)),
         }
         own.products.insert(product);
-        own.capabilities = own
-            .capabilities
-            .union(Catalog::product(product).capabilities());
+        own.capabilities = capabilities_of(own.products);
         tenant.seat_usage.entry(product).or_default().record(at);
     }
 
@@ -115,5 +147,60 @@ impl PartitionState {
     /// Number of users tracked (directory rows or own assignments).
     pub fn tracked_users(&self) -> usize {
         self.tenants.values().map(|t| t.users.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn per_user() -> ProductId {
+        Catalog::by_key("power_automate_per_user").unwrap()
+    }
+
+    fn row(as_of: i64, holds_per_user: bool) -> UserRow {
+        let mut holds = ProductSet::default();
+        if holds_per_user {
+            holds.insert(per_user());
+        }
+        UserRow {
+            capabilities: Capabilities::NONE,
+            holds,
+            account_enabled: true,
+            guest: false,
+            has_usage_location: true,
+            as_of: Timestamp::from_millis(as_of),
+        }
+    }
+
+    fn own_products(state: &PartitionState) -> Vec<ProductId> {
+        state.own_grants("t", "u").products.iter().collect()
+    }
+
+    #[test]
+    fn a_restore_reads_the_changelog_first_and_reflection_still_needs_a_later_row() {
+        // The changelog (assigned at 100, then again at 300 after a removal) is applied before any
+        // directory row, as a restore does: the row at 200 reflects only the first assignment.
+        let mut state = PartitionState::default();
+        state.record_assignment("t", "u", per_user(), Timestamp::from_millis(100));
+        state.record_assignment("t", "u", per_user(), Timestamp::from_millis(300));
+        state.upsert_directory_user("t", "u", row(200, true));
+        state.upsert_directory_user("t", "u", row(250, false));
+        assert_eq!(own_products(&state), vec![per_user()]);
+        let usage = state.seat_usage("t", per_user()).unwrap();
+        assert_eq!(usage.after(Timestamp::from_millis(0)), 2);
+        state.upsert_directory_user("t", "u", row(300, true));
+        assert!(own_products(&state).is_empty());
+        assert_eq!(state.own_grants("t", "u").capabilities, Capabilities::NONE);
+    }
+
+    #[test]
+    fn the_same_changelog_record_twice_counts_once() {
+        let mut state = PartitionState::default();
+        for _ in 0..2 {
+            state.record_assignment("t", "u", per_user(), Timestamp::from_millis(100));
+        }
+        let usage = state.seat_usage("t", per_user()).unwrap();
+        assert_eq!(usage.after(Timestamp::from_millis(0)), 1);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! It reports, per kind of problem, how many were found and the first examples:
 //!
-//! * `duplicate_assignment`: the same tenant, user and product assigned more than once;
+//! * `duplicate_assignment`: the same assignment (tenant, user, product and id) written more than
+//!   once;
 //! * `over_assignment`: per tenant and product, more assignments after the newest inventory
 //!   snapshot's `asOf` than `purchased - assigned` of that snapshot (and any assignment of a product
 //!   the tenant has no inventory for). An assignment is "after" by its `seatsCountedFrom` (its
@@ -730,8 +731,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     // 2. The outputs.
     let mut outputs: Vec<OutputRecord> = Vec::new();
     let mut output_keys: Vec<Vec<u8>> = Vec::new();
-    let mut first_assignment: BTreeMap<(String, String, String), (Timestamp, Vec<String>)> =
-        BTreeMap::new();
+    // Keyed by assignment id too: a product assigned again after the directory showed the first
+    // assignment removed is a distinct assignment with an id of its own.
+    type AssignmentKey = (String, String, String, String);
+    let mut first_assignment: BTreeMap<AssignmentKey, (Timestamp, Vec<String>)> = BTreeMap::new();
     read_topic(kafka, &topics.assignments, timeout, |m| {
         counts.assignments += 1;
         match decode_output::<pb::LicenseAssignment>(m) {
@@ -760,7 +763,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
                     );
                 }
                 let entry = first_assignment
-                    .entry((a.tenant_id.clone(), a.user_id.clone(), a.product.clone()))
+                    .entry((
+                        a.tenant_id.clone(),
+                        a.user_id.clone(),
+                        a.product.clone(),
+                        a.assignment_id.clone(),
+                    ))
                     .or_insert_with(|| (Timestamp::MAX, Vec::new()));
                 if let Some(t) = counted_from {
                     entry.0 = entry.0.min(t);
@@ -1003,12 +1011,12 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
 
     // 4. Duplicates and seats.
     counts.distinct_assignments = first_assignment.len() as u64;
-    for ((tenant, user, product), (_, where_)) in &first_assignment {
+    for ((tenant, user, product, id), (_, where_)) in &first_assignment {
         if where_.len() > 1 {
             problems.add(
                 "duplicate_assignment",
-                "the same tenant, user and product was assigned more than once",
-                json!({"tenant": tenant, "user": user, "product": product, "count": where_.len(), "assignments": where_}),
+                "the same assignment (tenant, user, product and assignment id) was written more than once",
+                json!({"tenant": tenant, "user": user, "product": product, "assignmentId": id, "count": where_.len(), "assignments": where_}),
             );
         }
     }
@@ -1037,7 +1045,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
         }
     }
     let mut after_snapshot: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for ((tenant, _, product), (occurred, _)) in &first_assignment {
+    for ((tenant, _, product, _), (occurred, _)) in &first_assignment {
         let key = (tenant.clone(), product.clone());
         let counted = match inventory.get(&key) {
             Some(inv) => *occurred > inv.as_of,

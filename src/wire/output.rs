@@ -11,10 +11,20 @@ use crate::domain::time::Timestamp;
 /// Namespace of assignment ids (UUID v5 of tenant, user and product).
 const ASSIGNMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1c_0f5e_8a8b_4f4e_9a53_3c2a_7b51_9e02);
 
-/// The same tenant, user and product always give the same id, so a consumer can deduplicate even
-/// without read_committed.
-pub fn assignment_id(tenant: &str, user: &str, product: ProductId) -> String {
-    let name = format!("{tenant}\u{0}{user}\u{0}{}", Catalog::product(product).key);
+/// The first assignment of a product to a user has the id of its tenant, user and product; one made
+/// again after the directory showed the first removed also names its seats-counted-from time. Either
+/// way the same assignment always gets the same id, so a consumer can deduplicate even without
+/// read_committed.
+pub fn assignment_id(
+    tenant: &str,
+    user: &str,
+    product: ProductId,
+    again_from: Option<Timestamp>,
+) -> String {
+    let mut name = format!("{tenant}\u{0}{user}\u{0}{}", Catalog::product(product).key);
+    if let Some(at) = again_from {
+        name.push_str(&format!("\u{0}{}", at.as_millis()));
+    }
     Uuid::new_v5(&ASSIGNMENT_NAMESPACE, name.as_bytes()).to_string()
 }
 
@@ -49,6 +59,7 @@ fn outcome_and_reason(outcome: &Outcome) -> (pb::Outcome, pb::Reason) {
             pb::Outcome::Failed,
             match f.reason {
                 FailureReason::NoLicensesAvailable => pb::Reason::NoLicensesAvailable,
+                FailureReason::GrantingPlanDisabled => pb::Reason::GrantingPlanDisabled,
                 FailureReason::UsageLocationMissing => pb::Reason::UsageLocationMissing,
             },
         ),
@@ -68,7 +79,12 @@ pub fn assignment(decision: &Decision, decided_at: Timestamp) -> Option<pb::Lice
     };
     let product = Catalog::product(a.product);
     Some(pb::LicenseAssignment {
-        assignment_id: assignment_id(&decision.tenant_id, &decision.subject_user_id, a.product),
+        assignment_id: assignment_id(
+            &decision.tenant_id,
+            &decision.subject_user_id,
+            a.product,
+            a.reassigned.then_some(a.counts_from),
+        ),
         tenant_id: decision.tenant_id.clone(),
         user_id: decision.subject_user_id.clone(),
         product: product.key.to_owned(),

@@ -253,6 +253,12 @@ impl UserSpec {
         self
     }
 
+    /// When the directory took the snapshot.
+    pub fn taken_at(mut self, at: i64) -> Self {
+        self.0.as_of = Some(ts(at));
+        self
+    }
+
     pub fn licence(mut self, sku: &str, disabled_plans: &[&str]) -> Self {
         self.0.licenses.push(pb::AssignedLicense {
             sku_id: sku.into(),
