@@ -785,6 +785,79 @@ async fn list_shows_app_product_licences_and_status() {
     assert_eq!(rpa["availableLicenses"], 0);
     assert_eq!(rpa["autoclaimApp"], "Power Automate RPA Attended");
     assert!(!reply.text().contains(OTHER_SECRET_NAME));
+    // Autoclaim is on in force: the active policy assigns and nothing needs saying.
+    assert_eq!(body["autoclaimOn"], true);
+    assert!(body.get("notice").is_none(), "{body}");
+    assert_eq!(flows["assigningLicenses"], true);
+    assert_eq!(rpa["assigningLicenses"], false);
+    assert!(flows.get("notice").is_none());
+}
+
+/// Tenant A with autoclaim turned off at `changed_at`.
+fn turn_off(app: &App, changed_at: i64) {
+    app.view
+        .write()
+        .apply_settings(pb::TenantSettings {
+            tenant_id: TENANT.into(),
+            autoclaim_enabled: false,
+            scope: pb::Scope::AllEnvironments as i32,
+            changed_at: ts(changed_at),
+            changed_by: "seed".into(),
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn with_autoclaim_off_no_policy_is_listed_as_assigning_and_the_answer_says_why() {
+    let app = app();
+    // Off, and in force (3 h ago with a 2 h delay).
+    turn_off(&app, now_ms() - 3 * HOUR + 1);
+    let reply = send(&app.router, "GET", &policies_uri(TENANT), Some(&ga()), None).await;
+    let body = reply.json();
+    assert_eq!(body["autoclaimOn"], false, "{body}");
+    let notice = body["notice"].as_str().expect("a notice");
+    assert!(notice.contains("autoclaim is off"), "{notice}");
+    let flows = body["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["policy"]["name"] == "Flows")
+        .unwrap();
+    // The policy itself is on and in force, and is still listed so; it just does not assign.
+    assert_eq!(flows["status"], "ACTIVE");
+    assert_eq!(flows["assigningLicenses"], false);
+    assert_eq!(flows["notice"], notice);
+
+    // Creating a policy while it is off is allowed, and the answer says the feature is off.
+    let reply = post(
+        &app,
+        json!({"name": "While off", "product": PER_USER, "enabled": true}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let created = reply.json();
+    assert_eq!(created["assigningLicenses"], false);
+    assert!(created["notice"]
+        .as_str()
+        .is_some_and(|n| n.contains("autoclaim is off")));
+}
+
+#[tokio::test]
+async fn a_pending_setting_change_is_announced_with_its_time() {
+    let app = app();
+    // Turned off a minute ago: still on in force for almost two hours.
+    turn_off(&app, now_ms() - 60_000);
+    let body = send(&app.router, "GET", &policies_uri(TENANT), Some(&ga()), None)
+        .await
+        .json();
+    assert_eq!(body["autoclaimOn"], true);
+    assert!(
+        body["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("turns off")),
+        "{body}"
+    );
+    assert_eq!(body["policies"][1]["assigningLicenses"], true);
 }
 
 #[tokio::test]

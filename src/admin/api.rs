@@ -19,10 +19,11 @@ use pbjson_types::Timestamp as WireTimestamp;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{authorize, Authenticator, Principal};
+use super::feature::{feature, Feature};
 use super::problem::{FieldError, Problem};
 use super::report;
 use super::view::{
-    policy_to_pb, settings_to_pb, AdminView, PolicyState, SettingsVersion, SharedView,
+    policy_to_pb, settings_to_pb, AdminView, PolicyState, SettingsVersion, SharedView, Status,
 };
 use super::writer::{PolicyWriter, TableWrite};
 use crate::domain::catalog::{Catalog, ProductId};
@@ -419,16 +420,32 @@ pub struct PolicyView {
     pub available_licenses: u64,
     /// The primary product then the backups, in order, with the licences available of each.
     pub products: Vec<ProductSeats>,
+    /// Whether the policy assigns licences now: ACTIVE, and the tenant's autoclaim setting in force
+    /// is on.
+    pub assigning_licenses: bool,
+    /// Set when the tenant's autoclaim setting keeps (or will keep) the policy from assigning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyList {
     pub tenant_id: String,
+    /// The tenant's autoclaim setting in force is on.
+    pub autoclaim_on: bool,
+    /// Set when autoclaim is off, or a pending setting turns it on or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
     pub policies: Vec<PolicyView>,
 }
 
-fn policy_view(view: &AdminView, tenant: &str, state: &PolicyState<'_>) -> PolicyView {
+fn policy_view(
+    view: &AdminView,
+    tenant: &str,
+    state: &PolicyState<'_>,
+    feature: &Feature,
+) -> PolicyView {
     let primary = Catalog::product(state.latest.primary());
     let seats = |p: ProductId| {
         let product = Catalog::product(p);
@@ -453,6 +470,8 @@ fn policy_view(view: &AdminView, tenant: &str, state: &PolicyState<'_>) -> Polic
             .iter()
             .map(|l| seats(l.product))
             .collect(),
+        assigning_licenses: feature.on && state.status == Status::Active,
+        notice: feature.notice.clone(),
     }
 }
 
@@ -465,7 +484,8 @@ fn one_policy(
     let state = view
         .policy_state(tenant, id, now)
         .ok_or_else(|| Problem::not_found("no such policy in this tenant"))?;
-    Ok(Json(policy_view(view, tenant, &state)).into_response())
+    let feature = feature(view, tenant, now);
+    Ok(Json(policy_view(view, tenant, &state, &feature)).into_response())
 }
 
 async fn list_policies(
@@ -476,13 +496,16 @@ async fn list_policies(
     let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
     let view = s.0.view.read();
     let now = Timestamp::now();
+    let feature = feature(&view, &tenant, now);
     let policies = view
         .policies(&tenant, now)
         .iter()
-        .map(|state| policy_view(&view, &tenant, state))
+        .map(|state| policy_view(&view, &tenant, state, &feature))
         .collect();
     Ok(Json(PolicyList {
         tenant_id: tenant,
+        autoclaim_on: feature.on,
+        notice: feature.notice,
         policies,
     })
     .into_response())

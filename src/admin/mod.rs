@@ -7,13 +7,15 @@
 //!   [`feed`] on a thread of its own;
 //! - [`writer`]: changes go to the policies topic (idempotent producer, acks from all in-sync
 //!   replicas) and take effect after the propagation delay, like every other change;
-//! - [`api`]: routes, validation and problem details ([`problem`]);
+//! - [`api`]: routes, validation and problem details ([`problem`]); [`feature`] says whether the
+//!   tenant's autoclaim setting lets its policies assign licences;
 //! - [`report`] and [`cli`]: the report, and the `autoclaim report` and `autoclaim token` commands.
 //!
 //! The API is on when a token key is configured and off otherwise: it never runs open.
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod feature;
 pub mod feed;
 pub mod jwks;
 pub mod problem;
