@@ -470,6 +470,8 @@ fn flow(tenant: &TenantSpec, owner: usize, k: usize) -> pb::Flow {
             format!("Default-{}", tenant.id)
         },
         managed_environment: managed,
+        covered_by_process_plan: false,
+        runs_in_licensed_app_context: false,
     }
 }
 

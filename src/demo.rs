@@ -88,6 +88,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         .activity(options.events)
         .map(|e| pb::ReplayRecord {
             record: Some(Record::Activity(e)),
+            written_at: None,
         })
         .collect();
     let publisher = Publisher::new(&kafka, &topics, Format::Json)?;
@@ -112,6 +113,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         group_id: "autoclaim-demo".into(),
         transactional_id: Some("autoclaim-demo-1".into()),
         propagation_delay: options.propagation_delay,
+        event_time: Default::default(),
         output_format: Format::Json,
         batch_max_records: 500,
         batch_max_time: Duration::from_millis(50),

@@ -69,6 +69,7 @@ pub fn run(
         }
         publisher.send(&pb::ReplayRecord {
             record: Some(Record::Activity(event)),
+            written_at: None,
         })?;
         report.events += 1;
     }

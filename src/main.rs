@@ -132,7 +132,9 @@ enum Command {
     /// at a fixed rate, restore and memory at scale, 1-3 instances (see BENCHMARKS.md).
     Bench(autoclaim::bench::BenchArgs),
     /// Apply input records (JSON lines of ReplayRecord) in order and print one Decision a line.
-    /// Exits with 1 if any line was rejected (each is reported on stderr with its line number).
+    /// Exits with 1 if any line was rejected (each is reported on stderr with its line number and
+    /// code). An activity whose occurredAt is more than --max-event-time-skew after its line's
+    /// writtenAt is rejected (event_time_in_future), as `run` dead-letters it.
     Replay {
         /// File of JSON lines; `-` for standard input.
         #[arg(long, default_value = "-")]
@@ -140,6 +142,9 @@ enum Command {
         /// How long a settings or policy change takes to come into force (e.g. 2h, 30s).
         #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
         propagation_delay: Duration,
+        // Bounds an activity's occurredAt by its line's writtenAt (lines without one are not bounded).
+        #[command(flatten)]
+        event_time: autoclaim::pipeline::config::EventTimeArgs,
     },
 }
 
@@ -351,8 +356,10 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay {
             input,
             propagation_delay,
+            event_time,
         } => {
-            let mut replayer = Replayer::new(propagation_delay);
+            let mut replayer =
+                Replayer::new(propagation_delay).with_max_event_time_skew(event_time.max_skew);
             let stdout = io::stdout().lock();
             let stderr = io::stderr().lock();
             let summary = if input == "-" {

@@ -3,16 +3,18 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use crate::domain::activity::Activity;
+use crate::domain::activity::{Activity, DEFAULT_MAX_EVENT_TIME_SKEW};
 use crate::domain::directory::DirectoryUser;
 use crate::state::{process, PartitionState, Tables};
-use crate::wire::convert::{InventoryRecord, PolicyRecord, SettingsRecord};
+use crate::wire::convert::{self, InventoryRecord, PolicyRecord, SettingsRecord};
 use crate::wire::pb::replay_record::Record;
 use crate::wire::{codec, output, pb, Format, WireError};
 
 pub struct Replayer {
     tables: Tables,
     partition: PartitionState,
+    /// How far an activity may be ahead of its record's `writtenAt` (as `run`'s bound).
+    max_event_time_skew: Duration,
 }
 
 /// What a replay run did.
@@ -28,17 +30,30 @@ impl Replayer {
         Replayer {
             tables: Tables::new(propagation_delay),
             partition: PartitionState::default(),
+            max_event_time_skew: DEFAULT_MAX_EVENT_TIME_SKEW,
         }
+    }
+
+    /// How much later than its record's `writtenAt` an activity may say it occurred (default 5
+    /// minutes), as `run --max-event-time-skew`.
+    pub fn with_max_event_time_skew(mut self, max_skew: Duration) -> Self {
+        self.max_event_time_skew = max_skew;
+        self
     }
 
     /// Applies one record; returns the decision when the record is an activity.
     pub fn apply(&mut self, record: pb::ReplayRecord) -> Result<Option<pb::Decision>, WireError> {
+        let written_at = record
+            .written_at
+            .map(|t| convert::timestamp("writtenAt", Some(t)))
+            .transpose()?;
         let record = record
             .record
             .ok_or_else(|| WireError::field("record", "is required (one of activity, directoryUser, inventory, settings, policy, directoryUserDeleted)"))?;
         match record {
             Record::Activity(e) => {
                 let event = Activity::try_from(e)?;
+                event.check_event_time(written_at, self.max_event_time_skew)?;
                 let decision = process(&self.tables, &mut self.partition, &event);
                 Ok(Some(output::decision(&decision, decision.occurred_at)))
             }

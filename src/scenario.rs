@@ -143,7 +143,12 @@ impl Scenario {
             .start
             .saturating_sub(std::time::Duration::from_secs(3 * 3600));
         let mut out = Vec::new();
-        let mut push = |r: Record| out.push(pb::ReplayRecord { record: Some(r) });
+        let mut push = |r: Record| {
+            out.push(pb::ReplayRecord {
+                record: Some(r),
+                written_at: None,
+            })
+        };
         for tenant in &self.tenants {
             let enabled = rng.random_bool(0.9);
             let scope = if rng.random_bool(0.2) {
@@ -294,6 +299,9 @@ impl Scenario {
                 "env-default".into()
             },
             managed_environment: managed,
+            // Exempt flows are left out: they would change every seeded workload's outcomes.
+            covered_by_process_plan: false,
+            runs_in_licensed_app_context: false,
         });
         pb::ActivityEvent {
             schema_version: 1,

@@ -144,7 +144,10 @@ fn ts(millis: i64) -> Option<pbjson_types::Timestamp> {
 }
 
 fn record(r: pb::replay_record::Record) -> pb::ReplayRecord {
-    pb::ReplayRecord { record: Some(r) }
+    pb::ReplayRecord {
+        record: Some(r),
+        written_at: None,
+    }
 }
 
 fn licence_request(id: &str, user: &str, at: i64) -> pb::ActivityEvent {

@@ -57,7 +57,9 @@ fn flow_event_json() -> Value {
             "usesPremiumConnectors": true,
             "usesAttendedRpa": false,
             "environmentId": "env-1",
-            "managedEnvironment": true
+            "managedEnvironment": true,
+            "coveredByProcessPlan": false,
+            "runsInLicensedAppContext": true
         }
     })
 }
@@ -80,6 +82,8 @@ fn flow_event_message() -> pb::ActivityEvent {
             uses_attended_rpa: false,
             environment_id: "env-1".into(),
             managed_environment: true,
+            covered_by_process_plan: false,
+            runs_in_licensed_app_context: true,
         }),
         requested_product: String::new(),
     }
@@ -164,6 +168,8 @@ fn the_same_event_in_json_and_protobuf_gives_the_same_domain_value() {
             uses_attended_rpa: false,
             environment_id: "env-1".into(),
             managed_environment: true,
+            covered_by_process_plan: false,
+            runs_in_licensed_app_context: true,
         }),
         requested_product: None,
     };
@@ -402,12 +408,57 @@ fn json_accepts_lower_camel_case_and_original_field_names() {
         "kind": "CLOUD_FLOW_TRIGGERED", "source": "PORTAL",
         "flow": {"flow_id": "flow-1", "owner_user_id": "owner", "trigger_type": "SCHEDULED",
             "uses_premium_connectors": true, "uses_attended_rpa": false,
-            "environment_id": "env-1", "managed_environment": true}
+            "environment_id": "env-1", "managed_environment": true,
+            "covered_by_process_plan": false, "runs_in_licensed_app_context": true}
     });
     assert_eq!(
         activity_from_value(&snake).unwrap(),
         activity_from_value(&flow_event_json()).unwrap()
     );
+}
+
+#[test]
+fn the_licensing_exemptions_of_a_flow_decode_from_both_encodings_and_default_to_none() {
+    let exemptions = |a: Activity| {
+        let flow = a.flow.expect("a cloud-flow event");
+        (
+            flow.covered_by_process_plan,
+            flow.runs_in_licensed_app_context,
+        )
+    };
+    for (process_plan, app_context) in [(false, false), (true, false), (false, true), (true, true)]
+    {
+        let mut e = flow_event_json();
+        e["flow"]["coveredByProcessPlan"] = json!(process_plan);
+        e["flow"]["runsInLicensedAppContext"] = json!(app_context);
+        assert_eq!(
+            exemptions(activity_from_value(&e).unwrap()),
+            (process_plan, app_context)
+        );
+        let mut m = flow_event_message();
+        let flow = m.flow.as_mut().unwrap();
+        flow.covered_by_process_plan = process_plan;
+        flow.runs_in_licensed_app_context = app_context;
+        assert_eq!(
+            exemptions(activity_from_message(&m).unwrap()),
+            (process_plan, app_context)
+        );
+    }
+    // A producer that does not know the fields sends neither: no exemption.
+    let mut e = flow_event_json();
+    let flow = e["flow"].as_object_mut().unwrap();
+    flow.remove("coveredByProcessPlan");
+    flow.remove("runsInLicensedAppContext");
+    assert_eq!(exemptions(activity_from_value(&e).unwrap()), (false, false));
+    // Protobuf fields 8 and 9 (varints), numbers no earlier field had: the schema only grew.
+    let mut m = flow_event_message();
+    let flow = m.flow.as_mut().unwrap();
+    (
+        flow.covered_by_process_plan,
+        flow.runs_in_licensed_app_context,
+    ) = (true, true);
+    let bytes = m.flow.as_ref().unwrap().encode_to_vec();
+    assert!(bytes.ends_with(&[8 << 3, 1, 9 << 3, 1]), "{bytes:?}");
 }
 
 #[test]
@@ -1081,10 +1132,12 @@ prop_compose! {
     fn arb_flow()(
         flow_id in arb_string(), owner in arb_string(), trigger in 0i32..=3,
         premium in any::<bool>(), rpa in any::<bool>(), env in arb_string(), managed in any::<bool>(),
+        process_plan in any::<bool>(), app_context in any::<bool>(),
     ) -> pb::Flow {
         pb::Flow {
             flow_id, owner_user_id: owner, trigger_type: trigger, uses_premium_connectors: premium,
             uses_attended_rpa: rpa, environment_id: env, managed_environment: managed,
+            covered_by_process_plan: process_plan, runs_in_licensed_app_context: app_context,
         }
     }
 }

@@ -175,6 +175,139 @@ fn attended_rpa_flows_and_desktop_events_require_premium() {
     assert_assigned(&d, PREMIUM, "pol-premium");
 }
 
+/// Every cloud-flow event a flow can give, with premium connectors, attended RPA and a managed
+/// environment: each needs Premium unless the flow is exempt.
+fn demanding_flow_events(id: &str, actor: &str, at: i64) -> Vec<Ev> {
+    let mut events = Vec::new();
+    for kind in [
+        K::CloudFlowSaved,
+        K::CloudFlowTriggered,
+        K::CloudFlowTurnedOn,
+    ] {
+        for trigger in [Tr::Instant, Tr::Automated, Tr::Scheduled] {
+            let id = format!("{id}-{kind:?}-{trigger:?}");
+            events.push(
+                Ev::saved(T, &id, actor, at)
+                    .kind(kind)
+                    .trigger(trigger)
+                    .rpa()
+                    .managed(),
+            );
+        }
+    }
+    events
+}
+
+#[test]
+fn a_flow_under_a_process_plan_or_in_a_licensed_app_context_needs_no_per_user_licence() {
+    // One Premium seat: if an exempt flow took it, u3 would fail.
+    let mut r = tenant_with(&[PolicySpec::new(T, "pol", PREMIUM, T0)]);
+    r.feed(inventory(T, PREMIUM, 1, 0, T0));
+    for (user, exempt) in [
+        ("u1", Ev::process_plan as fn(Ev) -> Ev),
+        ("u2", Ev::licensed_app_context),
+    ] {
+        for e in demanding_flow_events(user, user, LIVE) {
+            let d = r.decide(exempt(e));
+            assert_outcome(&d, O::NotRequired, R::Unspecified);
+            assert!(d.assignment.is_none() && d.failure.is_none(), "{d:?}");
+        }
+    }
+    // The same flow without the exemption needs Premium, and the seat is still free.
+    let d = r.decide(Ev::saved(T, "e3", "u3", LIVE + MIN).rpa().managed());
+    assert_assigned(&d, PREMIUM, "pol");
+}
+
+#[test]
+fn an_exempt_flow_is_not_required_before_scope_entitlement_and_eligibility_are_looked_at() {
+    let mut r = tenant_with(&[both_products_policy()]);
+    r.feed_all([
+        // Managed environments only: the unmanaged flow below would be out of scope.
+        settings(T, true, Scope::ManagedEnvironmentsOnly, T0 + MIN),
+        UserSpec::member(T, "holder")
+            .licence(PREMIUM_SKU, &[])
+            .record(),
+        UserSpec::member(T, "guest").guest().record(),
+    ]);
+    let at = T0 + 3 * HOUR;
+    let unmanaged = Ev::saved(T, "e1", "u1", at).rpa().process_plan();
+    assert_outcome(&r.decide(unmanaged), O::NotRequired, R::Unspecified);
+    let entitled = Ev::saved(T, "e2", "holder", at).rpa().managed();
+    assert_outcome(
+        &r.decide(entitled.clone().licensed_app_context()),
+        O::NotRequired,
+        R::Unspecified,
+    );
+    assert_outcome(&r.decide(entitled), O::AlreadyEntitled, R::Unspecified);
+    let guest = Ev::saved(T, "e3", "guest", at).managed().process_plan();
+    assert_outcome(&r.decide(guest), O::NotRequired, R::Unspecified);
+    // Autoclaim off still comes first.
+    r.feed(settings(T, false, Scope::AllEnvironments, at));
+    let later = Ev::saved(T, "e4", "u1", at + DELAY).rpa().process_plan();
+    assert_outcome(&r.decide(later), O::AutoclaimOff, R::Unspecified);
+}
+
+// ------------------------------------------------------------------------------- event time
+
+/// Refused lines' codes, or the decision.
+fn apply_code(r: &mut Run, record: pb::ReplayRecord) -> Result<pb::Decision, &'static str> {
+    match r.0.apply(record) {
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => panic!("an activity gave no decision"),
+        Err(e) => Err(e.code()),
+    }
+}
+
+#[test]
+fn an_event_stamped_beyond_the_skew_after_its_write_time_is_refused_and_holds_no_seat() {
+    // One per-user seat, and a policy not yet in force at the write time.
+    let mut r = tenant_with(&[]);
+    r.feed(inventory(T, PER_USER, 1, 0, T0));
+    let written = LIVE;
+    r.feed(PolicySpec::new(T, "later", PER_USER, written).record());
+    let year_ahead = Ev::saved(T, "future", "u1", written + 365 * 24 * HOUR);
+    assert_eq!(
+        apply_code(&mut r, year_ahead.written_at(written)),
+        Err("event_time_in_future")
+    );
+    let just_over = Ev::saved(T, "over", "u1", written + 5 * MIN + MS);
+    assert_eq!(
+        apply_code(&mut r, just_over.written_at(written)),
+        Err("event_time_in_future")
+    );
+    // Within the skew: decided by its own time, when the policy is not in force yet.
+    let at_bound = Ev::saved(T, "bound", "u1", written + 5 * MIN);
+    let d = apply_code(&mut r, at_bound.written_at(written)).unwrap();
+    assert_outcome(&d, O::NoPolicy, R::Unspecified);
+    // Once the policy is in force, the seat the future event would have held is free.
+    let d = apply_code(
+        &mut r,
+        Ev::saved(T, "now", "u2", written + DELAY).written_at(written + DELAY),
+    )
+    .unwrap();
+    assert_assigned(&d, PER_USER, "later");
+    // Late events, and records with no write time, are not bounded.
+    let late = Ev::saved(T, "late", "u3", written).written_at(written + 30 * 24 * HOUR);
+    assert!(apply_code(&mut r, late).is_ok());
+    let unknown = Ev::saved(T, "unknown", "u4", written + 365 * 24 * HOUR).record();
+    assert!(apply_code(&mut r, unknown).is_ok());
+}
+
+#[test]
+fn the_allowed_skew_is_the_replayers_to_choose() {
+    let strict = autoclaim::replay::Replayer::new(delay_ms(DELAY))
+        .with_max_event_time_skew(std::time::Duration::ZERO);
+    let mut r = Run(strict);
+    r.feed(autoclaim_on(T, T0));
+    let e = Ev::saved(T, "e1", "u1", LIVE + MS);
+    assert_eq!(
+        apply_code(&mut r, e.written_at(LIVE)),
+        Err("event_time_in_future")
+    );
+    let e = Ev::saved(T, "e2", "u1", LIVE);
+    assert!(apply_code(&mut r, e.written_at(LIVE)).is_ok());
+}
+
 #[test]
 fn whose_licence_owner_for_automated_and_scheduled_triggers_else_the_actor() {
     let mut r = tenant_with(&[both_products_policy()]);

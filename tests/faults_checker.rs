@@ -85,7 +85,10 @@ fn tables(t0: &str, t1: &str) -> Vec<pb::ReplayRecord> {
         as_of: ts(T0 - 5 * HOUR),
     }));
     out.into_iter()
-        .map(|r| pb::ReplayRecord { record: Some(r) })
+        .map(|r| pb::ReplayRecord {
+            record: Some(r),
+            written_at: None,
+        })
         .collect()
 }
 

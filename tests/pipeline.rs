@@ -331,7 +331,10 @@ fn a_policy_has_no_effect_before_its_propagation_delay() {
     };
     let tables: Vec<pb::ReplayRecord> = tables
         .into_iter()
-        .map(|r| pb::ReplayRecord { record: Some(r) })
+        .map(|r| pb::ReplayRecord {
+            record: Some(r),
+            written_at: None,
+        })
         .collect();
     let activity = activity_records([
         event("before", "early", t0 + HOUR - 1),
@@ -356,4 +359,194 @@ fn a_policy_has_no_effect_before_its_propagation_delay() {
     assert_eq!(got[0].user_id, "late");
     assert_eq!(got[0].trigger_event_id, "after");
     assert!(service.stop().success());
+}
+
+/// Milliseconds in a day.
+const DAY: i64 = 24 * 3_600_000;
+
+/// A licence request of `user` in `tenant`, occurred at `at`, as written to Kafka at `written_at`
+/// (None: the producer stamps it when it sends).
+fn stamped_request(
+    tenant: &str,
+    id: &str,
+    user: &str,
+    at: i64,
+    written_at: Option<i64>,
+) -> pb::ReplayRecord {
+    pb::ReplayRecord {
+        record: Some(pb::replay_record::Record::Activity(pb::ActivityEvent {
+            schema_version: 1,
+            event_id: id.into(),
+            tenant_id: tenant.into(),
+            occurred_at: ts(at),
+            actor_user_id: user.into(),
+            kind: pb::ActivityKind::LicenseRequested as i32,
+            source: pb::ActivitySource::Portal as i32,
+            requested_product: "power_automate_per_user".into(),
+            ..Default::default()
+        })),
+        written_at: written_at.and_then(ts),
+    }
+}
+
+/// Autoclaim on, a policy in force and `seats` per-user seats for `tenant`, and members `users`.
+fn tenant_tables(tenant: &str, since: i64, seats: u64, users: &[&str]) -> Vec<pb::ReplayRecord> {
+    use pb::replay_record::Record;
+    let mut tables = vec![
+        Record::Settings(pb::TenantSettings {
+            tenant_id: tenant.into(),
+            autoclaim_enabled: true,
+            changed_at: ts(since),
+            ..Default::default()
+        }),
+        Record::Inventory(pb::LicenseInventory {
+            tenant_id: tenant.into(),
+            product: "power_automate_per_user".into(),
+            purchased_units: seats,
+            assigned_units: 0,
+            as_of: ts(since),
+        }),
+        Record::Policy(pb::Policy {
+            tenant_id: tenant.into(),
+            policy_id: "p1".into(),
+            name: "Flows".into(),
+            product: "power_automate_per_user".into(),
+            enabled: true,
+            created_at: ts(since),
+            changed_at: ts(since),
+            ..Default::default()
+        }),
+    ];
+    for user in users {
+        tables.push(Record::DirectoryUser(pb::DirectoryUser {
+            tenant_id: tenant.into(),
+            user_id: (*user).into(),
+            account_enabled: true,
+            user_type: pb::directory_user::UserType::Member as i32,
+            usage_location: "US".into(),
+            as_of: ts(since),
+            ..Default::default()
+        }));
+    }
+    tables
+        .into_iter()
+        .map(|r| pb::ReplayRecord {
+            record: Some(r),
+            written_at: None,
+        })
+        .collect()
+}
+
+/// The value of a counter with this label in Prometheus text (0 when absent).
+fn counter_with_label(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_event_a_year_ahead_of_its_kafka_timestamp_is_dead_lettered_not_decided_nor_routed() {
+    let topics = unique_topics("skew");
+    create_topics(&topics, 2);
+    // Kafka timestamps of now (brokers refuse ones far from their clock); events from there on.
+    let now = Timestamp::now().as_millis();
+    let since = now - 5 * 3_600_000;
+    // Tenant "direct" on its own partition, "routed" always on the other one.
+    let direct = "tenant-skew-direct";
+    let routed = "tenant-skew-routed";
+    let mut tables = tenant_tables(direct, since, 1, &["ahead", "on-time", "late"]);
+    tables.extend(tenant_tables(routed, since, 5, &["ahead", "on-time"]));
+    let direct_activity = vec![
+        // A year ahead of its write time: it would take the one seat, under the policies of then.
+        stamped_request(direct, "d-ahead", "ahead", now + 365 * DAY, Some(now)),
+        // Within the skew (4 minutes): decided by its own time, and gets the seat.
+        stamped_request(direct, "d-on-time", "on-time", now + 4 * 60_000, Some(now)),
+        // Late, and stamped by the producer when sent: not bounded; no seat left.
+        stamped_request(direct, "d-late", "late", now - 3_600_000, None),
+    ];
+    let routed_activity = vec![
+        stamped_request(routed, "r-ahead", "ahead", now + 365 * DAY, Some(now)),
+        stamped_request(routed, "r-on-time", "on-time", now - 60_000, Some(now)),
+    ];
+    let all_records: Vec<pb::ReplayRecord> = tables
+        .iter()
+        .chain(&direct_activity)
+        .chain(&routed_activity)
+        .cloned()
+        .collect();
+    // Replay sees the same write times (ReplayRecord.writtenAt) and refuses the same events.
+    let expected = expected(&all_records, DELAY);
+    let decided: Vec<&str> = expected
+        .decisions
+        .iter()
+        .map(|d| d.event_id.as_str())
+        .collect();
+    assert_eq!(decided, ["d-on-time", "d-late", "r-on-time"]);
+    assert_eq!(expected.assignments.len(), 2, "d-on-time and r-on-time");
+    assert_eq!(expected.failures.len(), 1, "d-late: no seat left");
+
+    publish(&topics, &tables, Format::Json);
+    publish(&topics, &direct_activity, Format::Json);
+    publish_misplaced(&topics, &routed_activity, Format::Protobuf);
+    let group = format!("g-{}", topics.activity);
+    let mut service = Service::start(&options(&topics, &group, "skew-1"));
+    assert_outputs(&topics, &expected);
+    wait_processed_by(&mut service, &topics, &group, WAIT);
+
+    let dead = read_committed(&topics.dead_letters);
+    assert_eq!(dead.len(), 2, "the two events a year ahead, once each");
+    let mut dead_events = Vec::new();
+    for read in &dead {
+        assert_eq!(read.headers["autoclaim.error.code"], "event_time_in_future");
+        assert_eq!(
+            read.headers["autoclaim.source.topic"], topics.activity,
+            "refused where it arrived"
+        );
+        let reason = &read.headers["autoclaim.error.reason"];
+        let written = Timestamp::from_millis(now).to_string();
+        let occurred = Timestamp::from_millis(now + 365 * DAY).to_string();
+        assert!(
+            reason.contains(&written) && reason.contains(&occurred) && reason.contains("5m"),
+            "{reason}"
+        );
+        let tenant = String::from_utf8(read.key.clone().unwrap()).unwrap();
+        dead_events.push(tenant);
+    }
+    dead_events.sort();
+    assert_eq!(dead_events, [direct, routed]);
+    // Only the routed tenant's readable event went through the repartition topic.
+    let reroutes = read_committed(&topics.repartition);
+    assert_eq!(reroutes.len(), 1, "the refused event is not routed");
+
+    // The dead letters are counted like any other code (published just after their commit).
+    let addr = service.http_addr();
+    let refused = || {
+        let metrics = http_get(addr, "/metrics").1;
+        let label = r#"reason="event_time_in_future""#;
+        counter_with_label(&metrics, autoclaim::telemetry::DEAD_LETTERS, label)
+    };
+    wait_until("the dead letters to be counted", WAIT, || refused() >= 2.0);
+    assert_eq!(refused(), 2.0);
+    assert!(service.stop().success(), "log: {}", service.log_text());
+
+    // verify applies the same bound to what it reads: both dead letters expected, outputs replay's.
+    let report = verify(&topics, &group);
+    assert!(report.clean, "{}", report.human());
+    assert!(report.compared_with_replay, "{}", report.human());
+    assert_eq!(report.counts.unreadable_records, 2, "{}", report.human());
+    assert_eq!(report.counts.dead_letters, 2, "{}", report.human());
+    assert_eq!(report.counts.expected_assignments, Some(2));
+    assert_eq!(report.counts.expected_failures, Some(1));
+    // A checker that allowed a year of skew would find the run's dead letters wrong.
+    let mut lax = verify_args(&topics, &group, true);
+    lax.event_time.max_skew = Duration::from_secs(366 * 24 * 3600);
+    let report = autoclaim::verify::verify(&lax).expect("autoclaim verify");
+    assert_eq!(
+        report.count("valid_record_dead_lettered"),
+        2,
+        "{}",
+        report.human()
+    );
 }

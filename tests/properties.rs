@@ -83,6 +83,8 @@ enum Step {
         rpa: bool,
         managed: bool,
         product: usize,
+        /// 0: the flow is under a process plan, 1: in a licensed app's context, else neither.
+        exempt: usize,
     },
 }
 
@@ -146,9 +148,10 @@ fn arb_step() -> impl Strategy<Value = Step> {
             prop::bool::weighted(0.25),
             prop::bool::weighted(0.3),
             0..PRODUCTS.len(),
+            0..10usize,
         )
-            .prop_map(|(tenant, actor, kind, trigger, owner, premium, rpa, managed, product)| Step::Event {
-                tenant, actor, kind, trigger, owner, premium, rpa, managed, product,
+            .prop_map(|(tenant, actor, kind, trigger, owner, premium, rpa, managed, product, exempt)| Step::Event {
+                tenant, actor, kind, trigger, owner, premium, rpa, managed, product, exempt,
             }),
     ]
 }
@@ -302,7 +305,7 @@ fn arb_busy_steps() -> impl Strategy<Value = Vec<Timed>> {
         4 => (0..BUSY_USERS, 0..6usize, prop::bool::weighted(0.3), 0..PRODUCTS.len()).prop_map(
             |(actor, kind, rpa, product)| Step::Event {
                 tenant: 0, actor, kind, trigger: 2, owner: actor, premium: true, rpa,
-                managed: false, product,
+                managed: false, product, exempt: usize::MAX,
             }
         ),
     ];
@@ -461,6 +464,7 @@ fn materialize(steps: &[Timed]) -> Vec<pb::ReplayRecord> {
                 rpa,
                 managed,
                 product,
+                exempt,
             } => {
                 let (tenant, id, actor) = (TENANTS[*tenant], format!("e{i}"), format!("u{actor}"));
                 let e = match kind {
@@ -488,7 +492,11 @@ fn materialize(steps: &[Timed]) -> Vec<pb::ReplayRecord> {
                         if *managed {
                             e = e.managed();
                         }
-                        e
+                        match exempt {
+                            0 => e.process_plan(),
+                            1 => e.licensed_app_context(),
+                            _ => e,
+                        }
                     }
                     3 => Ev::request(tenant, &id, &actor, at, PRODUCTS[*product]),
                     4 => Ev::desktop(tenant, &id, &actor, at, pb::ActivityKind::GoPremiumSelected),
@@ -541,7 +549,9 @@ fn need_of(e: &pb::ActivityEvent) -> Caps {
         | pb::ActivityKind::CloudFlowTriggered
         | pb::ActivityKind::CloudFlowTurnedOn => {
             let f = e.flow.as_ref().unwrap();
-            if f.uses_attended_rpa {
+            if f.covered_by_process_plan || f.runs_in_licensed_app_context {
+                Caps::NONE
+            } else if f.uses_attended_rpa {
                 Caps::RPA_AND_FLOWS
             } else if f.uses_premium_connectors || f.managed_environment {
                 Caps::FLOWS

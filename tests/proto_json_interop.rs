@@ -199,6 +199,8 @@ fn flow(g: &mut Gen) -> pb::Flow {
         uses_attended_rpa: g.bool(),
         environment_id: g.string(),
         managed_environment: g.bool(),
+        covered_by_process_plan: g.bool(),
+        runs_in_licensed_app_context: g.bool(),
     }
 }
 
@@ -354,7 +356,10 @@ fn replay_record(g: &mut Gen, member: usize) -> pb::ReplayRecord {
         ))),
         _ => None,
     };
-    pb::ReplayRecord { record }
+    pb::ReplayRecord {
+        record,
+        written_at: g.opt_timestamp(),
+    }
 }
 
 // ---------------------------------------------------------------- the batch

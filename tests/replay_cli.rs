@@ -8,12 +8,13 @@ use serde_json::Value;
 const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.jsonl");
 const EXCHANGE_S_FOUNDATION: &str = "113feb6c-3fe4-4440-bddc-54d774bf0318";
 
-/// Runs the binary with `args`, feeding `stdin` if given. The propagation delay variable of the
-/// caller's environment is removed so that only the arguments decide.
+/// Runs the binary with `args`, feeding `stdin` if given. The propagation delay and event time
+/// skew variables of the caller's environment are removed so that only the arguments decide.
 fn autoclaim(args: &[&str], stdin: Option<Vec<u8>>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_autoclaim"));
     cmd.args(args)
         .env_remove("AUTOCLAIM_PROPAGATION_DELAY")
+        .env_remove("AUTOCLAIM_MAX_EVENT_TIME_SKEW")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -386,9 +387,102 @@ fn the_propagation_delay_flag_decides_when_changes_are_in_force() {
     assert_eq!(field(&ds[0], &["outcome"]), "ASSIGNED", "{}", ds[0]);
 }
 
+/// A tenant with one per-user seat, three users, and four events: a year ahead of its line's
+/// `writtenAt` (line 6), exactly the default skew ahead (line 7), and two exempt RPA flows.
+const SKEW_INPUT: &[&str] = &[
+    r#"{"settings":{"tenantId":"t","autoclaimEnabled":true,"changedAt":"2026-03-02T06:00:00Z"}}"#,
+    r#"{"policy":{"tenantId":"t","policyId":"p","name":"P","product":"power_automate_per_user","backupProducts":["power_automate_premium"],"enabled":true,"createdAt":"2026-03-02T06:00:00Z","changedAt":"2026-03-02T06:00:00Z"}}"#,
+    r#"{"inventory":{"tenantId":"t","product":"power_automate_per_user","purchasedUnits":"1","assignedUnits":"0","asOf":"2026-03-02T06:00:00Z"}}"#,
+    r#"{"directoryUser":{"tenantId":"t","userId":"u1","accountEnabled":true,"userType":"MEMBER","usageLocation":"US","asOf":"2026-03-02T06:00:00Z"}}"#,
+    r#"{"directoryUser":{"tenantId":"t","userId":"u2","accountEnabled":true,"userType":"MEMBER","usageLocation":"US","asOf":"2026-03-02T06:00:00Z"}}"#,
+    r#"{"writtenAt":"2026-03-02T10:00:00Z","activity":{"eventId":"e1","tenantId":"t","occurredAt":"2027-03-02T10:00:00Z","actorUserId":"u1","kind":"LICENSE_REQUESTED","source":"PORTAL","requestedProduct":"power_automate_per_user"}}"#,
+    r#"{"writtenAt":"2026-03-02T10:00:00Z","activity":{"eventId":"e2","tenantId":"t","occurredAt":"2026-03-02T10:05:00Z","actorUserId":"u2","kind":"LICENSE_REQUESTED","source":"PORTAL","requestedProduct":"power_automate_per_user"}}"#,
+    r#"{"writtenAt":"2026-03-02T11:00:00Z","activity":{"eventId":"e3","tenantId":"t","occurredAt":"2026-03-02T11:00:00Z","actorUserId":"u1","kind":"CLOUD_FLOW_TRIGGERED","source":"PORTAL","flow":{"flowId":"f3","ownerUserId":"u1","triggerType":"AUTOMATED","usesPremiumConnectors":true,"usesAttendedRpa":true,"managedEnvironment":true,"coveredByProcessPlan":true}}}"#,
+    r#"{"activity":{"eventId":"e4","tenantId":"t","occurredAt":"2026-03-02T11:01:00Z","actorUserId":"u1","kind":"CLOUD_FLOW_SAVED","source":"PORTAL","flow":{"flowId":"f4","ownerUserId":"u1","triggerType":"INSTANT","usesAttendedRpa":true,"runs_in_licensed_app_context":true}}}"#,
+];
+
+/// (eventId, outcome) of each decision.
+fn outcomes_of(out: &Output) -> Vec<(String, String)> {
+    decisions(out)
+        .iter()
+        .map(|d| {
+            (
+                field(d, &["eventId"]).to_owned(),
+                field(d, &["outcome"]).to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(e, o)| ((*e).to_owned(), (*o).to_owned()))
+        .collect()
+}
+
+#[test]
+fn an_event_beyond_the_skew_after_its_written_at_is_rejected_and_exempt_flows_need_nothing() {
+    let path = temp_file("skew.jsonl", SKEW_INPUT.join("\n").as_bytes());
+    let path = path.to_str().unwrap();
+    let out = replay_file(path, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    let rejected: Vec<&str> = err.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(rejected.len(), 1, "{err}");
+    let line = rejected[0];
+    assert!(line.starts_with("line 6: "), "{line}");
+    assert!(line.ends_with("(event_time_in_future)"), "{line}");
+    for part in ["2027-03-02T10:00:00.000Z", "2026-03-02T10:00:00.000Z", "5m"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    // e2, at the bound, is decided and takes the one seat the year-ahead event did not take.
+    assert_eq!(
+        outcomes_of(&out),
+        pairs(&[
+            ("e2", "ASSIGNED"),
+            ("e3", "NOT_REQUIRED"),
+            ("e4", "NOT_REQUIRED")
+        ])
+    );
+    assert_eq!(field(&decisions(&out)[0], &["assignment", "userId"]), "u2");
+
+    // With a skew of a year and a day, the future event is decided: under the policy at its own
+    // time, it takes the seat, and e2, which is on time, fails.
+    let lax = replay_file(path, &["--max-event-time-skew", "366days"]);
+    assert_eq!(lax.status.code(), Some(0), "{}", stderr(&lax));
+    assert_eq!(
+        outcomes_of(&lax),
+        pairs(&[
+            ("e1", "ASSIGNED"),
+            ("e2", "FAILED"),
+            ("e3", "NOT_REQUIRED"),
+            ("e4", "NOT_REQUIRED")
+        ])
+    );
+    // The environment variable does the same as the flag; a skew of 0 refuses e2 too.
+    let env = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args(["replay", "--input", path])
+        .env_remove("AUTOCLAIM_PROPAGATION_DELAY")
+        .env("AUTOCLAIM_MAX_EVENT_TIME_SKEW", "366days")
+        .output()
+        .unwrap();
+    assert_eq!(env.stdout, lax.stdout);
+    let strict = replay_file(path, &["--max-event-time-skew", "0s"]);
+    let err = stderr(&strict);
+    assert!(err.lines().any(|l| l.starts_with("line 7: ")), "{err}");
+    assert_eq!(
+        outcomes_of(&strict),
+        pairs(&[("e3", "NOT_REQUIRED"), ("e4", "NOT_REQUIRED")])
+    );
+}
+
 #[test]
 fn bad_arguments_and_missing_files_are_errors() {
     let out = replay_file(QUICKSTART, &["--propagation-delay", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let out = replay_file(QUICKSTART, &["--max-event-time-skew", "ahead"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
     let missing = format!("{}/does-not-exist.jsonl", env!("CARGO_TARGET_TMPDIR"));

@@ -68,6 +68,7 @@ impl Bench<'_> {
             sent[i].store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
             publisher.send(&pb::ReplayRecord {
                 record: Some(Record::Activity(event)),
+                written_at: None,
             })?;
         }
         let produce_secs = started.elapsed().as_secs_f64();

@@ -130,6 +130,7 @@ pub(super) fn publish_directory(
         let user = crate::scenario::directory_user(&mut rng, tenant.clone(), user_id, as_of);
         publisher.send(&pb::ReplayRecord {
             record: Some(Record::DirectoryUser(user)),
+            written_at: None,
         })?;
     }
     publisher.flush(Duration::from_secs(600))?;

@@ -1,4 +1,9 @@
-//! Activity events and what they require: which capabilities, and whose licence.
+//! Activity events and what they require: which capabilities, and whose licence; and how far
+//! ahead of its record an event's time may be.
+use std::time::Duration;
+
+use thiserror::Error;
+
 use super::catalog::{Capabilities, Catalog, ProductId};
 use super::time::Timestamp;
 
@@ -56,6 +61,19 @@ pub struct FlowInfo {
     pub uses_attended_rpa: bool,
     pub environment_id: String,
     pub managed_environment: bool,
+    /// Licensed by a Power Automate Process (per-flow) plan: its runs need no per-user licence.
+    pub covered_by_process_plan: bool,
+    /// Runs in the context of a Power Apps or Dynamics 365 app the user is licensed for, whose
+    /// licence covers it.
+    pub runs_in_licensed_app_context: bool,
+}
+
+impl FlowInfo {
+    /// Whether Power Automate's licensing covers the flow without a per-user licence: a per-flow
+    /// plan, or the licence of the app it runs in.
+    pub fn needs_no_per_user_licence(&self) -> bool {
+        self.covered_by_process_plan || self.runs_in_licensed_app_context
+    }
 }
 
 /// A validated activity event. Construction from the wire guarantees the invariants that the engine
@@ -80,6 +98,8 @@ impl Activity {
             ActivityKind::CloudFlowSaved
             | ActivityKind::CloudFlowTriggered
             | ActivityKind::CloudFlowTurnedOn => match &self.flow {
+                // Checked first: an exempt flow needs nothing whatever it uses.
+                Some(flow) if flow.needs_no_per_user_licence() => Capabilities::NONE,
                 Some(flow) if flow.uses_attended_rpa => rpa_and_flows,
                 Some(flow) if flow.uses_premium_connectors || flow.managed_environment => {
                     Capabilities::PREMIUM_CLOUD_FLOWS
@@ -114,6 +134,46 @@ impl Activity {
     pub fn in_managed_environment(&self) -> bool {
         self.flow.as_ref().is_some_and(|f| f.managed_environment)
     }
+
+    /// Bounds the event's time by the time its record was written (`written_at`, None when the
+    /// record has no timestamp: then there is no bound). The engine decides by event time, so an
+    /// event stamped by a clock far ahead would be decided under policy versions not yet in force,
+    /// and its assignment would count against every billing snapshot before that date. Producers'
+    /// clocks may run a little ahead of the broker's: `max_skew` allows for that. Events in the
+    /// past are not bounded (late events are normal).
+    pub fn check_event_time(
+        &self,
+        written_at: Option<Timestamp>,
+        max_skew: Duration,
+    ) -> Result<(), EventTimeInFuture> {
+        match written_at {
+            Some(written_at) if self.occurred_at > written_at.saturating_add(max_skew) => {
+                Err(EventTimeInFuture {
+                    occurred_at: self.occurred_at,
+                    written_at,
+                    max_skew,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How far the event time may be ahead of the record's write time unless configured otherwise:
+/// more than clocks kept by NTP drift apart, far less than a propagation delay or a billing sync.
+pub const DEFAULT_MAX_EVENT_TIME_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// An event that says it occurred later than its record was written, beyond the allowed skew.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "occurredAt {occurred_at} is more than {} after the record was written to Kafka ({written_at}): \
+     the producer's clock is ahead (allowed skew: --max-event-time-skew)",
+    humantime::format_duration(*max_skew)
+)]
+pub struct EventTimeInFuture {
+    pub occurred_at: Timestamp,
+    pub written_at: Timestamp,
+    pub max_skew: Duration,
 }
 
 #[cfg(test)]
@@ -136,6 +196,8 @@ pub(crate) mod tests {
                 uses_attended_rpa: false,
                 environment_id: "env".into(),
                 managed_environment: false,
+                covered_by_process_plan: false,
+                runs_in_licensed_app_context: false,
             }),
             requested_product: None,
         }
@@ -164,6 +226,91 @@ pub(crate) mod tests {
         let caps = e.required_capabilities();
         assert!(caps.contains(Capabilities::ATTENDED_RPA));
         assert!(caps.contains(Capabilities::PREMIUM_CLOUD_FLOWS));
+    }
+
+    #[test]
+    fn a_flow_under_a_process_plan_or_in_a_licensed_app_requires_nothing() {
+        for exempt in [
+            |f: &mut FlowInfo| f.covered_by_process_plan = true,
+            |f: &mut FlowInfo| f.runs_in_licensed_app_context = true,
+        ] {
+            for kind in [
+                ActivityKind::CloudFlowSaved,
+                ActivityKind::CloudFlowTriggered,
+                ActivityKind::CloudFlowTurnedOn,
+            ] {
+                let mut e = flow_event(kind, TriggerType::Automated);
+                let flow = e.flow.as_mut().unwrap();
+                (flow.uses_attended_rpa, flow.uses_premium_connectors) = (true, true);
+                flow.managed_environment = true;
+                assert_eq!(
+                    e.required_capabilities().count(),
+                    2,
+                    "needs both unless exempt"
+                );
+                exempt(e.flow.as_mut().unwrap());
+                assert!(e.required_capabilities().is_empty(), "{kind:?}");
+            }
+        }
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(millis: i64) -> Activity {
+        let mut e = flow_event(ActivityKind::CloudFlowSaved, TriggerType::Instant);
+        e.occurred_at = Timestamp::from_millis(millis);
+        e
+    }
+
+    #[test]
+    fn an_event_up_to_the_skew_after_its_write_time_passes() {
+        let written = Timestamp::from_millis(1_000_000);
+        let bound = 1_000_000 + 5 * 60_000;
+        assert_eq!(
+            at(bound).check_event_time(Some(written), 5 * MINUTE),
+            Ok(())
+        );
+        assert_eq!(
+            at(1_000_000).check_event_time(Some(written), Duration::ZERO),
+            Ok(()),
+            "no skew: the write time itself passes"
+        );
+    }
+
+    #[test]
+    fn an_event_one_millisecond_beyond_the_skew_is_refused_naming_both_times() {
+        let written = Timestamp::from_millis(1_000_000);
+        let e = at(1_000_000 + 5 * 60_000 + 1);
+        let refused = e.check_event_time(Some(written), 5 * MINUTE).unwrap_err();
+        assert_eq!(
+            refused,
+            EventTimeInFuture {
+                occurred_at: e.occurred_at,
+                written_at: written,
+                max_skew: 5 * MINUTE
+            }
+        );
+        let text = refused.to_string();
+        for part in ["1970-01-01T00:21:40.001Z", "1970-01-01T00:16:40.000Z", "5m"] {
+            assert!(text.contains(part), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_event_without_a_write_time_or_in_the_past_is_not_bounded() {
+        assert_eq!(at(i64::MAX).check_event_time(None, Duration::ZERO), Ok(()));
+        let written = Timestamp::from_millis(1_000_000);
+        for past in [0, 999_999, 1_000_000 - 365 * 24 * 3_600_000] {
+            assert_eq!(
+                at(past).check_event_time(Some(written), Duration::ZERO),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            at(i64::MAX).check_event_time(Some(Timestamp::MAX), Duration::MAX),
+            Ok(()),
+            "the bound saturates"
+        );
     }
 
     #[test]

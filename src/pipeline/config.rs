@@ -198,6 +198,27 @@ pub struct ReplicationArgs {
     pub min_insync_replicas: Option<i32>,
 }
 
+/// How far an activity's event time may be ahead of the time its record was written: the same for
+/// `run`, `replay` and `verify`, so that they refuse the same records.
+#[derive(Args, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventTimeArgs {
+    /// How much later than the time its record was written to Kafka (the record's timestamp) an
+    /// activity's occurredAt may be, for producers' clocks that run ahead (e.g. 5m, 30s). A later
+    /// event is dead-lettered with code event_time_in_future: decided, it would be judged by
+    /// policies not yet in force and hold a seat until its date. Records without a timestamp are
+    /// not bounded, nor are events in the past. Give run, replay and verify the same value.
+    #[arg(long = "max-event-time-skew", value_name = "MAX_EVENT_TIME_SKEW", env = "AUTOCLAIM_MAX_EVENT_TIME_SKEW", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub max_skew: Duration,
+}
+
+impl Default for EventTimeArgs {
+    fn default() -> Self {
+        EventTimeArgs {
+            max_skew: crate::domain::activity::DEFAULT_MAX_EVENT_TIME_SKEW,
+        }
+    }
+}
+
 /// Everything `autoclaim run` needs.
 #[derive(Args, Clone, Debug)]
 pub struct RunConfig {
@@ -216,6 +237,8 @@ pub struct RunConfig {
     /// How long a settings or policy change takes to come into force (e.g. 2h, 30s).
     #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
     pub propagation_delay: Duration,
+    #[command(flatten)]
+    pub event_time: EventTimeArgs,
     /// Encoding of the records the processor writes.
     #[arg(
         long,
@@ -326,6 +349,34 @@ mod tests {
             format!("{topics:?}"),
             "parsing the args gives the same topics back"
         );
+    }
+}
+
+#[cfg(test)]
+mod event_time_tests {
+    use clap::Parser;
+
+    use super::EventTimeArgs;
+
+    #[derive(Parser)]
+    struct EventTimeOnly {
+        #[command(flatten)]
+        event_time: EventTimeArgs,
+    }
+
+    #[test]
+    fn the_flags_default_is_the_domains_and_it_reads_humantime() {
+        let parse = |args: &[&str]| {
+            EventTimeOnly::try_parse_from(std::iter::once("autoclaim").chain(args.iter().copied()))
+                .map(|p| p.event_time)
+        };
+        // The variable of the caller's environment would decide otherwise.
+        if std::env::var_os("AUTOCLAIM_MAX_EVENT_TIME_SKEW").is_none() {
+            assert_eq!(parse(&[]).unwrap(), EventTimeArgs::default());
+        }
+        let parsed = parse(&["--max-event-time-skew", "90s"]).unwrap();
+        assert_eq!(parsed.max_skew, std::time::Duration::from_secs(90));
+        assert!(parse(&["--max-event-time-skew", "soon"]).is_err());
     }
 }
 

@@ -629,7 +629,7 @@ impl Core {
             .unwrap_or(Input::Activity);
         self.transactions.ensure_begun()?;
         self.counts.consumed += 1;
-        let routed = match records::activity_record(&RawRecord::of(message)) {
+        let routed = match self.read_activity(message, input) {
             Err(e) => {
                 self.dead_letter(message, &e)?;
                 false
@@ -642,6 +642,27 @@ impl Core {
         }
         self.transactions.consumed(input, partition, offset);
         Ok(())
+    }
+
+    /// Reads an activity record. Its event time is bounded by its write time where the record first
+    /// arrives, on the activity topic, so that one refused is dead-lettered there, once, and never
+    /// routed. A routed record passed that check before it was routed (it keeps the original
+    /// timestamp), so it is not checked again: an instance with another --max-event-time-skew (a
+    /// rolling change) cannot dead-letter on the repartition topic a record already routed.
+    fn read_activity(
+        &self,
+        message: &BorrowedMessage<'_>,
+        input: Input,
+    ) -> Result<Activity, WireError> {
+        let raw = RawRecord::of(message);
+        match input {
+            Input::Activity => records::bounded_activity_record(
+                &raw,
+                records::written_at(message),
+                self.config.event_time.max_skew,
+            ),
+            Input::Repartition => records::activity_record(&raw),
+        }
     }
 
     /// Decides a readable event on its tenant's partition, or routes it there; true if routed.

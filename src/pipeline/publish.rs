@@ -87,22 +87,41 @@ impl Publisher {
         Ok(self)
     }
 
-    /// Queues one record, waiting while the local queue is full.
+    /// Queues one record, waiting while the local queue is full. Its `writtenAt`, if any, is the
+    /// Kafka record's timestamp (so `run` bounds its event time as `replay` does); otherwise the
+    /// producer stamps it with the time of sending.
     pub fn send(&self, record: &pb::ReplayRecord) -> Result<(), KafkaError> {
         let Some(inner) = &record.record else {
             return Ok(());
         };
-        self.send_raw(inner, encode_value(inner, self.format).as_deref())
+        let timestamp = record
+            .written_at
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+        let value = encode_value(inner, self.format);
+        self.send_stamped(inner, value.as_deref(), timestamp)
     }
 
     /// Queues a record with the given value bytes (which may be malformed on purpose, in tests).
     pub fn send_raw(&self, record: &Record, value: Option<&[u8]>) -> Result<(), KafkaError> {
+        self.send_stamped(record, value, None)
+    }
+
+    /// Queues a record with the given value and Kafka timestamp (milliseconds; None: now).
+    fn send_stamped(
+        &self,
+        record: &Record,
+        value: Option<&[u8]>,
+        timestamp: Option<i64>,
+    ) -> Result<(), KafkaError> {
         let (topic, key) = destination(&self.topics, record);
         let mut base: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
             .key(key.as_str())
             .headers(self.headers.clone());
         if let Some(v) = value {
             base = base.payload(v);
+        }
+        if let Some(millis) = timestamp {
+            base = base.timestamp(millis);
         }
         if let (Record::Activity(event), Some(n)) = (record, self.misplace_activity) {
             base = base.partition((tenant_partition(&event.tenant_id, n) + 1) % n);

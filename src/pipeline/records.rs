@@ -1,5 +1,7 @@
 //! Reading the records of table and changelog topics into state updates. Pure functions of key,
 //! value and content type, so they are tested without a broker.
+use std::time::Duration;
+
 use rdkafka::message::{Headers, Message};
 
 use crate::domain::catalog::{Catalog, ProductId};
@@ -210,6 +212,28 @@ pub fn assignment_record(raw: &RawRecord<'_>) -> Result<PastAssignment, WireErro
     })
 }
 
+/// When a record was written to Kafka: its timestamp (the producer's CreateTime, or the broker's
+/// LogAppendTime where the topic says so); None when it has none.
+pub fn written_at<M: Message>(message: &M) -> Option<Timestamp> {
+    message
+        .timestamp()
+        .to_millis()
+        .filter(|millis| *millis >= 0)
+        .map(Timestamp::from_millis)
+}
+
+/// An activity record as read where it first arrives (the activity topic): `activity_record`, and
+/// its event time bounded by the time the record was written (`Activity::check_event_time`).
+pub fn bounded_activity_record(
+    raw: &RawRecord<'_>,
+    written_at: Option<Timestamp>,
+    max_skew: Duration,
+) -> Result<crate::domain::activity::Activity, WireError> {
+    let event = activity_record(raw)?;
+    event.check_event_time(written_at, max_skew)?;
+    Ok(event)
+}
+
 /// An activity record into a validated event. Its key, if it has one, must be its tenant id (a
 /// record without a key is placed by the tenant in its payload).
 pub fn activity_record(
@@ -314,6 +338,32 @@ mod tests {
         );
         assert_eq!(
             code(activity_record(&raw(Some(b"\xff"), value))),
+            "key_mismatch"
+        );
+    }
+
+    #[test]
+    fn an_activity_record_is_refused_when_its_event_is_beyond_the_skew_after_its_write_time() {
+        let event = br#"{"eventId":"e","tenantId":"t","occurredAt":"2026-03-02T10:05:00Z","actorUserId":"u","kind":"LICENSE_REQUESTED","source":"PORTAL","requestedProduct":"power_automate_premium"}"#;
+        let written = |text: &str| {
+            let t = crate::wire::timestamp::parse_rfc3339(text).unwrap();
+            Some(Timestamp::from_millis(t.seconds * 1000))
+        };
+        let skew = Duration::from_secs(300);
+        let read = |at| code(bounded_activity_record(&raw(None, event), at, skew));
+        assert_eq!(read(written("2026-03-02T10:00:00Z")), "ok", "at the bound");
+        assert_eq!(
+            read(written("2026-03-02T09:59:59Z")),
+            "event_time_in_future"
+        );
+        assert_eq!(read(None), "ok", "no timestamp, no bound");
+        // An unreadable record is refused for what makes it unreadable, whatever its time.
+        assert_eq!(
+            code(bounded_activity_record(
+                &raw(Some(b"other"), event),
+                written("2026-03-01T00:00:00Z"),
+                skew
+            )),
             "key_mismatch"
         );
     }

@@ -22,7 +22,8 @@
 //! * `missing_dead_letter`, `duplicate_dead_letter`, `valid_record_dead_lettered`,
 //!   `unmatched_dead_letter`, `dead_letter_without_reason`: every processed activity record that
 //!   cannot be read (the same rules as `run`: size, content type, encoding, schema version, fields,
-//!   the tenant's partition) has exactly one dead letter whose `autoclaim.source.partition/offset`
+//!   the tenant's partition, an event time beyond `--max-event-time-skew` after the record's
+//!   timestamp) has exactly one dead letter whose `autoclaim.source.partition/offset`
 //!   headers name it, with a code and a reason; no readable record is dead-lettered;
 //! * with `--compare-replay`, `missing_output` and `unexpected_output`: the tables are replayed, then
 //!   the readable activity on its tenant's partition in partition and offset order, then the routed
@@ -57,7 +58,7 @@ use crate::domain::seats::Inventory;
 use crate::domain::time::Timestamp;
 use crate::pipeline::admin;
 use crate::pipeline::clients::{self, QuietContext};
-use crate::pipeline::config::{KafkaArgs, Topics};
+use crate::pipeline::config::{EventTimeArgs, KafkaArgs, Topics};
 use crate::pipeline::feed::apply_table_update;
 use crate::pipeline::partitioner::tenant_partition;
 use crate::pipeline::records::{self, RawRecord, TableUpdate};
@@ -83,6 +84,9 @@ pub struct VerifyArgs {
     /// The processor's propagation delay (used by --compare-replay).
     #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
     pub propagation_delay: Duration,
+    // The processor's bound of event time: which activity records it dead-letters.
+    #[command(flatten)]
+    pub event_time: EventTimeArgs,
     /// Also replay the tables, then the activity in partition and offset order, and compare the
     /// outputs with what replay gives.
     #[arg(long)]
@@ -110,6 +114,7 @@ impl VerifyArgs {
             topics,
             group_id: group_id.to_owned(),
             propagation_delay: crate::state::tables::DEFAULT_PROPAGATION_DELAY,
+            event_time: EventTimeArgs::default(),
             compare_replay: false,
             allow_lag: false,
             json: false,
@@ -856,8 +861,14 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
     // 3. The activity.
     let mut activity: BTreeMap<i32, Vec<ActivityEntry>> = BTreeMap::new();
     let activity_marks = read_topic(kafka, &topics.activity, timeout, |m| {
-        // As `run` reads it: on any partition (a record elsewhere than its tenant's is routed).
-        let outcome = records::activity_record(&RawRecord::of(m)).map_err(|e| e.code());
+        // As `run` reads it: on any partition (a record elsewhere than its tenant's is routed), with
+        // its event time bounded by the record's timestamp (routed records were bounded here).
+        let outcome = records::bounded_activity_record(
+            &RawRecord::of(m),
+            records::written_at(m),
+            args.event_time.max_skew,
+        )
+        .map_err(|e| e.code());
         activity
             .entry(m.partition())
             .or_default()

@@ -16,7 +16,8 @@ pub(super) struct RoutedEntry {
     pub offset: i64,
     /// The activity partition and offset it was routed from, if its headers say.
     pub source: Option<(i32, i64)>,
-    /// The event, if it reads (it always should: only readable records are routed).
+    /// The event, if it reads (it always should: only readable records are routed). Its event
+    /// time is not bounded again: as in `run`, it was bounded on the activity topic before routing.
     pub event: Option<Activity>,
 }
 

@@ -196,6 +196,8 @@ fn flow_info(f: pb::Flow) -> Result<FlowInfo, WireError> {
         uses_attended_rpa: f.uses_attended_rpa,
         environment_id: optional_id("flow.environmentId", f.environment_id)?,
         managed_environment: f.managed_environment,
+        covered_by_process_plan: f.covered_by_process_plan,
+        runs_in_licensed_app_context: f.runs_in_licensed_app_context,
     })
 }
 

@@ -27,6 +27,10 @@ pub enum WireError {
     /// where another entity's records are, or let compaction drop the wrong one).
     #[error("the key {key:?} does not name what the value is about ({expected})")]
     KeyMismatch { key: String, expected: String },
+    /// The event says it occurred later than its record was written, beyond the allowed clock
+    /// skew: decided, it would be judged by policies not yet in force and hold a seat until then.
+    #[error(transparent)]
+    EventTimeInFuture(#[from] crate::domain::activity::EventTimeInFuture),
 }
 
 impl WireError {
@@ -48,6 +52,7 @@ impl WireError {
             WireError::Field { .. } => "invalid_field",
             WireError::Policy(_) => "invalid_policy",
             WireError::KeyMismatch { .. } => "key_mismatch",
+            WireError::EventTimeInFuture(_) => "event_time_in_future",
         }
     }
 }

@@ -105,6 +105,7 @@ pub fn activity_records(
         .into_iter()
         .map(|e| pb::ReplayRecord {
             record: Some(pb::replay_record::Record::Activity(e)),
+            written_at: None,
         })
         .collect()
 }

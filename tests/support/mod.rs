@@ -126,6 +126,7 @@ pub fn delay_ms(ms: i64) -> Duration {
 pub fn rec(record: Record) -> pb::ReplayRecord {
     pb::ReplayRecord {
         record: Some(record),
+        written_at: None,
     }
 }
 
@@ -303,6 +304,8 @@ impl Ev {
                 uses_attended_rpa: false,
                 environment_id: "env-default".into(),
                 managed_environment: false,
+                covered_by_process_plan: false,
+                runs_in_licensed_app_context: false,
             }),
             requested_product: String::new(),
         })
@@ -362,6 +365,27 @@ impl Ev {
         self.flow().uses_premium_connectors = false;
         self.flow().uses_attended_rpa = false;
         self
+    }
+
+    /// A flow licensed by a Power Automate Process (per-flow) plan.
+    pub fn process_plan(mut self) -> Self {
+        self.flow().covered_by_process_plan = true;
+        self
+    }
+
+    /// A flow that runs in the context of a Power Apps or Dynamics 365 app the user is licensed for.
+    pub fn licensed_app_context(mut self) -> Self {
+        self.flow().runs_in_licensed_app_context = true;
+        self
+    }
+
+    /// The record as written to Kafka at `written_at` (milliseconds): `replay` bounds its event
+    /// time by that, as `run` does by the record's timestamp.
+    pub fn written_at(&self, written_at: i64) -> pb::ReplayRecord {
+        pb::ReplayRecord {
+            written_at: Some(ts(written_at)),
+            ..self.record()
+        }
     }
 
     pub fn rpa(mut self) -> Self {
