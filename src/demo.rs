@@ -163,17 +163,8 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     }
     let expected_assignments = decisions.iter().filter(|d| d.assignment.is_some()).count();
     let expected_failures = decisions.iter().filter(|d| d.failure.is_some()).count();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (assignments, failures) = loop {
-        let assignments: Vec<pb::LicenseAssignment> = read_all(&kafka, &topics.assignments)?;
-        let failures: Vec<pb::AutoclaimFailure> = read_all(&kafka, &topics.failures)?;
-        if (assignments.len() >= expected_assignments && failures.len() >= expected_failures)
-            || Instant::now() > deadline
-        {
-            break (assignments, failures);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (assignments, failures) =
+        wait_for_outputs(&kafka, &topics, expected_assignments + expected_failures)?;
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let counts = pipeline
@@ -232,6 +223,34 @@ fn serve_metrics(
         });
     });
     Ok(bound)
+}
+
+/// How long the outputs may stop growing before the demo reports what it has: a bigger run takes
+/// longer but keeps making progress, so no fixed deadline fits every size.
+const OUTPUT_STALL: Duration = Duration::from_secs(60);
+
+/// Reads the outputs until `expected` are there, or until they stop growing for `OUTPUT_STALL`.
+fn wait_for_outputs(
+    kafka: &KafkaArgs,
+    topics: &Topics,
+    expected: usize,
+) -> anyhow::Result<(Vec<pb::LicenseAssignment>, Vec<pb::AutoclaimFailure>)> {
+    let mut seen = 0;
+    let mut last_growth = Instant::now();
+    loop {
+        let assignments: Vec<pb::LicenseAssignment> = read_all(kafka, &topics.assignments)?;
+        let failures: Vec<pb::AutoclaimFailure> = read_all(kafka, &topics.failures)?;
+        let total = assignments.len() + failures.len();
+        if total > seen {
+            seen = total;
+            last_growth = Instant::now();
+        }
+        if total >= expected || last_growth.elapsed() > OUTPUT_STALL {
+            return Ok((assignments, failures));
+        }
+        // Each round reads the outputs whole: wait longer between rounds as they grow.
+        std::thread::sleep(Duration::from_millis(200 + (total as u64 / 100).min(2_000)));
+    }
 }
 
 fn read_all<M>(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<M>>

@@ -18,7 +18,8 @@ pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
         .route(
             "/metrics",
             get(move || {
-                let body = metrics.render();
+                let mut body = metrics.render();
+                crate::telemetry::partition_gauges().render(&mut body);
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         )

@@ -154,27 +154,64 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The service and the load generator log their progress; a command's output is its result, so its log says only what
+    // went wrong (warnings and errors) unless AUTOCLAIM_LOG asks for more.
+    let (log_json, default_level) = match cli.command {
+        Command::Run { log_json, .. } => (log_json, "info"),
+        Command::Loadgen { .. } => (false, "info"),
+        _ => (false, "warn"),
+    };
+    init_logging(log_json, default_level);
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("autoclaim: {e:#}");
+            eprintln!("autoclaim: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
 }
 
-fn init_logging(json: bool) {
+/// The error and its causes, each said once: many errors already name their source in their own
+/// message, which anyhow's `{:#}` would repeat.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// Every command logs the same way: to stderr, filtered by AUTOCLAIM_LOG (else `default_level`), in
+/// colour only on a terminal and never with NO_COLOR set (https://no-color.org).
+fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOCLAIM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let colour = use_colour(
+        std::env::var_os("NO_COLOR"),
+        std::io::IsTerminal::is_terminal(&io::stderr()),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        .with_ansi(colour)
         .with_writer(io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Colour only on a terminal, and not when NO_COLOR is set to anything but the empty string.
+fn use_colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// How long a command waits for the cluster to answer before it gives up (an authentication or TLS
@@ -217,11 +254,8 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             admin_api,
-            log_json,
-        } => {
-            init_logging(log_json);
-            run_service(config, admin_api)
-        }
+            log_json: _,
+        } => run_service(config, admin_api),
         Command::Report(args) => autoclaim::admin::cli::report_command(args),
         Command::Verify(args) => autoclaim::verify::command(args),
         Command::Bench(args) => {
@@ -285,7 +319,6 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             misplace_activity,
         } => {
-            init_logging(false);
             let stop = Arc::new(AtomicBool::new(false));
             {
                 let stop = Arc::clone(&stop);
@@ -496,4 +529,33 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_printed_again() {
+        let cause = io::Error::other("connection refused");
+        let error =
+            anyhow::Error::new(cause).context("cannot reach the broker: connection refused");
+        assert_eq!(
+            error_text(&error),
+            "cannot reach the broker: connection refused"
+        );
+        let error = anyhow::Error::new(io::Error::other("connection refused")).context("restoring");
+        assert_eq!(error_text(&error), "restoring: connection refused");
+    }
+
+    #[test]
+    fn no_color_turns_colour_off_even_on_a_terminal() {
+        assert!(use_colour(None, true));
+        assert!(!use_colour(None, false));
+        assert!(!use_colour(Some("1".into()), true));
+        assert!(
+            use_colour(Some("".into()), true),
+            "an empty NO_COLOR is unset"
+        );
+    }
 }

@@ -1,5 +1,9 @@
 //! Metrics: every name in one place, following Prometheus conventions (an `autoclaim_` prefix, base
 //! units, `_total` for counters, no user ids as labels), and the exporter that serves them.
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Activity records decided in committed transactions, by event kind and outcome.
@@ -100,14 +104,6 @@ pub fn describe() {
         ROUTED,
         "Activity records routed to the partition that owns their tenant (committed)."
     );
-    describe_gauge!(
-        CONSUMER_LAG,
-        "Records behind the end of each owned activity partition."
-    );
-    describe_gauge!(
-        REPARTITION_LAG,
-        "Routed records behind the end of each owned repartition partition."
-    );
     describe_counter!(
         CONSUMER_ERRORS,
         "Errors of the activity consumer (fetch, decompression, parsing), by code."
@@ -140,4 +136,94 @@ pub fn describe() {
         ADMIN_JWKS_FETCHES,
         "Fetches of the admin API's JWKS URL, by result."
     );
+}
+
+/// Gauges per owned partition, kept here rather than in the metrics recorder, which cannot drop a
+/// series: a revoked partition's last value would go on being exported beside its new owner's, and a
+/// sum over instances would count it twice. Rendered after the recorder's output.
+pub struct PartitionGauges {
+    series: Mutex<BTreeMap<&'static str, BTreeMap<i32, i64>>>,
+}
+
+static PARTITION_GAUGES: PartitionGauges = PartitionGauges {
+    series: Mutex::new(BTreeMap::new()),
+};
+
+/// The process's partition gauges (the recorder they sit beside is process-wide too).
+pub fn partition_gauges() -> &'static PartitionGauges {
+    &PARTITION_GAUGES
+}
+
+/// HELP text of the gauges kept per partition.
+const PARTITION_GAUGE_HELP: &[(&str, &str)] = &[
+    (
+        CONSUMER_LAG,
+        "Records behind the end of each owned activity partition.",
+    ),
+    (
+        REPARTITION_LAG,
+        "Routed records behind the end of each owned repartition partition.",
+    ),
+];
+
+impl PartitionGauges {
+    /// Sets `metric` to exactly these partitions' values: partitions left out are no longer owned.
+    pub fn replace(&self, metric: &'static str, values: impl IntoIterator<Item = (i32, i64)>) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        series.insert(metric, values.into_iter().collect());
+    }
+
+    /// Drops every series of these partitions (they were revoked).
+    pub fn forget(&self, partitions: &[i32]) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for values in series.values_mut() {
+            values.retain(|partition, _| !partitions.contains(partition));
+        }
+    }
+
+    /// Appends the gauges in Prometheus' text format.
+    pub fn render(&self, out: &mut String) {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for (metric, help) in PARTITION_GAUGE_HELP {
+            let Some(values) = series.get(metric).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            for (partition, value) in values {
+                let _ = writeln!(out, "{metric}{{partition=\"{partition}\"}} {value}");
+            }
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_or_left_out_partition_is_no_longer_exported() {
+        let gauges = PartitionGauges {
+            series: Mutex::new(BTreeMap::new()),
+        };
+        gauges.replace(CONSUMER_LAG, [(0, 5), (1, 7)]);
+        gauges.replace(REPARTITION_LAG, [(1, 2)]);
+        let mut text = String::new();
+        gauges.render(&mut text);
+        assert!(
+            text.contains("autoclaim_consumer_lag_records{partition=\"1\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE autoclaim_repartition_lag_records gauge"));
+        gauges.forget(&[1]);
+        gauges.replace(CONSUMER_LAG, [(0, 4)]);
+        let mut text = String::new();
+        gauges.render(&mut text);
+        assert!(text.contains("autoclaim_consumer_lag_records{partition=\"0\"} 4"));
+        assert!(!text.contains("partition=\"1\""), "{text}");
+        assert!(
+            !text.contains(REPARTITION_LAG),
+            "no series left, no HELP: {text}"
+        );
+    }
 }

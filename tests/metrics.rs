@@ -101,3 +101,66 @@ fn metrics_move_while_run_processes_traffic() {
     assert_eq!(total(&after, telemetry::TABLE_RECORDS), global as f64);
     assert!(service.stop().success());
 }
+
+/// The partitions whose consumer-lag series an instance exports.
+fn lag_partitions(metrics: &str) -> Vec<String> {
+    let prefix = format!("{}{{partition=\"", telemetry::CONSUMER_LAG);
+    let mut partitions: Vec<String> = metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(&prefix)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    partitions.sort();
+    partitions
+}
+
+#[test]
+fn an_instance_exports_lag_only_for_the_partitions_it_owns() {
+    let topics = unique_topics("lag-series");
+    create_topics(&topics, 4);
+    let group = format!("g-{}", topics.activity);
+    let options = |id| ServiceOptions {
+        topics: &topics,
+        group: &group,
+        transactional_id: id,
+        delay: "1h",
+        extra: vec![],
+    };
+    let mut first = Service::start(&options("lag-1"));
+    let first_addr = first.http_addr();
+    wait_until(
+        "the first instance to export lag for all 4 partitions",
+        Duration::from_secs(90),
+        || lag_partitions(&http_get(first_addr, "/metrics").1).len() == 4,
+    );
+    // A second member takes half the partitions: the first stops exporting the ones it lost, so a
+    // sum over instances counts each partition once.
+    let mut second = Service::start(&options("lag-2"));
+    let second_addr = second.http_addr();
+    wait_until(
+        "the partitions to be shared out",
+        Duration::from_secs(120),
+        || {
+            let a = lag_partitions(&http_get(first_addr, "/metrics").1);
+            let b = lag_partitions(&http_get(second_addr, "/metrics").1);
+            a.len() == 2 && b.len() == 2
+        },
+    );
+    let a = lag_partitions(&http_get(first_addr, "/metrics").1);
+    let b = lag_partitions(&http_get(second_addr, "/metrics").1);
+    assert!(
+        a.iter().all(|p| !b.contains(p)),
+        "both export some partition: {a:?} {b:?}"
+    );
+    assert!(second.stop().success());
+    wait_until(
+        "the first instance to take all 4 back",
+        Duration::from_secs(120),
+        || lag_partitions(&http_get(first_addr, "/metrics").1).len() == 4,
+    );
+    assert!(first.stop().success());
+}

@@ -98,9 +98,13 @@ pub struct KafkaArgs {
     pub brokers: String,
     #[command(flatten)]
     pub security: SecurityArgs,
-    /// Extra librdkafka properties for every client, key=value (repeatable), e.g. timeouts or
-    /// `compression.type`. TLS and SASL have flags of their own (--kafka-security-protocol, ...).
-    #[arg(long = "kafka-property", env = "AUTOCLAIM_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    /// Extra librdkafka properties for every client, key=value (repeat the flag for more; a value
+    /// may contain commas, e.g. debug=broker,topic), e.g. timeouts or `compression.type`. In the
+    /// environment variable, one property per line. TLS and SASL have flags of their own
+    /// (--kafka-security-protocol, ...).
+    // Lines, not commas, separate properties in the environment: librdkafka values (debug contexts,
+    // broker lists) contain commas, never newlines.
+    #[arg(long = "kafka-property", env = "AUTOCLAIM_KAFKA_PROPERTIES", value_delimiter = '\n', value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
 }
 
@@ -115,7 +119,9 @@ impl KafkaArgs {
 
     /// Checks the security flags and turns them into properties ahead of the operator's own, so
     /// that every client made from the result gets them. Done once, where the flags are parsed.
-    pub fn resolve(self) -> Result<KafkaArgs, SecurityError> {
+    pub fn resolve(mut self) -> Result<KafkaArgs, SecurityError> {
+        // Blank lines of the environment variable (a trailing newline) are no property.
+        self.properties.retain(|(key, _)| !key.is_empty());
         let mut properties = self.security.properties(&self.properties)?;
         properties.extend(self.properties);
         Ok(KafkaArgs {
@@ -155,6 +161,9 @@ impl std::fmt::Debug for KafkaArgs {
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
+    if s.trim().is_empty() {
+        return Ok((String::new(), String::new()));
+    }
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .filter(|(k, _)| !k.is_empty())
@@ -319,7 +328,57 @@ impl RunConfig {
 mod tests {
     use clap::Parser;
 
-    use super::Topics;
+    use super::{KafkaArgs, Topics};
+
+    #[derive(Parser)]
+    struct KafkaOnly {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn a_property_value_may_contain_commas() {
+        let parsed = KafkaOnly::try_parse_from([
+            "autoclaim",
+            "--kafka-property",
+            "debug=broker,topic",
+            "--kafka-property",
+            "client.rack=eu-1a",
+        ])
+        .expect("the flags parse");
+        let resolved = parsed.kafka.resolve().unwrap();
+        assert!(resolved
+            .properties
+            .contains(&("debug".into(), "broker,topic".into())));
+        assert!(resolved
+            .properties
+            .contains(&("client.rack".into(), "eu-1a".into())));
+    }
+
+    #[test]
+    fn the_environment_variable_holds_one_property_per_line() {
+        // One test sets the variable: the process environment is shared by the test threads.
+        std::env::set_var(
+            "AUTOCLAIM_KAFKA_PROPERTIES",
+            "debug=broker,topic\nsocket.timeout.ms = 5000\n",
+        );
+        let parsed = KafkaOnly::try_parse_from(["autoclaim"]);
+        std::env::remove_var("AUTOCLAIM_KAFKA_PROPERTIES");
+        let resolved = parsed
+            .expect("the variable parses")
+            .kafka
+            .resolve()
+            .unwrap();
+        let properties: Vec<(&str, &str)> = resolved
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            properties,
+            vec![("debug", "broker,topic"), ("socket.timeout.ms", "5000")]
+        );
+    }
 
     #[derive(Parser)]
     struct TopicsOnly {

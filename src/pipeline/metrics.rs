@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 
 use crate::domain::activity::ActivityKind;
 use crate::domain::catalog::Catalog;
@@ -127,26 +127,22 @@ impl BatchMetrics {
     }
 }
 
-/// Per-partition consumer lag from librdkafka's statistics: the last stable offset minus the
-/// position of the loop. (librdkafka's own `consumer_lag` is measured from committed offsets, which
-/// transactional commits do not update in its statistics.)
+/// Per-partition consumer lag: input waiting after the loop's position in each owned partition, as
+/// the stall watch reads it. (librdkafka's own `consumer_lag` is measured from committed offsets,
+/// which transactional commits do not update in its statistics.)
 pub fn partition_lags(stats: &rdkafka::Statistics, topic: &str) -> Vec<(i32, i64)> {
-    let Some(t) = stats.topics.get(topic) else {
-        return Vec::new();
-    };
-    t.partitions
-        .iter()
-        .filter(|(partition, p)| **partition >= 0 && p.ls_offset >= 0 && p.app_offset >= 0)
-        .map(|(partition, p)| (*partition, (p.ls_offset - p.app_offset).max(0)))
+    super::stall::readings(stats, topic)
+        .into_iter()
+        .map(|r| (r.partition, r.waiting))
         .collect()
 }
 
 /// The lag gauges of both inputs.
 pub fn record_lags(stats: &rdkafka::Statistics, activity: &str, repartition: &str) {
-    for (partition, lag) in partition_lags(stats, activity) {
-        gauge!(telemetry::CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
-    }
-    for (partition, lag) in partition_lags(stats, repartition) {
-        gauge!(telemetry::REPARTITION_LAG, "partition" => partition.to_string()).set(lag as f64);
-    }
+    let gauges = telemetry::partition_gauges();
+    gauges.replace(telemetry::CONSUMER_LAG, partition_lags(stats, activity));
+    gauges.replace(
+        telemetry::REPARTITION_LAG,
+        partition_lags(stats, repartition),
+    );
 }

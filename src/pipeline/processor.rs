@@ -562,6 +562,7 @@ impl Core {
             match event {
                 PartitionEvent::Revoked { partitions, lost } => {
                     info!(?partitions, lost, "partitions revoked");
+                    telemetry::partition_gauges().forget(&partitions);
                     for p in partitions {
                         self.states.remove(&p);
                     }
