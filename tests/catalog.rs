@@ -266,6 +266,20 @@ async fn the_admin_api_refuses_a_product_outside_the_catalog() {
 
 // ------------------------------------------------------------------------------ the binary
 
+#[test]
+fn the_shipped_example_catalog_is_valid() {
+    // Read at run time (not include_str!): the Docker build leaves deploy/ out.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/catalog.example.json");
+    autoclaim::domain::catalog::CatalogFile::read(&example).unwrap();
+    // The binary takes it too (installing it in this process would be refused: another catalog).
+    let out = autoclaim(&["replay", "--catalog", example.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn autoclaim(args: &[&str], input: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_autoclaim"));
     cmd.args(args)
