@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use autoclaim::pipeline::admin;
-use autoclaim::pipeline::config::RunConfig;
+use autoclaim::pipeline::config::{CatalogArgs, RunConfig};
 use autoclaim::pipeline::processor::{Health, PipelineError, Processor};
 use autoclaim::replay::Replayer;
 use tracing::{info, warn};
@@ -36,13 +36,20 @@ enum Command {
         config: RunConfig,
         #[command(flatten)]
         admin_api: autoclaim::admin::AdminArgs,
+        #[command(flatten)]
+        catalog: CatalogArgs,
         /// Log as JSON lines.
         #[arg(long, env = "AUTOCLAIM_LOG_JSON")]
         log_json: bool,
     },
     /// Licences assigned by each policy of a tenant in the last 1, 7, 30 or 90 days, read from the
     /// assignments topic (works without the admin API).
-    Report(autoclaim::admin::cli::ReportArgs),
+    Report {
+        #[command(flatten)]
+        args: autoclaim::admin::cli::ReportArgs,
+        #[command(flatten)]
+        catalog: CatalogArgs,
+    },
     /// Mint a development token for the admin API, signed with its HS256 secret.
     Token(autoclaim::admin::cli::TokenArgs),
     /// The whole pipeline on an embedded broker, with no set-up: publishes a realistic workload,
@@ -64,6 +71,8 @@ enum Command {
         /// Where /metrics is served while the demo runs.
         #[arg(long, default_value = "127.0.0.1:9464")]
         http_addr: std::net::SocketAddr,
+        #[command(flatten)]
+        catalog: CatalogArgs,
     },
     /// Create the topics the processor uses, with their partitions and configs (compaction for the
     /// tables, retention for the outputs); existing topics are left as they are.
@@ -127,7 +136,12 @@ enum Command {
     /// Check what the processor wrote, read back with read_committed: duplicate or over-assigned
     /// licences, records neither processed nor dead-lettered, dead letters, and (with
     /// --compare-replay) outputs against a replay of the inputs. Exits with 1 if a problem is found.
-    Verify(autoclaim::verify::VerifyArgs),
+    Verify {
+        #[command(flatten)]
+        args: autoclaim::verify::VerifyArgs,
+        #[command(flatten)]
+        catalog: CatalogArgs,
+    },
     /// End-to-end benchmark against a real broker: pass-through ceilings, `run` throughput, latency
     /// at a fixed rate, restore and memory at scale, 1-3 instances (see BENCHMARKS.md).
     Bench(autoclaim::bench::BenchArgs),
@@ -145,6 +159,8 @@ enum Command {
         // Bounds an activity's occurredAt by its line's writtenAt (lines without one are not bounded).
         #[command(flatten)]
         event_time: autoclaim::pipeline::config::EventTimeArgs,
+        #[command(flatten)]
+        catalog: CatalogArgs,
     },
 }
 
@@ -223,8 +239,8 @@ impl Command {
     fn kafka_mut(&mut self) -> Option<&mut autoclaim::pipeline::config::KafkaArgs> {
         match self {
             Command::Run { config, .. } => Some(&mut config.kafka),
-            Command::Report(args) => Some(&mut args.kafka),
-            Command::Verify(args) => Some(&mut args.kafka),
+            Command::Report { args, .. } => Some(&mut args.kafka),
+            Command::Verify { args, .. } => Some(&mut args.kafka),
             Command::Bench(args) => Some(&mut args.kafka),
             Command::CreateTopics { kafka, .. }
             | Command::Loadgen { kafka, .. }
@@ -232,6 +248,31 @@ impl Command {
             Command::Token(_) | Command::Demo { .. } | Command::Replay { .. } => None,
         }
     }
+
+    /// The catalog of a command that decides or validates products.
+    fn catalog(&self) -> Option<&CatalogArgs> {
+        match self {
+            Command::Run { catalog, .. }
+            | Command::Report { catalog, .. }
+            | Command::Verify { catalog, .. }
+            | Command::Demo { catalog, .. }
+            | Command::Replay { catalog, .. } => Some(catalog),
+            Command::Token(_)
+            | Command::Bench(_)
+            | Command::CreateTopics { .. }
+            | Command::Loadgen { .. }
+            | Command::Publish { .. } => None,
+        }
+    }
+}
+
+/// Installs the command's catalog before anything reads it, so that a bad file stops the command
+/// before it contacts Kafka.
+fn install_catalog(command: &Command) -> anyhow::Result<()> {
+    if let Some(catalog) = command.catalog() {
+        catalog.install().context("catalog")?;
+    }
+    Ok(())
 }
 
 /// Turns the security flags into client properties and makes the first contact, so that a command
@@ -249,15 +290,23 @@ fn connect(command: &mut Command) -> anyhow::Result<()> {
 }
 
 fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    install_catalog(&cli.command)?;
     connect(&mut cli.command)?;
     match cli.command {
         Command::Run {
             config,
             admin_api,
             log_json: _,
-        } => run_service(config, admin_api),
-        Command::Report(args) => autoclaim::admin::cli::report_command(args),
-        Command::Verify(args) => autoclaim::verify::command(args),
+            catalog: _,
+        } => {
+            info!(
+                products = ?autoclaim::domain::catalog::Catalog::keys().collect::<Vec<_>>(),
+                "catalog"
+            );
+            run_service(config, admin_api)
+        }
+        Command::Report { args, .. } => autoclaim::admin::cli::report_command(args),
+        Command::Verify { args, .. } => autoclaim::verify::command(args),
         Command::Bench(args) => {
             autoclaim::bench::command(args)?;
             Ok(ExitCode::SUCCESS)
@@ -270,6 +319,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             users_per_tenant,
             propagation_delay,
             http_addr,
+            catalog: _,
         } => {
             let options = autoclaim::demo::DemoOptions {
                 events,
@@ -390,6 +440,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             propagation_delay,
             event_time,
+            catalog: _,
         } => {
             let mut replayer =
                 Replayer::new(propagation_delay).with_max_event_time_skew(event_time.max_skew);

@@ -773,10 +773,7 @@ async fn list_shows_app_product_licences_and_status() {
     assert_eq!(flows["policy"]["name"], "Flows");
     assert_eq!(flows["status"], "ACTIVE");
     assert_eq!(flows["autoclaimApp"], "Power Automate per User Plan");
-    assert_eq!(
-        flows["assignedProduct"],
-        "Power Automate per user plan (legacy)"
-    );
+    assert_eq!(flows["assignedProduct"], "Power Automate per user plan");
     // 10 purchased - 4 assigned as of the snapshot - 1 assigned by the processor since.
     assert_eq!(flows["availableLicenses"], 5);
     assert_eq!(flows["products"][0]["availableLicenses"], 5);

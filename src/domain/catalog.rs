@@ -1,7 +1,18 @@
 //! The products autoclaim can assign, kept as data: SKUs, their service plans and which capability each
 //! plan grants. Capabilities come from service plans, never from SKU names, so a licence whose granting
 //! plan is disabled does not grant that capability.
+//!
+//! The catalog is process-wide: the two built-in products, extended by an operator's catalog file
+//! (`--catalog`, see `file`) installed once at start, before anything reads it. Every reader (engine,
+//! directory rows, wire conversion, admin API, report, verify) sees the same products for the whole
+//! life of the process, so a `ProductId` means one product everywhere and `&'static` borrows are
+//! sound (a loaded catalog's strings are leaked once; it lives as long as the process).
 use std::fmt;
+use std::sync::OnceLock;
+
+mod file;
+
+pub use file::{CatalogError, CatalogFile};
 
 /// A set of capabilities, as bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -30,15 +41,29 @@ impl Capabilities {
     }
 }
 
+impl Capabilities {
+    /// Every capability with the name a catalog file uses for it. Events' needs are defined in terms
+    /// of these, so the set is fixed; products are data, capabilities are not.
+    pub const NAMED: [(&'static str, Capabilities); 2] = [
+        ("premium_cloud_flows", Capabilities::PREMIUM_CLOUD_FLOWS),
+        ("attended_rpa", Capabilities::ATTENDED_RPA),
+    ];
+
+    pub fn from_name(name: &str) -> Option<Capabilities> {
+        Self::NAMED
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, caps)| *caps)
+    }
+}
+
 impl fmt::Display for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names = Vec::new();
-        if self.contains(Capabilities::PREMIUM_CLOUD_FLOWS) {
-            names.push("premium_cloud_flows");
-        }
-        if self.contains(Capabilities::ATTENDED_RPA) {
-            names.push("attended_rpa");
-        }
+        let mut names: Vec<&str> = Capabilities::NAMED
+            .iter()
+            .filter(|(_, caps)| self.contains(*caps))
+            .map(|(name, _)| *name)
+            .collect();
         if names.is_empty() {
             names.push("none");
         }
@@ -47,7 +72,7 @@ impl fmt::Display for Capabilities {
 }
 
 /// A service plan (an "app" in the admin center) inside a product.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePlan {
     pub name: &'static str,
     pub id: &'static str,
@@ -55,7 +80,7 @@ pub struct ServicePlan {
 }
 
 /// A product that autoclaim policies can assign.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Product {
     /// Stable key used on the wire and in policies.
     pub key: &'static str,
@@ -113,11 +138,17 @@ pub struct ProductId(u8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PlanIndex(pub u8);
 
-/// A set of products, as bits (the catalog holds at most 8).
+/// How many products a catalog may hold: the bits of a `ProductSet`. 32 bits keep a directory row
+/// (`UserRow`) at 16 bytes, which matters with one row per user in memory.
+pub const MAX_PRODUCTS: usize = ProductSet::BITS;
+
+/// A set of products, as bits (the catalog holds at most `MAX_PRODUCTS`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ProductSet(u8);
+pub struct ProductSet(u32);
 
 impl ProductSet {
+    const BITS: usize = u32::BITS as usize;
+
     pub const fn union(self, other: ProductSet) -> ProductSet {
         ProductSet(self.0 | other.0)
     }
@@ -143,7 +174,7 @@ impl ProductSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = ProductId> {
-        (0..8u8)
+        (0..Self::BITS as u8)
             .filter(move |i| self.0 & (1 << i) != 0)
             .map(ProductId)
     }
@@ -155,10 +186,12 @@ const EXCHANGE_FOUNDATION: ServicePlan = ServicePlan {
     grants: Capabilities::NONE,
 };
 
-static PRODUCTS: [Product; 2] = [
+/// The built-in products, always the first of the catalog (a file extends them). Names follow the
+/// admin center's "Set an auto-claim app and product" page.
+static BUILT_IN: [Product; 2] = [
     Product {
         key: "power_automate_per_user",
-        display_name: "Power Automate per user plan (legacy)",
+        display_name: "Power Automate per user plan",
         sku_part_number: "FLOW_PER_USER",
         sku_id: "4a51bf65-409c-4a91-b845-1121b571cc9d",
         autoclaim_app: "Power Automate per User Plan",
@@ -198,19 +231,53 @@ static PRODUCTS: [Product; 2] = [
     },
 ];
 
-/// The built-in catalog. Adding a product is adding a row to `PRODUCTS`.
+/// The products in use: the built-ins and those of the installed file. Set at most once; the first
+/// read without an installed file fixes the built-ins, so no reader ever sees the catalog change.
+static PRODUCTS: OnceLock<&'static [Product]> = OnceLock::new();
+
+fn in_use() -> &'static [Product] {
+    PRODUCTS.get_or_init(|| &BUILT_IN)
+}
+
+/// The process-wide catalog.
 pub struct Catalog;
 
 impl Catalog {
+    /// Makes the built-ins plus the file's products the catalog of this process. It must come before
+    /// anything reads the catalog; installing the same products again is allowed (tests, a command
+    /// that installs twice), a different catalog is refused with `CatalogError::AlreadyInstalled`.
+    pub fn install(file: CatalogFile) -> Result<(), CatalogError> {
+        let wanted: Vec<Product> = BUILT_IN
+            .iter()
+            .cloned()
+            .chain(file.into_products())
+            .collect();
+        if let Some(current) = PRODUCTS.get() {
+            return same_or_refused(current, &wanted);
+        }
+        let leaked: &'static [Product] = Vec::leak(wanted);
+        match PRODUCTS.set(leaked) {
+            Ok(()) => Ok(()),
+            // Another thread installed first: fine if it installed the same.
+            Err(_) => same_or_refused(in_use(), leaked),
+        }
+    }
+
+    /// Reads, validates and installs a catalog file; the number of products then in the catalog.
+    pub fn install_file(path: &std::path::Path) -> Result<usize, CatalogError> {
+        Catalog::install(CatalogFile::read(path)?)?;
+        Ok(in_use().len())
+    }
+
     pub fn products() -> impl Iterator<Item = (ProductId, &'static Product)> {
-        PRODUCTS
+        in_use()
             .iter()
             .enumerate()
             .map(|(i, p)| (ProductId(i as u8), p))
     }
 
     pub fn product(id: ProductId) -> &'static Product {
-        &PRODUCTS[id.0 as usize]
+        &in_use()[id.0 as usize]
     }
 
     pub fn by_key(key: &str) -> Option<ProductId> {
@@ -226,7 +293,22 @@ impl Catalog {
     }
 
     pub fn keys() -> impl Iterator<Item = &'static str> {
-        PRODUCTS.iter().map(|p| p.key)
+        in_use().iter().map(|p| p.key)
+    }
+
+    /// The built-in products (what a file must not redefine).
+    pub fn built_in() -> &'static [Product] {
+        &BUILT_IN
+    }
+}
+
+fn same_or_refused(current: &[Product], wanted: &[Product]) -> Result<(), CatalogError> {
+    if current == wanted {
+        Ok(())
+    } else {
+        Err(CatalogError::AlreadyInstalled {
+            in_use: current.len(),
+        })
     }
 }
 
@@ -262,5 +344,42 @@ mod tests {
         let id = Catalog::by_sku_id("EDA1941C-3C4F-4995-B5EB-E85A42175AB9").unwrap();
         assert_eq!(Catalog::product(id).key, "power_automate_premium");
         assert!(Catalog::by_key("office_e5").is_none());
+    }
+
+    #[test]
+    fn capability_names_round_trip() {
+        for (name, caps) in Capabilities::NAMED {
+            assert_eq!(Capabilities::from_name(name), Some(caps));
+            assert_eq!(caps.to_string(), name);
+        }
+        assert_eq!(Capabilities::from_name("unattended_rpa"), None);
+    }
+
+    #[test]
+    fn a_product_set_holds_the_last_product_id() {
+        let last = ProductId((MAX_PRODUCTS - 1) as u8);
+        let mut set = ProductSet::default();
+        set.insert(last);
+        assert!(set.contains(last));
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![last]);
+        set.remove(last);
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn installing_the_built_ins_again_is_allowed() {
+        // Unit tests run on the built-ins; installing an empty file keeps them.
+        Catalog::install(CatalogFile::parse(r#"{"products": []}"#).unwrap()).unwrap();
+        assert_eq!(Catalog::keys().count(), 2);
+    }
+
+    #[test]
+    fn a_different_catalog_after_the_first_read_is_refused() {
+        assert!(Catalog::by_key("power_automate_per_user").is_some());
+        let file = CatalogFile::parse(file::tests::ONE_EXTRA).unwrap();
+        assert!(matches!(
+            Catalog::install(file),
+            Err(CatalogError::AlreadyInstalled { in_use: 2 })
+        ));
     }
 }

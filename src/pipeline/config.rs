@@ -1,11 +1,33 @@
 //! Configuration of `autoclaim run`, from flags and `AUTOCLAIM_*` environment variables.
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use super::security::{is_secret_property, SecurityArgs, SecurityError};
+use crate::domain::catalog::{Catalog, CatalogError};
 use crate::wire::Format;
+
+/// The product catalog of a command that decides or validates.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CatalogArgs {
+    /// JSON file of products added to the two built-in ones (README, "Adding products"); checked
+    /// at start, before any connection
+    #[arg(long = "catalog", env = "AUTOCLAIM_CATALOG", value_name = "PATH")]
+    pub catalog: Option<PathBuf>,
+}
+
+impl CatalogArgs {
+    /// Installs the file's products as this process's catalog (the built-ins alone without a file);
+    /// the number of products in the catalog.
+    pub fn install(&self) -> Result<usize, CatalogError> {
+        match &self.catalog {
+            Some(path) => Catalog::install_file(path),
+            None => Ok(Catalog::keys().count()),
+        }
+    }
+}
 
 /// Names of the topics the processor reads and writes.
 #[derive(Args, Clone, Debug)]
