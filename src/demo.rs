@@ -34,6 +34,7 @@ pub struct DemoOptions {
     pub seed: u64,
     pub tenants: usize,
     pub users_per_tenant: usize,
+    /// At least this many partitions; more when the events would not fit (see `partitions_for`).
     pub partitions: i32,
     pub propagation_delay: Duration,
     pub http_addr: SocketAddr,
@@ -61,6 +62,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "  Note: the mock cluster offers no transaction isolation; exactly-once is proven by the tests against real Apache Kafka.")?;
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let topics = default_topics();
+    let partitions = partitions_for(options.events, options.partitions);
     for topic in [
         &topics.activity,
         &topics.directory,
@@ -69,7 +71,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         &topics.dead_letters,
         &topics.repartition,
     ] {
-        cluster.create_topic(topic, options.partitions, 1)?;
+        cluster.create_topic(topic, partitions, 1)?;
     }
     cluster.create_topic(&topics.inventory, 1, 1)?;
     cluster.create_topic(&topics.policies, 1, 1)?;
@@ -110,7 +112,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     let config = RunConfig {
         kafka: kafka.clone(),
         topics: topics.clone(),
-        group_id: "autoclaim-demo".into(),
+        group_id: DEMO_GROUP.into(),
         transactional_id: Some("autoclaim-demo-1".into()),
         propagation_delay: options.propagation_delay,
         event_time: Default::default(),
@@ -125,7 +127,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         watchdog_timeout: Duration::from_secs(60),
         http_addr: options.http_addr,
         create_topics: false,
-        partitions: options.partitions,
+        partitions,
         replication: Default::default(),
     };
     let health = Arc::new(Health::default());
@@ -148,10 +150,14 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    for r in &activity {
-        publisher.send(r)?;
+    for (chunk_index, chunk) in activity.chunks(PUBLISH_CHUNK).enumerate() {
+        // The embedded broker drops what does not fit: stay at most a chunk ahead of the pipeline.
+        wait_for_committed(&health, chunk_index * PUBLISH_CHUNK, OUTPUT_STALL)?;
+        for r in chunk {
+            publisher.send(r)?;
+        }
+        publisher.flush(Duration::from_secs(60))?;
     }
-    publisher.flush(Duration::from_secs(60))?;
 
     // What replay says must come out; wait for the pipeline to publish it.
     let mut replayer = Replayer::new(options.propagation_delay);
@@ -223,6 +229,40 @@ fn serve_metrics(
         });
     });
     Ok(bound)
+}
+
+const DEMO_GROUP: &str = "autoclaim-demo";
+/// Events published at a time; the pipeline must have consumed one chunk before the next is sent.
+const PUBLISH_CHUNK: usize = 4_000;
+
+/// Waits until the pipeline has committed `events` input records; gives up if it stops moving for
+/// `stall`.
+fn wait_for_committed(health: &Health, events: usize, stall: Duration) -> anyhow::Result<()> {
+    let (mut seen, mut last_move) = (0, Instant::now());
+    loop {
+        let committed = health.committed_records();
+        if committed >= events as u64 {
+            return Ok(());
+        }
+        if committed > seen {
+            (seen, last_move) = (committed, Instant::now());
+        }
+        if last_move.elapsed() > stall {
+            anyhow::bail!("the pipeline stopped at {committed} of {events} events");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Activity events one partition of the embedded broker holds: it keeps at most 5 MB a partition and
+/// drops the oldest records beyond that, published or not (librdkafka's mock cluster), and a demo
+/// event is up to about 400 bytes of JSON.
+const EVENTS_PER_MOCK_PARTITION: usize = 8_000;
+
+/// Enough partitions for every event to stay on the embedded broker until it is processed.
+fn partitions_for(events: usize, at_least: i32) -> i32 {
+    let needed = events.div_ceil(EVENTS_PER_MOCK_PARTITION);
+    i32::try_from(needed).unwrap_or(i32::MAX).max(at_least)
 }
 
 /// How long the outputs may stop growing before the demo reports what it has: a bigger run takes

@@ -39,3 +39,28 @@ fn the_demo_runs_with_no_set_up_and_matches_replay() {
     );
     assert!(stdout.contains("/metrics"), "{stdout}");
 }
+
+/// The embedded broker keeps at most 5 MB a partition and drops the oldest records beyond that:
+/// a large demo must pace its publishing to the pipeline rather than lose events.
+#[test]
+fn a_demo_of_100000_events_processes_them_all() {
+    let output = Command::new(env!("CARGO_BIN_EXE_autoclaim"))
+        .args(["demo", "--events", "100000", "--http-addr", "127.0.0.1:0"])
+        .env_remove("AUTOCLAIM_BROKERS")
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Processed 100000 activity events"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Pipeline outputs equal replay's for the same input: yes"),
+        "{stdout}"
+    );
+}

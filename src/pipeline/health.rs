@@ -21,6 +21,8 @@ pub struct Health {
     /// Bounded waits of their own (a restore, committed offsets held by a dead instance) that the
     /// watchdog leaves alone; a count, since they nest.
     excused: AtomicU32,
+    /// Input records in committed transactions since start: progress that a caller can wait for.
+    committed_records: AtomicU64,
 }
 
 impl Default for Health {
@@ -32,6 +34,7 @@ impl Default for Health {
             started: Instant::now(),
             last_beat_ms: AtomicU64::new(0),
             excused: AtomicU32::new(0),
+            committed_records: AtomicU64::new(0),
         }
     }
 }
@@ -45,6 +48,16 @@ impl Health {
 
     pub fn is_live(&self) -> bool {
         !self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// A transaction with `records` input records committed.
+    pub fn committed(&self, records: usize) {
+        self.committed_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    pub fn committed_records(&self) -> u64 {
+        self.committed_records.load(Ordering::Relaxed)
     }
 
     /// The loop came round.

@@ -267,6 +267,7 @@ impl ConsumerContext for RebalanceContext {
                     .and_then(|group| self.transactions.commit(&group));
                 let committed = match result {
                     Ok(stats) => {
+                        self.health.committed(stats.records);
                         info!(records = stats.records, "committed before revocation");
                         true
                     }
@@ -833,7 +834,8 @@ impl Core {
             .group_metadata()
             .ok_or_else(|| KafkaError::Subscription("no consumer group metadata".into()))?;
         match self.transactions.commit(&group) {
-            Ok(_) => {
+            Ok(stats) => {
+                self.health.committed(stats.records);
                 self.counts.commits += 1;
                 self.batch.committed();
                 Ok(())
