@@ -7,6 +7,7 @@ pub mod domain;
 pub mod http;
 pub mod loadgen;
 pub mod pipeline;
+pub mod progress;
 pub mod replay;
 pub mod scenario;
 pub mod state;

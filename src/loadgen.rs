@@ -6,6 +6,7 @@ use rdkafka::error::KafkaError;
 
 use crate::pipeline::config::{KafkaArgs, Topics};
 use crate::pipeline::publish::Publisher;
+use crate::progress::Progress;
 use crate::scenario::{Scenario, ScenarioConfig};
 use crate::wire::pb::{self, replay_record::Record};
 use crate::wire::Format;
@@ -51,6 +52,7 @@ pub fn run(
         publisher.flush(Duration::from_secs(60))?;
     }
     let started = Instant::now();
+    let mut progress = Progress::on_stderr("loadgen: events sent");
     let limit = if options.events == 0 {
         usize::MAX
     } else {
@@ -72,7 +74,9 @@ pub fn run(
             written_at: None,
         })?;
         report.events += 1;
+        progress.add(1);
     }
+    progress.finish();
     publisher.flush(Duration::from_secs(120))?;
     report.elapsed = started.elapsed();
     Ok(report)

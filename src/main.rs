@@ -422,6 +422,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 ))
             };
             let mut sent = 0u64;
+            let mut progress = autoclaim::progress::Progress::on_stderr("published");
             for (i, line) in io::BufRead::lines(reader).enumerate() {
                 let line = line?;
                 if line.trim().is_empty() {
@@ -431,7 +432,9 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                     serde_json::from_str(&line).with_context(|| format!("line {}", i + 1))?;
                 publisher.send(&record)?;
                 sent += 1;
+                progress.add(1);
             }
+            progress.finish();
             publisher.flush(Duration::from_secs(60))?;
             eprintln!("published {sent} records");
             Ok(ExitCode::SUCCESS)

@@ -180,6 +180,11 @@ impl Schema {
             }
         }
         assert!(uses > 0, "no telemetry:: metric is recorded under src/");
+        // Gauges kept per partition are rendered by telemetry itself, not recorded by a macro.
+        for (metric, _) in telemetry::PARTITION_GAUGES {
+            let set = labels.get_mut(metric).expect("a partition gauge is in ALL");
+            set.insert(telemetry::partition_label().to_owned());
+        }
         Schema { labels }
     }
 

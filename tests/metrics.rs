@@ -77,6 +77,13 @@ fn metrics_move_while_run_processes_traffic() {
         "decision timings: {timed} for {} events",
         activity.len()
     );
+    // Its buckets are its own (sub-microsecond to 10 ms), not the latency buckets.
+    let bucket_prefix = format!("{}_bucket{{", telemetry::DECISION_SECONDS);
+    let buckets = after
+        .lines()
+        .filter(|l| l.starts_with(&bucket_prefix))
+        .count();
+    assert_eq!(buckets, telemetry::DECISION_BUCKETS.len() + 1, "{after}");
     assert!(
         total(
             &after,

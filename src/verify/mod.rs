@@ -64,6 +64,7 @@ use crate::pipeline::partitioner::tenant_partition;
 use crate::pipeline::records::{self, RawRecord, TableUpdate};
 use crate::pipeline::restore::apply_directory_change;
 use crate::pipeline::transaction::Input;
+use crate::progress::Progress;
 use crate::state::{self, PartitionState, Tables};
 use crate::wire::convert::{self, InventoryRecord};
 use crate::wire::{codec, output, pb, Format, WireError};
@@ -382,6 +383,7 @@ fn read_topic(
     }
     consumer.assign(&assignment)?;
     let started = Instant::now();
+    let mut progress = Progress::on_stderr(format!("verify: reading {topic}"));
     while !pending.is_empty() {
         if started.elapsed() > timeout {
             bail!(
@@ -402,6 +404,7 @@ fn read_topic(
                 let (_, high) = marks.get(&m.partition()).copied().unwrap_or((0, 0));
                 if m.offset() < high {
                     each(&m);
+                    progress.add(1);
                 }
                 if m.offset() + 1 >= high {
                     pending.remove(&m.partition());
