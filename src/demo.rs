@@ -224,7 +224,13 @@ fn serve_metrics(
         runtime.block_on(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
                 let router = crate::http::router(health, handle);
-                let _ = crate::http::serve_on(listener, router, std::future::pending()).await;
+                let _ = crate::http::serve_on(
+                    listener,
+                    router,
+                    crate::http::HttpLimits::default(),
+                    std::future::pending(),
+                )
+                .await;
             }
         });
     });

@@ -1,4 +1,5 @@
-//! The HTTP surface of `autoclaim run`: liveness and readiness (metrics and the admin API join here).
+//! The HTTP surface of `autoclaim run`: liveness and readiness (metrics and the admin API join here),
+//! and the server under them ([`serve_on`]: timeouts and limits against slow and greedy clients).
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,6 +10,11 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::pipeline::processor::Health;
+
+mod hyper_errors;
+mod server;
+
+pub use server::{serve_on, HttpLimits, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_URL_BYTES};
 
 pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
     Router::new()
@@ -55,15 +61,4 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str)
             "not ready: restoring state or not consuming\n",
         )
     }
-}
-
-/// Serves on a bound listener until `shutdown` completes.
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

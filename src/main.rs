@@ -38,6 +38,8 @@ enum Command {
         admin_api: autoclaim::admin::AdminArgs,
         #[command(flatten)]
         catalog: CatalogArgs,
+        #[command(flatten)]
+        http: autoclaim::http::HttpLimits,
         /// Log as JSON lines.
         #[arg(long, env = "AUTOCLAIM_LOG_JSON")]
         log_json: bool,
@@ -296,6 +298,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             admin_api,
+            http,
             log_json: _,
             catalog: _,
         } => {
@@ -303,7 +306,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 products = ?autoclaim::domain::catalog::Catalog::keys().collect::<Vec<_>>(),
                 "catalog"
             );
-            run_service(config, admin_api)
+            run_service(config, admin_api, http)
         }
         Command::Report { args, .. } => autoclaim::admin::cli::report_command(args),
         Command::Verify { args, .. } => autoclaim::verify::command(args),
@@ -475,6 +478,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
 fn run_service(
     config: RunConfig,
     admin_api: autoclaim::admin::AdminArgs,
+    http: autoclaim::http::HttpLimits,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -541,7 +545,7 @@ fn run_service(
             }
             stop_on_signal.store(true, Ordering::Relaxed);
         };
-        autoclaim::http::serve_on(listener, router, shutdown)
+        autoclaim::http::serve_on(listener, router, http, shutdown)
             .await
             .context("HTTP server failed")
     })?;

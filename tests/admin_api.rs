@@ -2240,3 +2240,89 @@ async fn a_guid_tenant_is_the_same_in_any_letter_case() {
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }
+
+// ------------------------------------------------------------------ strict input
+
+#[tokio::test]
+async fn patch_refuses_repeated_keys_like_post_and_put() {
+    let app = app();
+    let uri = policy_uri(TENANT, "p-flows");
+    for body in [
+        &br#"{"name":"a","name":"b"}"#[..],
+        br#"{"enabled":true,"enabled":false}"#,
+        br#"{"backupProducts":["power_automate_premium"],"backup_products":[]}"#,
+        br#"{"excludedApps":[{"product":"power_automate_per_user","product":"power_automate_premium"}]}"#,
+    ] {
+        let request = Request::patch(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", ga()))
+            .header(header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        let reply = send_raw(&app.router, request).await;
+        let text = String::from_utf8_lossy(body);
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{text}: {}", reply.text());
+        assert!(reply.is_problem(), "{text}");
+        assert!(
+            reply.json()["detail"].as_str().unwrap().contains("duplicate field"),
+            "{text}: {}",
+            reply.text()
+        );
+    }
+    assert!(app.writer.writes().is_empty());
+}
+
+#[tokio::test]
+async fn every_route_refuses_query_parameters_it_does_not_take() {
+    let app = app();
+    let mut routes: Vec<(&str, String, Option<Value>)> = endpoints(TENANT)
+        .into_iter()
+        .filter(|e| !e.uri.contains('?'))
+        .map(|e| (e.method, e.uri, e.body))
+        .collect();
+    routes.push(("GET", "/v1/openapi.json".to_owned(), None));
+    for (method, uri, body) in &routes {
+        for query in ["dryRun=true", "x", "days=7", "tenantId=tenant-b&y=1"] {
+            let target = format!("{uri}?{query}");
+            let reply = send(&app.router, method, &target, Some(&ga()), body.as_ref()).await;
+            let is_report = uri.ends_with("/report");
+            if is_report && query == "days=7" {
+                assert_eq!(reply.status, StatusCode::OK, "{method} {target}");
+                continue;
+            }
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{method} {target}: {}",
+                reply.text()
+            );
+            assert!(reply.is_problem(), "{method} {target}");
+            let name = query.split(['=', '&']).next().unwrap();
+            let detail = reply.json()["detail"].as_str().unwrap().to_owned();
+            assert!(
+                detail.contains(&format!("{name:?}")),
+                "{method} {target}: {detail}"
+            );
+        }
+        // Refused callers are refused first, whatever the query.
+        if !uri.ends_with("openapi.json") {
+            let reply = send(
+                &app.router,
+                method,
+                &format!("{uri}?dryRun=1"),
+                None,
+                body.as_ref(),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        }
+    }
+    // The report still takes its own parameters, an empty query is no parameter at all.
+    for target in [
+        format!("/v1/tenants/{TENANT}/report?days=7&format=csv"),
+        format!("/v1/tenants/{TENANT}/policies?"),
+    ] {
+        let reply = send(&app.router, "GET", &target, Some(&ga()), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{target}: {}", reply.text());
+    }
+    assert!(app.writer.writes().is_empty(), "a refused request wrote");
+}

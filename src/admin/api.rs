@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -121,18 +121,46 @@ async fn no_store(mut response: Response) -> Response {
     response
 }
 
-async fn openapi() -> Response {
-    (
+async fn openapi(uri: Uri) -> Result<Response, Problem> {
+    check_query(&uri, NO_PARAMETERS)?;
+    Ok((
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         OPENAPI,
     )
-        .into_response()
+        .into_response())
 }
 
 // ------------------------------------------------------------------ admission
 
 fn path_problem(e: PathRejection) -> Problem {
     Problem::bad_request(format!("invalid path: {}", e.body_text()))
+}
+
+/// The query parameters of the routes that take none.
+const NO_PARAMETERS: &[&str] = &[];
+/// The report's query parameters.
+const REPORT_PARAMETERS: &[&str] = &["days", "format"];
+
+/// Refuses a query parameter the route does not take, so that a misspelt or invented option
+/// (`?dryRun=true` on a write) is never silently ignored.
+fn check_query(uri: &Uri, allowed: &[&str]) -> Result<(), Problem> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Some((unknown, _)) = pairs
+        .iter()
+        .find(|(name, _)| !allowed.contains(&name.as_str()))
+    else {
+        return Ok(());
+    };
+    let takes = if allowed.is_empty() {
+        "this operation takes no query parameters".to_owned()
+    } else {
+        format!("this operation takes {}", allowed.join(", "))
+    };
+    Err(Problem::bad_request(format!(
+        "unknown query parameter {:?}: {takes}",
+        unknown.chars().take(64).collect::<String>()
+    )))
 }
 
 fn valid_id(value: &str) -> bool {
@@ -143,12 +171,14 @@ fn valid_id(value: &str) -> bool {
 
 impl AdminState {
     /// Authenticates (401, or 503 while the JWKS is not available), reads the tenant from the path
-    /// (400), authorizes (403), and checks that the view is loaded (503). In that order, so that
-    /// nothing is revealed to a caller refused.
+    /// (400), authorizes (403), refuses query parameters the route does not take (400), and checks
+    /// that the view is loaded (503). In that order, so that nothing is revealed to a caller
+    /// refused.
     async fn admit(
         &self,
         headers: &HeaderMap,
         tenant: Result<String, PathRejection>,
+        (uri, parameters): (&Uri, &[&str]),
     ) -> Result<(Principal, String), Problem> {
         let principal = self.0.auth.authenticate(headers.get(AUTHORIZATION)).await?;
         let tenant = ids::canonical(tenant.map_err(path_problem)?);
@@ -161,6 +191,7 @@ impl AdminState {
         if !valid_id(&principal.object_id) {
             return Err(Problem::invalid_token("the token's oid claim is malformed"));
         }
+        check_query(uri, parameters)?;
         if !self.0.view.read().is_loaded() {
             return Err(Problem::unavailable(
                 "the admin API is still reading the policies, inventory and assignments topics",
@@ -304,9 +335,12 @@ fn settings_view(view: &AdminView, tenant: &str, now: Timestamp) -> SettingsView
 async fn get_settings(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
+    let (_, tenant) = s
+        .admit(&headers, tenant.map(|Path(t)| t), (&uri, NO_PARAMETERS))
+        .await?;
     let view = s.0.view.read();
     Ok(Json(settings_view(&view, &tenant, Timestamp::now())).into_response())
 }
@@ -314,10 +348,13 @@ async fn get_settings(
 async fn put_settings(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     tenant: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let (principal, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
+    let (principal, tenant) = s
+        .admit(&headers, tenant.map(|Path(t)| t), (&uri, NO_PARAMETERS))
+        .await?;
     let body = json_body(&headers, body, &["application/json"])?;
     let request: pb::TenantSettings = parse(&body)?;
     let mut errors = Vec::new();
@@ -491,9 +528,12 @@ fn one_policy(
 async fn list_policies(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     tenant: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
-    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
+    let (_, tenant) = s
+        .admit(&headers, tenant.map(|Path(t)| t), (&uri, NO_PARAMETERS))
+        .await?;
     let view = s.0.view.read();
     let now = Timestamp::now();
     let feature = feature(&view, &tenant, now);
@@ -573,10 +613,13 @@ fn check_name_unique(
 async fn create_policy(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     tenant: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let (principal, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
+    let (principal, tenant) = s
+        .admit(&headers, tenant.map(|Path(t)| t), (&uri, NO_PARAMETERS))
+        .await?;
     let body = json_body(&headers, body, &["application/json"])?;
     let request: pb::Policy = parse(&body)?;
     let mut errors = Vec::new();
@@ -671,10 +714,11 @@ fn policy_path(
 async fn get_policy(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, id) = policy_path(path);
-    let (_, tenant) = s.admit(&headers, tenant).await?;
+    let (_, tenant) = s.admit(&headers, tenant, (&uri, NO_PARAMETERS)).await?;
     let view = s.0.view.read();
     one_policy(&view, &tenant, &id, Timestamp::now())
 }
@@ -699,11 +743,12 @@ const SERVER_OWNED: [(&str, &str); 6] = [
 async fn patch_policy(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, id) = policy_path(path);
-    let (principal, tenant) = s.admit(&headers, tenant).await?;
+    let (principal, tenant) = s.admit(&headers, tenant, (&uri, NO_PARAMETERS)).await?;
     let body = json_body(
         &headers,
         body,
@@ -749,8 +794,9 @@ async fn patch_policy(
             PATCHABLE.map(|(a, _)| a).join(", ")
         )));
     }
-    let patch: pb::Policy = serde_json::from_value(value)
-        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
+    // Decoded from the bytes, not from `value`: a JSON object keeps only the last of repeated
+    // keys, and a repeated key is refused, as in POST and PUT.
+    let patch: pb::Policy = parse(&body)?;
 
     let _gate = s.0.write_gate.lock().await;
     let now = Timestamp::now();
@@ -810,10 +856,11 @@ async fn patch_policy(
 async fn delete_policy(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, id) = policy_path(path);
-    let (principal, tenant) = s.admit(&headers, tenant).await?;
+    let (principal, tenant) = s.admit(&headers, tenant, (&uri, NO_PARAMETERS)).await?;
     let _gate = s.0.write_gate.lock().await;
     let now = Timestamp::now();
     let record = {
@@ -858,10 +905,13 @@ struct ReportQuery {
 async fn get_report(
     State(s): State<AdminState>,
     headers: HeaderMap,
+    uri: Uri,
     tenant: Result<Path<String>, PathRejection>,
     query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let (_, tenant) = s.admit(&headers, tenant.map(|Path(t)| t)).await?;
+    let (_, tenant) = s
+        .admit(&headers, tenant.map(|Path(t)| t), (&uri, REPORT_PARAMETERS))
+        .await?;
     let Query(query) =
         query.map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))?;
     let days = match query.days.as_deref() {

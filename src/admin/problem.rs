@@ -180,6 +180,42 @@ impl Problem {
         )
     }
 
+    /// 414: the URL is longer than any route needs.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URL too long",
+            format!("the URL (path and query) is over the limit of {limit} bytes"),
+        )
+    }
+
+    /// 431: the request line and headers do not fit the server's buffer.
+    pub fn head_too_large(limit: usize) -> Self {
+        Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request headers too large",
+            format!(
+                "the request line and headers are over the limit of {limit} bytes \
+                 (a bearer token is at most 16 KiB)"
+            ),
+        )
+    }
+
+    /// 408: the body did not arrive in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            format!(
+                "the body did not arrive within {} of the headers",
+                humantime::format_duration(limit)
+            ),
+        )
+    }
+
     pub fn unsupported_media_type(expected: &str) -> Self {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
