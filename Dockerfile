@@ -25,14 +25,17 @@ COPY . .
 
 # The cargo registry and the target dir are BuildKit cache mounts: after a source change only the
 # crate itself is recompiled, not rdkafka and the other dependencies. The target dir is not part of
-# the layer, so the binary is copied out in the same step.
+# the layer, so the binary is copied out in the same step. The `dist` profile (Cargo.toml) is the
+# release build stripped of debug info and symbols.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin autoclaim \
- && install -D -m 0755 target/release/autoclaim /out/autoclaim
+    cargo build --profile dist --locked --bin autoclaim \
+ && install -D -m 0755 target/dist/autoclaim /out/autoclaim
 
 # ---------------------------------------------------------------- runtime
+# Only the binary and the libraries it links: no compiler, cargo or -dev packages (tests/compose.rs
+# checks).
 FROM debian:bookworm-slim
 
 # ca-certificates: the trust store that verifies managed Kafka's certificates; curl for the compose

@@ -26,6 +26,7 @@ pub fn router(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
             get(move || {
                 let mut body = metrics.render();
                 crate::telemetry::partition_gauges().render(&mut body);
+                crate::telemetry::process::render(&mut body);
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         )

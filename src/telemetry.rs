@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod process;
+
 /// Activity records decided in committed transactions, by event kind and outcome.
 pub const EVENTS: &str = "autoclaim_events_total";
 /// Licence assignments published, by product.
@@ -44,6 +46,31 @@ pub const RESTORE_SECONDS: &str = "autoclaim_state_restore_duration_seconds";
 pub const TRACKED_USERS: &str = "autoclaim_tracked_users";
 /// Fetches of the admin API's JWKS URL, by result (ok, failed).
 pub const ADMIN_JWKS_FETCHES: &str = "autoclaim_admin_jwks_fetches_total";
+/// 1, with the version of the running binary as a label.
+pub const BUILD_INFO: &str = "autoclaim_build_info";
+/// 1 while `/readyz` answers 200 (partitions restored, none stalled, the loop moving).
+pub const READY: &str = "autoclaim_ready";
+/// Rebalance callbacks, by kind (assigned, revoked, lost).
+pub const REBALANCES: &str = "autoclaim_rebalances_total";
+/// Activity partitions whose state was rebuilt (at assignment, or after an aborted transaction).
+pub const PARTITIONS_RESTORED: &str = "autoclaim_partitions_restored_total";
+/// Records read while rebuilding partition state, by source topic (changelog, directory).
+pub const RESTORE_RECORDS: &str = "autoclaim_state_restore_records_total";
+/// Round-trip time of requests to each broker, by client (producer, consumer) and quantile, over
+/// librdkafka's last statistics window.
+pub const KAFKA_BROKER_RTT: &str = "autoclaim_kafka_broker_rtt_seconds";
+/// Messages in the transactional producer's queue, not yet acknowledged by a broker.
+pub const PRODUCER_QUEUE: &str = "autoclaim_kafka_producer_queue_messages";
+/// Messages the transactional producer has sent to brokers.
+pub const PRODUCER_SENT: &str = "autoclaim_kafka_producer_messages_sent_total";
+/// The standard process metrics (the names every Prometheus client library uses), read from
+/// `/proc/self` at each scrape; see `telemetry::process`.
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
 /// Every metric the service exports (the Grafana dashboard may query only these).
 pub const ALL: &[&str] = &[
@@ -66,6 +93,20 @@ pub const ALL: &[&str] = &[
     RESTORE_SECONDS,
     TRACKED_USERS,
     ADMIN_JWKS_FETCHES,
+    BUILD_INFO,
+    READY,
+    REBALANCES,
+    PARTITIONS_RESTORED,
+    RESTORE_RECORDS,
+    KAFKA_BROKER_RTT,
+    PRODUCER_QUEUE,
+    PRODUCER_SENT,
+    PROCESS_CPU,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_VIRTUAL_MEMORY,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START_TIME,
 ];
 
 /// Buckets of the decision time: powers of two from 0.25 µs. A decision takes about a microsecond
@@ -99,7 +140,8 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .install_recorder()
 }
 
-/// Describes every metric once (HELP lines).
+/// Describes every metric once (HELP lines), and sets the build info, which never changes. The
+/// process metrics are not the recorder's (see `process`).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
@@ -156,6 +198,38 @@ pub fn describe() {
         ADMIN_JWKS_FETCHES,
         "Fetches of the admin API's JWKS URL, by result."
     );
+    describe_gauge!(BUILD_INFO, "1, labelled with the version of the binary.");
+    describe_gauge!(
+        READY,
+        "1 while /readyz answers 200: partitions restored, none stalled, the loop moving."
+    );
+    describe_counter!(
+        REBALANCES,
+        "Rebalance callbacks of the activity consumer, by kind (assigned, revoked, lost)."
+    );
+    describe_counter!(
+        PARTITIONS_RESTORED,
+        "Activity partitions whose state was rebuilt from Kafka."
+    );
+    describe_counter!(
+        RESTORE_RECORDS,
+        "Records read to rebuild partition state, by source (changelog, directory)."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_RTT,
+        Unit::Seconds,
+        "Request round-trip time to each broker over librdkafka's last statistics window, by client and quantile."
+    );
+    describe_gauge!(
+        PRODUCER_QUEUE,
+        "Messages in the transactional producer's queue, not yet acknowledged."
+    );
+    describe_counter!(
+        PRODUCER_SENT,
+        "Messages the transactional producer has sent to brokers."
+    );
+    // Spelled as elsewhere (`telemetry::NAME`) so that tests/dashboard.rs reads its label.
+    metrics::gauge!(crate::telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Gauges per owned partition, kept here rather than in the metrics recorder, which cannot drop a

@@ -26,6 +26,26 @@ const AUTOCLAIM_SERVICES: &[(&str, &str)] = &[
     ("autoclaim", "run"),
     ("loadgen", "loadgen"),
 ];
+/// The stack, and the file added to it for development only (the one place a secret may be
+/// committed, since it is named for what it is).
+const COMPOSE_FILE: &str = "docker-compose.yml";
+const DEV_COMPOSE_FILE: &str = "docker-compose.dev.yml";
+/// Parts of an environment variable's name that say its value is a secret.
+const SECRET_NAME_PARTS: &[&str] = &["SECRET", "PASSWORD", "TOKEN", "PRIVATE_KEY", "CREDENTIAL"];
+/// Packages and programs that build software: none belongs in the runtime image.
+const BUILD_TOOLS: &[&str] = &[
+    "build-essential",
+    "gcc",
+    "g++",
+    "cc",
+    "clang",
+    "make",
+    "cmake",
+    "pkg-config",
+    "cargo",
+    "rustc",
+    "rustup",
+];
 /// `AUTOCLAIM_*` variables read outside clap (so absent from `--help`), and the file that reads them.
 const NON_CLAP_ENV: &[(&str, &str)] = &[("AUTOCLAIM_LOG", "src/main.rs")];
 /// Options that must have the same effective value in every autoclaim container that takes them.
@@ -209,14 +229,19 @@ struct Compose {
 
 impl Compose {
     fn load() -> Compose {
-        let mut doc: Value = serde_yaml_ng::from_str(&read("docker-compose.yml"))
-            .unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
+        Compose::load_file(COMPOSE_FILE)
+    }
+
+    fn load_file(file: &str) -> Compose {
+        let mut doc: Value =
+            serde_yaml_ng::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         // Compose applies YAML merge keys (`<<: *anchor`).
-        doc.apply_merge().expect("merge keys of docker-compose.yml");
+        doc.apply_merge()
+            .unwrap_or_else(|e| panic!("merge keys of {file}: {e}"));
         let services = doc
             .get("services")
             .and_then(Value::as_mapping)
-            .expect("docker-compose.yml has services")
+            .unwrap_or_else(|| panic!("{file} has services"))
             .iter()
             .map(|(k, v)| {
                 let name = scalar(k).unwrap();
@@ -489,6 +514,59 @@ fn cargo_targets() -> Vec<(String, BTreeMap<String, String>)> {
         }
     }
     out
+}
+
+/// The raw `key = value` settings of `[profile.<name>]` in Cargo.toml (None if there is no such
+/// table).
+fn cargo_profile(name: &str) -> Option<BTreeMap<String, String>> {
+    let header = format!("[profile.{name}]");
+    let text = read("Cargo.toml");
+    let mut lines = text.lines().skip_while(|l| l.trim() != header);
+    lines.next()?;
+    Some(
+        lines
+            .take_while(|l| !l.trim().starts_with('['))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            .collect(),
+    )
+}
+
+/// The profile a `cargo build` command line builds with (its target directory's name).
+fn build_profile(command: &str) -> String {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    if let Some(at) = words.iter().position(|w| *w == "--profile") {
+        return words[at + 1].to_owned();
+    }
+    if let Some(p) = words.iter().find_map(|w| w.strip_prefix("--profile=")) {
+        return p.to_owned();
+    }
+    if words.contains(&"--release") || words.contains(&"-r") {
+        "release".into()
+    } else {
+        "debug".into()
+    }
+}
+
+/// A setting of a Cargo profile, following `inherits` (and the built-in release and dev profiles'
+/// defaults for `debug` and `strip`).
+fn profile_setting(profile: &str, key: &str) -> Option<String> {
+    let builtin = |profile: &str| match (profile, key) {
+        ("release", "debug") => Some("false".to_owned()),
+        ("dev" | "debug", "debug") => Some("true".to_owned()),
+        (_, "strip") => Some("none".to_owned()),
+        _ => None,
+    };
+    let Some(table) = cargo_profile(profile) else {
+        return builtin(profile);
+    };
+    if let Some(v) = table.get(key) {
+        return Some(v.clone());
+    }
+    match table.get("inherits") {
+        Some(parent) => profile_setting(parent, key),
+        None => builtin(profile),
+    }
 }
 
 fn bin_names() -> Vec<String> {
@@ -1106,10 +1184,8 @@ fn dockerfile_builds_and_runs_the_binary() {
         .find(|(i, a)| i == "RUN" && a.contains("cargo build"))
         .map(|(_, a)| a.clone())
         .expect("builder runs cargo build");
-    assert!(
-        build.contains("--release") && build.contains("--locked"),
-        "{build}"
-    );
+    assert!(build.contains("--locked"), "{build}");
+    let profile = build_profile(&build);
 
     let runtime = stages.last().unwrap();
     let entrypoint = runtime
@@ -1129,8 +1205,8 @@ fn dockerfile_builds_and_runs_the_binary() {
         "ENTRYPOINT runs {program}, Cargo.toml builds {bins:?}"
     );
     assert!(
-        build.contains(&format!("target/release/{program}")),
-        "the builder should take target/release/{program}: {build}"
+        build.contains(&format!("target/{profile}/{program}")),
+        "the builder should take target/{profile}/{program}: {build}"
     );
     let copied = runtime
         .instructions
@@ -1301,4 +1377,222 @@ fn help_parser_reads_env_and_defaults() {
     assert_eq!(c.env.as_deref(), Some("AUTOCLAIM_CREATE_TOPICS"));
     assert_eq!(c.default, None);
     assert!(opts.contains_key("help"));
+}
+
+#[test]
+fn every_published_port_is_bound_to_loopback() {
+    for file in [COMPOSE_FILE, DEV_COMPOSE_FILE] {
+        let compose = Compose::load_file(file);
+        for service in compose.services.values() {
+            for p in service
+                .get("ports")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+            {
+                let host_ip = match p.as_mapping() {
+                    Some(map) => map.get("host_ip").and_then(scalar),
+                    None => {
+                        let spec = scalar(p).unwrap();
+                        let parts: Vec<&str> = spec.split('/').next().unwrap().split(':').collect();
+                        (parts.len() == 3).then(|| parts[0].to_owned())
+                    }
+                };
+                assert_eq!(
+                    host_ip.as_deref(),
+                    Some("127.0.0.1"),
+                    "{file}: service {} publishes {p:?} on every interface; write \"127.0.0.1:HOST:CONTAINER\"",
+                    service.name
+                );
+            }
+        }
+    }
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_uppercase();
+    SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
+}
+
+/// Whether a compose value is a bare `${VAR}` (or `$VAR`) with no default: the secret comes from
+/// the operator's environment, not from the file.
+fn is_bare_interpolation(value: &str) -> bool {
+    let name = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'))
+        .unwrap_or("");
+    // `${VAR:?message}` and `${VAR?message}` insist on the variable and hold no value.
+    let name = name.split(['?']).next().unwrap().trim_end_matches(':');
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[test]
+fn no_secret_is_committed_in_the_compose_file() {
+    let compose = Compose::load();
+    let dev = Compose::load_file(DEV_COMPOSE_FILE);
+    let text = read(COMPOSE_FILE);
+    for service in compose.services.values() {
+        for (name, value) in service.env() {
+            assert!(
+                !is_secret_name(&name) || value.is_empty() || is_bare_interpolation(&value),
+                "{COMPOSE_FILE}: service {}: {name} has a value written in the file; \
+                 a secret belongs in {DEV_COMPOSE_FILE} (development) or in the operator's environment",
+                service.name
+            );
+        }
+    }
+    // Nor does any secret of the development file appear in the main one under another name.
+    let mut dev_secrets = 0;
+    for service in dev.services.values() {
+        for (name, value) in service.env() {
+            if is_secret_name(&name) {
+                dev_secrets += 1;
+                assert!(
+                    !text.contains(&value),
+                    "{COMPOSE_FILE} contains the development secret of {name}"
+                );
+            }
+        }
+    }
+    assert!(
+        dev_secrets > 0,
+        "{DEV_COMPOSE_FILE} should hold the admin API's development secret"
+    );
+    assert!(is_bare_interpolation("${AUTOCLAIM_ADMIN_HS256_SECRET}"));
+    assert!(is_bare_interpolation(
+        "${AUTOCLAIM_ADMIN_HS256_SECRET:?set it}"
+    ));
+    assert!(!is_bare_interpolation(
+        "${AUTOCLAIM_ADMIN_HS256_SECRET:-abc}"
+    ));
+    assert!(!is_bare_interpolation("abc"));
+}
+
+#[test]
+fn the_development_file_adds_only_what_run_reads_to_existing_services() {
+    let compose = Compose::load();
+    let dev = Compose::load_file(DEV_COMPOSE_FILE);
+    let header: String = read(DEV_COMPOSE_FILE)
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect();
+    assert!(
+        header.to_lowercase().contains("development only"),
+        "{DEV_COMPOSE_FILE} should say at its top that it is for development only"
+    );
+    let run = options_of("run").expect("autoclaim run --help");
+    let read_by_run: BTreeSet<String> = run.values().filter_map(|o| o.env.clone()).collect();
+    for service in dev.services.values() {
+        let base = compose.service(&service.name);
+        assert_eq!(
+            base.command().first().map(String::as_str),
+            Some("run"),
+            "{DEV_COMPOSE_FILE} adds to {}, which does not run the service",
+            service.name
+        );
+        for (name, _) in service.env() {
+            assert!(
+                read_by_run.contains(&name),
+                "{DEV_COMPOSE_FILE}: {name} is not read by `autoclaim run`"
+            );
+        }
+    }
+    // The operator's guide says how to add it.
+    assert!(read("docs/operations.md").contains(&format!("-f {DEV_COMPOSE_FILE}")));
+}
+
+#[test]
+fn prometheus_loads_the_alert_rules() {
+    let compose = Compose::load();
+    let prometheus = compose.service("prometheus");
+    let config_path = prometheus
+        .command()
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_owned))
+        .unwrap_or_else(|| "/etc/prometheus/prometheus.yml".into());
+    let config: Value = serde_yaml_ng::from_str(&read("deploy/prometheus.yml")).unwrap();
+    let rule_files: Vec<String> = config["rule_files"]
+        .as_sequence()
+        .expect("deploy/prometheus.yml has rule_files")
+        .iter()
+        .filter_map(scalar)
+        .collect();
+    assert!(!rule_files.is_empty());
+    let config_dir = Path::new(&config_path).parent().unwrap();
+    for file in &rule_files {
+        let in_container = config_dir.join(file);
+        let host = prometheus
+            .host_path_of(in_container.to_str().unwrap())
+            .unwrap_or_else(|| {
+                panic!(
+                    "prometheus: nothing is mounted at {}",
+                    in_container.display()
+                )
+            });
+        assert!(host.is_file(), "{} does not exist", host.display());
+        // The same relative path from deploy/ (where promtool checks it) names the same file.
+        assert_eq!(host, repo().join("deploy").join(file));
+    }
+    assert!(rule_files.iter().any(|f| f == "alerts.yml"));
+}
+
+#[test]
+fn the_runtime_stage_carries_no_build_tools() {
+    let stages = dockerfile();
+    let runtime = stages.last().unwrap();
+    let from = &runtime.instructions[0].1;
+    assert!(
+        !from.starts_with("rust"),
+        "the runtime stage starts from a Rust image: {from}"
+    );
+    for (instruction, args) in &runtime.instructions {
+        if instruction == "RUN" {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            for w in &words {
+                assert!(
+                    !BUILD_TOOLS.contains(w) && !w.ends_with("-dev"),
+                    "the runtime stage installs or runs {w}: {args}"
+                );
+            }
+        }
+        if instruction == "COPY" {
+            // Only the binary comes from the builder; nothing of the build context is copied.
+            assert!(
+                args.contains("--from="),
+                "the runtime stage copies build context files: {args}"
+            );
+            let sources: Vec<&str> = args
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            assert_eq!(sources.len(), 2, "one file from the builder: {args}");
+            assert!(sources[0].starts_with("/out/"), "{args}");
+        }
+    }
+}
+
+#[test]
+fn the_image_binary_is_built_without_debug_info() {
+    let stages = dockerfile();
+    let build = stages[0]
+        .instructions
+        .iter()
+        .find(|(i, a)| i == "RUN" && a.contains("cargo build"))
+        .map(|(_, a)| a.clone())
+        .expect("builder runs cargo build");
+    let profile = build_profile(&build);
+    assert_ne!(profile, "debug", "the image is built without optimisation");
+    let debug = profile_setting(&profile, "debug").unwrap();
+    assert!(
+        matches!(debug.as_str(), "false" | "0" | "none"),
+        "profile {profile} keeps debug info (debug = {debug})"
+    );
+    let strip = profile_setting(&profile, "strip").unwrap();
+    assert!(
+        matches!(strip.as_str(), "true" | "symbols"),
+        "profile {profile} does not strip symbols (strip = {strip})"
+    );
+    assert_eq!(build_profile("cargo build --release --locked"), "release");
+    assert_eq!(build_profile("cargo build --profile=dist"), "dist");
 }

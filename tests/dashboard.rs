@@ -1,6 +1,9 @@
 //! The Grafana dashboard (`deploy/grafana/dashboards/autoclaim.json`) queries only metrics that the
 //! service exports (`autoclaim::telemetry::ALL`), with known PromQL functions and label names, through
 //! the Prometheus datasource that Grafana provisions (`deploy/grafana/provisioning/datasources`).
+//! The alert rules (`deploy/alerts.yml`) are held to the same, pass `promtool check rules` and their
+//! unit tests (`promtool test rules deploy/alerts.test.yml`), each has a panel of its expression
+//! in the dashboard's "Alerts" row and a section in docs/operations.md.
 //!
 //! No Grafana or Prometheus is needed: the queries are read with a small PromQL scanner that knows
 //! enough of the language to tell metric names from functions, keywords, label names, strings,
@@ -13,6 +16,10 @@ use serde_json::Value;
 
 const DASHBOARD: &str = "deploy/grafana/dashboards/autoclaim.json";
 const DATASOURCES: &str = "deploy/grafana/provisioning/datasources";
+const ALERTS: &str = "deploy/alerts.yml";
+const ALERT_TESTS: &str = "deploy/alerts.test.yml";
+/// The title of the dashboard row that shows each alert's expression.
+const ALERTS_ROW: &str = "Alerts";
 
 /// The histograms among `telemetry::ALL`: only these have `_bucket`, `_sum` and `_count` series.
 const HISTOGRAMS: &[&str] = &[
@@ -734,6 +741,198 @@ fn dashboard_file_is_where_the_provider_looks() {
     let path = Path::new(DASHBOARD);
     assert_eq!(path.extension().and_then(|e| e.to_str()), Some("json"));
     assert!(repo().join(path).is_file());
+}
+
+// ------------------------------------------------------------------------------------------------
+// The alert rules
+
+#[derive(Debug)]
+struct Alert {
+    name: String,
+    expr: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+fn strings(v: &serde_yaml_ng::Value) -> BTreeMap<String, String> {
+    v.as_mapping()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+        .collect()
+}
+
+fn alerts() -> Vec<Alert> {
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read(ALERTS)).unwrap_or_else(|e| panic!("{ALERTS}: {e}"));
+    let mut out = Vec::new();
+    for group in doc["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let Some(name) = rule["alert"].as_str() else {
+                continue;
+            };
+            out.push(Alert {
+                name: name.to_owned(),
+                expr: rule["expr"].as_str().expect("expr").to_owned(),
+                labels: strings(&rule["labels"]),
+                annotations: strings(&rule["annotations"]),
+            });
+        }
+    }
+    assert!(!out.is_empty(), "{ALERTS} has no alerts");
+    out
+}
+
+fn same_expr(a: &str, b: &str) -> bool {
+    a.split_whitespace().eq(b.split_whitespace())
+}
+
+/// The panels of the row titled `row`: those below it and above the next row.
+fn panels_of_row<'a>(dashboard: &'a Value, row: &str) -> Vec<&'a Value> {
+    let top = dashboard["panels"].as_array().expect("panels");
+    let y = |p: &Value| p["gridPos"]["y"].as_u64().unwrap_or(0);
+    let start = top
+        .iter()
+        .find(|p| is_row(p) && p["title"] == row)
+        .unwrap_or_else(|| panic!("{DASHBOARD} has no row {row:?}"));
+    let end = top
+        .iter()
+        .filter(|p| is_row(p) && y(p) > y(start))
+        .map(y)
+        .min()
+        .unwrap_or(u64::MAX);
+    top.iter()
+        .filter(|p| !is_row(p) && y(p) > y(start) && y(p) < end)
+        .collect()
+}
+
+#[test]
+fn every_alert_reads_exported_metrics_only() {
+    let schema = Schema::load();
+    let mut problems = Vec::new();
+    for alert in alerts() {
+        if let Err(e) = check_expr(&alert.expr, &schema) {
+            problems.push(format!("{}: {e}\n    {}", alert.name, alert.expr));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{ALERTS}:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_alert_has_a_panel_of_its_expression() {
+    let dash = dashboard();
+    let row = panels_of_row(&dash, ALERTS_ROW);
+    for alert in alerts() {
+        assert!(
+            row.iter().any(|p| p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| same_expr(t["expr"].as_str().unwrap_or(""), &alert.expr))),
+            "no panel of the {ALERTS_ROW:?} row queries the expression of {}: {}",
+            alert.name,
+            alert.expr
+        );
+    }
+}
+
+#[test]
+fn every_alert_says_what_it_means_and_what_to_do() {
+    let doc = read("docs/operations.md");
+    for alert in alerts() {
+        let name = &alert.name;
+        assert!(
+            matches!(
+                alert.labels.get("severity").map(String::as_str),
+                Some("warning" | "critical")
+            ),
+            "{name}: severity label warning or critical"
+        );
+        for key in ["summary", "description", "runbook"] {
+            assert!(
+                alert.annotations.get(key).is_some_and(|v| v.len() > 20),
+                "{name}: annotation {key} missing or too short"
+            );
+        }
+        // The runbook line points at the alert's section of the operator's guide.
+        let anchor = format!("docs/operations.md#{}", name.to_lowercase());
+        assert!(
+            alert.annotations["runbook"].starts_with(&anchor),
+            "{name}: the runbook should start with {anchor}"
+        );
+        assert!(
+            doc.lines()
+                .any(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == name),
+            "docs/operations.md has no section titled {name}"
+        );
+    }
+}
+
+/// Runs promtool from the repository's root (paths in the files are relative to them).
+fn promtool(args: &[&str]) -> String {
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool: {e}. It is in Debian's prometheus package \
+                 (apt-get install -y prometheus; .ci/run installs it)"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {}:\n{text}", args.join(" "));
+    text
+}
+
+#[test]
+fn promtool_checks_the_rules_and_their_unit_tests_pass() {
+    let checked = promtool(&["check", "rules", ALERTS]);
+    assert!(
+        checked.contains(&format!("{} rules found", alerts().len())),
+        "{checked}"
+    );
+    promtool(&["test", "rules", ALERT_TESTS]);
+    // The config the compose stack's Prometheus loads, with the rule files it names.
+    promtool(&["check", "config", "deploy/prometheus.yml"]);
+}
+
+#[test]
+fn every_alert_is_unit_tested_firing_and_not_firing() {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(ALERT_TESTS)).unwrap();
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for test in doc["tests"].as_sequence().expect("tests") {
+        for case in test["alert_rule_test"].as_sequence().into_iter().flatten() {
+            let name = case["alertname"].as_str().unwrap().to_owned();
+            let expected = case["exp_alerts"].as_sequence().map_or(0, Vec::len);
+            if expected > 0 {
+                firing.insert(name);
+            } else {
+                quiet.insert(name);
+            }
+        }
+    }
+    for alert in alerts() {
+        assert!(
+            firing.contains(&alert.name),
+            "{ALERT_TESTS}: no case where {} fires",
+            alert.name
+        );
+        assert!(
+            quiet.contains(&alert.name),
+            "{ALERT_TESTS}: no case where {} stays quiet",
+            alert.name
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

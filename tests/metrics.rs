@@ -171,3 +171,133 @@ fn an_instance_exports_lag_only_for_the_partitions_it_owns() {
     );
     assert!(first.stop().success());
 }
+
+/// Every series of `name`: (its labels as written, its value).
+fn series(metrics: &str, name: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let labels = match key.strip_prefix(name)? {
+                "" => "",
+                rest => rest.strip_prefix('{')?.strip_suffix('}')?,
+            };
+            Some((labels.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the one series of `name` whose labels include every `label="value"` given.
+fn value(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    series(metrics, name)
+        .into_iter()
+        .find(|(l, _)| {
+            labels
+                .iter()
+                .all(|want| l.split(',').any(|have| have == *want))
+        })
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn operator_metrics_are_exported_with_plausible_values() {
+    let topics = unique_topics("operator-metrics");
+    create_topics(&topics, 2);
+    let scenario = Scenario::new(ScenarioConfig {
+        tenants: 4,
+        users_per_tenant: 20,
+        seed: 5,
+        ..ScenarioConfig::default()
+    });
+    let tables = scenario.tables();
+    let directory_rows = tables
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.record,
+                Some(autoclaim::wire::pb::replay_record::Record::DirectoryUser(_))
+            )
+        })
+        .count();
+    publish(&topics, &tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut service = Service::start(&ServiceOptions {
+        topics: &topics,
+        group: &group,
+        transactional_id: "operator-metrics-1",
+        delay: "1h",
+        extra: vec![],
+    });
+    let addr = service.http_addr();
+    wait_until("readiness", Duration::from_secs(60), || {
+        http_get(addr, "/readyz").0 == 200
+    });
+    let activity = activity_records(scenario.activity(300));
+    publish(&topics, &activity, Format::Json);
+    // librdkafka's statistics come every 5 s, readiness every second (the watchdog's beat).
+    let metrics = || http_get(addr, "/metrics").1;
+    wait_until(
+        "the events, the ready gauge and both clients' round trips",
+        Duration::from_secs(60),
+        || {
+            let m = metrics();
+            total(&m, telemetry::EVENTS) >= activity.len() as f64
+                && value(&m, telemetry::READY, &[]) == Some(1.0)
+                && value(&m, telemetry::KAFKA_BROKER_RTT, &["client=\"consumer\""]).is_some()
+                && value(&m, telemetry::KAFKA_BROKER_RTT, &["client=\"producer\""]).is_some()
+                && total(&m, telemetry::PRODUCER_SENT) > 0.0
+        },
+    );
+    let m = metrics();
+
+    // Process metrics, read from /proc at the scrape.
+    let rss = value(&m, telemetry::PROCESS_RESIDENT_MEMORY, &[]).expect("resident memory");
+    assert!(rss > 1e6, "resident memory {rss}");
+    assert!(value(&m, telemetry::PROCESS_VIRTUAL_MEMORY, &[]).unwrap() >= rss);
+    assert!(value(&m, telemetry::PROCESS_CPU, &[]).unwrap() > 0.0);
+    let open = value(&m, telemetry::PROCESS_OPEN_FDS, &[]).unwrap();
+    assert!(open >= 5.0, "open fds {open}");
+    assert!(value(&m, telemetry::PROCESS_MAX_FDS, &[]).unwrap() > open);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value(&m, telemetry::PROCESS_START_TIME, &[]).unwrap();
+    assert!(
+        started <= now + 1.0 && started > now - 300.0,
+        "started {started}, now {now}"
+    );
+    assert!(m.contains("# TYPE process_cpu_seconds_total counter"));
+
+    // Build info: the version of this crate.
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        value(&m, telemetry::BUILD_INFO, &[&version]),
+        Some(1.0),
+        "{:?}",
+        series(&m, telemetry::BUILD_INFO)
+    );
+
+    // The start-up assignment: one rebalance, both partitions restored, the directory read whole.
+    assert!(value(&m, telemetry::REBALANCES, &["kind=\"assigned\""]).unwrap() >= 1.0);
+    assert!(total(&m, telemetry::PARTITIONS_RESTORED) >= 2.0);
+    assert!(
+        value(&m, telemetry::RESTORE_RECORDS, &["source=\"directory\""]).unwrap()
+            >= directory_rows as f64
+    );
+    assert!(value(&m, telemetry::RESTORE_RECORDS, &["source=\"changelog\""]).is_some());
+
+    // librdkafka's statistics: round trips of a local broker are short, not zero-width nonsense.
+    for (labels, rtt) in series(&m, telemetry::KAFKA_BROKER_RTT) {
+        assert!(rtt > 0.0 && rtt < 5.0, "round trip {rtt} s of {labels}");
+        assert!(
+            labels.contains("broker=\"") && labels.contains("quantile=\""),
+            "{labels}"
+        );
+    }
+    let sent = total(&m, telemetry::PRODUCER_SENT);
+    assert!(sent >= 1.0, "messages sent {sent}");
+    assert!(value(&m, telemetry::PRODUCER_QUEUE, &[]).is_some());
+    assert!(service.stop().success());
+}

@@ -64,10 +64,16 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         // librdkafka pauses fetching for this long once its queue is full (default 1 s): a stall
         // of a whole second whenever processing catches up with a full queue.
         .set("fetch.queue.backoff.ms", "10")
-        // Statistics feed the per-partition lag metric.
-        .set("statistics.interval.ms", "5000");
+        // Statistics feed the per-partition lag metric, the stall watch and the round-trip gauges.
+        .set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
+        );
     with_overrides(config, kafka)
 }
+
+/// How often the processing loop's clients hand librdkafka's statistics to their context.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A reader of whole topics (tables, changelogs): no group, no commits, committed data only.
 pub fn table_reader(kafka: &KafkaArgs) -> ClientConfig {
@@ -133,6 +139,14 @@ pub fn transactional_producer(
             "connections.max.idle.ms",
             IDLE_CONNECTION_CLOSE.as_millis().to_string(),
         );
+    // Only for a context that reads them (`kafka_stats::ProducerStats`): rdkafka's default context
+    // logs every statistics report.
+    if settings.statistics {
+        config.set(
+            "statistics.interval.ms",
+            STATISTICS_INTERVAL.as_millis().to_string(),
+        );
+    }
     with_overrides(config, kafka)
 }
 
@@ -141,6 +155,8 @@ pub fn transactional_producer(
 pub struct ProducerSettings {
     pub compression: Compression,
     pub transaction_timeout: Duration,
+    /// Emit librdkafka's statistics (the producer's context must read them).
+    pub statistics: bool,
 }
 
 impl Default for ProducerSettings {
@@ -148,6 +164,7 @@ impl Default for ProducerSettings {
         ProducerSettings {
             compression: Compression::default(),
             transaction_timeout: Duration::from_secs(60),
+            statistics: false,
         }
     }
 }

@@ -101,13 +101,16 @@ pub fn judge(silent_for: Duration, excused: bool, timeout: Duration) -> Verdict 
 }
 
 /// Starts the watchdog thread. A loop found dead ends the process with status 2: the thread that
-/// would unwind it is the one that is stuck, and the broker aborts its open transaction.
+/// would unwind it is the one that is stuck, and the broker aborts its open transaction. It also
+/// exports readiness each second: the watchdog keeps running while the loop is stuck, so the gauge
+/// turns 0 when it should (a gauge set by the loop itself would freeze at 1).
 pub fn spawn_watchdog(health: Arc<Health>, timeout: Duration) -> std::io::Result<()> {
     health.beat();
     std::thread::Builder::new()
         .name("autoclaim-watchdog".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(1));
+            metrics::gauge!(crate::telemetry::READY).set(f64::from(u8::from(health.is_ready())));
             let excused = health.excused.load(Ordering::Relaxed) > 0;
             match judge(health.silent_for(), excused, timeout) {
                 Verdict::Moving => {

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hashbrown::HashMap;
 use metrics::{counter, histogram};
 
+use super::restore::RestoreStats;
 use crate::domain::activity::ActivityKind;
 use crate::domain::catalog::Catalog;
 use crate::domain::decision::{Decision, FailureReason, Ineligibility, Outcome};
@@ -145,4 +146,18 @@ pub fn record_lags(stats: &rdkafka::Statistics, activity: &str, repartition: &st
         telemetry::REPARTITION_LAG,
         partition_lags(stats, repartition),
     );
+}
+
+/// A rebalance callback of the activity consumer: "assigned", "revoked" or "lost".
+pub fn rebalanced(kind: &'static str) {
+    counter!(telemetry::REBALANCES, "kind" => kind).increment(1);
+}
+
+/// A restore of `partitions` activity partitions finished: its time, the partitions and the records
+/// it read (a restore's cost grows with those, not with the partitions).
+pub fn restored(partitions: usize, stats: &RestoreStats) {
+    histogram!(telemetry::RESTORE_SECONDS).record(stats.elapsed.as_secs_f64());
+    counter!(telemetry::PARTITIONS_RESTORED).increment(partitions as u64);
+    counter!(telemetry::RESTORE_RECORDS, "source" => "changelog").increment(stats.changelog_read);
+    counter!(telemetry::RESTORE_RECORDS, "source" => "directory").increment(stats.directory_read);
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod connect;
 pub mod feed;
 pub mod health;
+pub mod kafka_stats;
 pub mod metrics;
 pub mod partitioner;
 pub mod positions;

@@ -21,6 +21,7 @@ use super::admin::{self, TopicError};
 use super::clients;
 use super::config::RunConfig;
 use super::feed::TableFeed;
+use super::kafka_stats::{self, ProducerStats};
 use super::metrics::BatchMetrics;
 use super::partitioner::tenant_partition;
 use super::positions::{start_at_committed_offsets, PositionsError};
@@ -189,6 +190,7 @@ impl ClientContext for RebalanceContext {
 
     fn stats(&self, stats: rdkafka::Statistics) {
         super::metrics::record_lags(&stats, &self.inputs.activity, &self.inputs.repartition);
+        kafka_stats::record_rtts("consumer", &stats);
         self.watch_for_stalls(&stats);
     }
 }
@@ -214,6 +216,7 @@ impl ConsumerContext for RebalanceContext {
                 });
                 match positions {
                     Ok(()) => {
+                        super::metrics::rebalanced("assigned");
                         let rebalance = Rebalance::Assign(partitions);
                         self.pre_rebalance(consumer, &rebalance);
                         let assigned = if cooperative {
@@ -233,6 +236,13 @@ impl ConsumerContext for RebalanceContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Lost: the group went on without this member (a missed session timeout), so
+                // another may already be processing these partitions.
+                super::metrics::rebalanced(if consumer.assignment_lost() {
+                    "lost"
+                } else {
+                    "revoked"
+                });
                 let rebalance = Rebalance::Revoke(partitions);
                 self.pre_rebalance(consumer, &rebalance);
                 let revoked = if cooperative {
@@ -352,9 +362,10 @@ impl Processor {
             clients::ProducerSettings {
                 compression: config.output_compression,
                 transaction_timeout: config.transaction_timeout,
+                statistics: true,
             },
         )
-        .create()?;
+        .create_with_context(ProducerStats)?;
         let transactions = Arc::new(
             Transactions::init(producer, inputs.clone(), config.transaction_timeout).map_err(
                 |e| {
@@ -594,7 +605,7 @@ impl Core {
             )
         })?;
         self.states.extend(restored);
-        histogram!(telemetry::RESTORE_SECONDS).record(stats.elapsed.as_secs_f64());
+        super::metrics::restored(partitions.len(), &stats);
         gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
         Ok(())
     }

@@ -33,6 +33,10 @@ pub enum RestoreError {
 /// What a restore read, for logs and metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RestoreStats {
+    /// Records read from the changelog (assignments) and from the directory, all of them: the
+    /// directory is read whole and filtered to the tenants of the restored partitions.
+    pub changelog_read: u64,
+    pub directory_read: u64,
     pub assignments: u64,
     pub directory_rows: u64,
     pub skipped: u64,
@@ -68,21 +72,24 @@ pub fn restore_partitions(
         &topics.assignments,
         &changelog,
         started,
-        |p, raw, offset| match records::assignment_record(raw) {
-            Ok(a) => {
-                if let Some(state) = states.get_mut(&p) {
-                    state.record_assignment(
-                        &a.tenant_id,
-                        &a.user_id,
-                        a.product,
-                        a.seats_counted_from,
-                    );
-                    stats.assignments += 1;
+        |p, raw, offset| {
+            stats.changelog_read += 1;
+            match records::assignment_record(raw) {
+                Ok(a) => {
+                    if let Some(state) = states.get_mut(&p) {
+                        state.record_assignment(
+                            &a.tenant_id,
+                            &a.user_id,
+                            a.product,
+                            a.seats_counted_from,
+                        );
+                        stats.assignments += 1;
+                    }
                 }
-            }
-            Err(e) => {
-                stats.skipped += 1;
-                warn!(partition = p, offset, error = %e, "skipping unreadable assignment record");
+                Err(e) => {
+                    stats.skipped += 1;
+                    warn!(partition = p, offset, error = %e, "skipping unreadable assignment record");
+                }
             }
         },
     )?;
@@ -93,6 +100,7 @@ pub fn restore_partitions(
         .filter(|(_, until)| **until > 0)
         .map(|(p, until)| (*p, Some(*until)))
         .collect();
+    let mut directory_read = 0;
     let (rows, skipped) = std::thread::scope(|scope| {
         let (batches, received) = mpsc::sync_channel::<RecordBatch>(DIRECTORY_QUEUE_BATCHES);
         let applier = scope.spawn(|| {
@@ -110,6 +118,7 @@ pub fn restore_partitions(
             &directory,
             started,
             |p, raw, offset| {
+                directory_read += 1;
                 batch.push(p, raw, offset);
                 if batch.len() == DIRECTORY_BATCH {
                     // A send fails only if the applier is gone, which its join below reports.
@@ -129,6 +138,7 @@ pub fn restore_partitions(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         read.map(|()| applied)
     })?;
+    stats.directory_read = directory_read;
     stats.directory_rows += rows;
     stats.skipped += skipped;
     stats.elapsed = started.elapsed();

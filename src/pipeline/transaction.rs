@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::kafka_stats::ProducerStats;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -112,7 +113,7 @@ impl InputTopics {
 }
 
 pub struct Transactions {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<ProducerStats>,
     inputs: InputTopics,
     /// The producer's `transaction.timeout.ms`.
     timeout: Duration,
@@ -123,7 +124,7 @@ impl Transactions {
     /// Creates the producer and fences any earlier producer with the same transactional id (its open
     /// transaction is aborted).
     pub fn init(
-        producer: ThreadedProducer<DefaultProducerContext>,
+        producer: ThreadedProducer<ProducerStats>,
         inputs: InputTopics,
         timeout: Duration,
     ) -> Result<Self, TxnError> {
