@@ -318,17 +318,6 @@ fn a_policy_has_no_effect_before_its_propagation_delay() {
             ..Default::default()
         }));
     }
-    let event = |id: &str, user: &str, at: i64| pb::ActivityEvent {
-        schema_version: 1,
-        event_id: id.into(),
-        tenant_id: tenant.into(),
-        occurred_at: ts(at),
-        actor_user_id: user.into(),
-        kind: pb::ActivityKind::LicenseRequested as i32,
-        source: pb::ActivitySource::Portal as i32,
-        requested_product: "power_automate_per_user".into(),
-        ..Default::default()
-    };
     let tables: Vec<pb::ReplayRecord> = tables
         .into_iter()
         .map(|r| pb::ReplayRecord {
@@ -336,10 +325,10 @@ fn a_policy_has_no_effect_before_its_propagation_delay() {
             written_at: None,
         })
         .collect();
-    let activity = activity_records([
-        event("before", "early", t0 + HOUR - 1),
-        event("after", "late", t0 + HOUR),
-    ]);
+    let activity = vec![
+        stamped_request(tenant, "before", "early", t0 + HOUR - 1, None),
+        stamped_request(tenant, "after", "late", t0 + HOUR, None),
+    ];
     publish(&topics, &tables, Format::Json);
     publish(&topics, &activity, Format::Json);
     let group = format!("g-{}", topics.activity);
