@@ -119,7 +119,18 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
     let (tables, activity) = scenario(12, 10, 40, 8000);
     let expected = expected(&all(&tables, &activity), DELAY);
     publish(&topics, &tables, Format::Json);
-    // The stream arrives over about eight seconds, so the stop and the kill below land part-way.
+    let group = format!("g-{}", topics.activity);
+    let small_batches = vec!["--batch-max-records".to_string(), "50".to_string()];
+
+    // First a graceful stop part-way, then a SIGKILL part-way, then run to the end.
+    let mut service = Service::start(&ServiceOptions {
+        extra: small_batches.clone(),
+        ..options(&topics, &group, "restart-1")
+    });
+    // The stream starts once the service is ready and arrives over about eight seconds, so the
+    // stop and the kill below land part-way however long the start took.
+    let addr = service.http_addr();
+    wait_until("readiness", WAIT, || http_get(addr, "/readyz").0 == 200);
     let producer = {
         let (topics, activity) = (topics.clone(), activity.clone());
         std::thread::spawn(move || {
@@ -129,14 +140,6 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
             }
         })
     };
-    let group = format!("g-{}", topics.activity);
-    let small_batches = vec!["--batch-max-records".to_string(), "50".to_string()];
-
-    // First a graceful stop part-way, then a SIGKILL part-way, then run to the end.
-    let mut service = Service::start(&ServiceOptions {
-        extra: small_batches.clone(),
-        ..options(&topics, &group, "restart-1")
-    });
     wait_until("some outputs", WAIT, || {
         !read_committed(&topics.assignments).is_empty()
     });
