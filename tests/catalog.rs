@@ -294,9 +294,13 @@ fn autoclaim(args: &[&str], input: Option<&Path>) -> Output {
     cmd.output().expect("the binary runs")
 }
 
+/// A file of its own for each call: tests run in parallel, and one rewriting a file another reads
+/// (truncated first) would hand that one an empty input.
 fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("catalog-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("catalog-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
