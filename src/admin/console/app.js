@@ -35,6 +35,11 @@
     return node;
   }
 
+  function current(node, value) {
+    if (value) node.setAttribute('aria-current', value);
+    else node.removeAttribute('aria-current');
+  }
+
   function when(iso) {
     if (!iso) return '';
     const d = new Date(iso);
@@ -172,8 +177,8 @@
     if (!state.token) return;
     const view = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'policies';
     for (const v of VIEWS) $(`view-${v}`).hidden = v !== view;
-    $('tab-policies').toggleAttribute('aria-current', view !== 'report');
-    $('tab-report').toggleAttribute('aria-current', view === 'report');
+    current($('tab-policies'), view !== 'report' && 'page');
+    current($('tab-report'), view === 'report' && 'page');
     if (view === 'policies') loadPolicies();
     if (view === 'add') startAdd();
     if (view === 'report') loadReport();
@@ -453,9 +458,8 @@
     for (const set of $('add-form').querySelectorAll(':scope > fieldset')) set.hidden = Number(set.dataset.step) !== state.step;
     for (const li of $('steps').children) {
       const n = Number(li.dataset.step);
-      li.toggleAttribute('aria-current', n === state.step);
+      current(li, n === state.step && 'step');
       li.classList.toggle('done', n < state.step);
-      if (n === state.step) li.setAttribute('aria-current', 'step');
     }
     if (state.step === 2) drawApps();
     if (state.step === 3) drawReview();
