@@ -200,7 +200,9 @@ fn the_console_in_a_browser_manages_policies_and_shows_live_numbers() {
             std::env::var_os("CI").is_none(),
             "the browser test needs {missing}: .ci/run installs them"
         );
-        eprintln!("skipped: the browser test needs {missing}");
+        eprintln!(
+            "\n!!! SKIPPED: the browser test needs {missing}; the console was NOT tested !!!\n"
+        );
         return;
     }
     let topics = unique_topics("console");

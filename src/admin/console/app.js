@@ -146,8 +146,9 @@
       if (!state.tenant) throw new ApiError(401, { detail: 'the token names no tenant (tid)' });
       await api('GET', tenantPath('/settings'));
     } catch (e) {
+      const reason = explain(e); // before the token is forgotten: a 403 names the token's tenant
       state.token = null;
-      signOut(explain(e));
+      signOut(reason);
       return false;
     }
     STORE.setItem('autoclaim.token', token);
@@ -278,11 +279,11 @@
       const excluded = (p.excludedApps || []).flatMap((e) => e.planIds.map((pl) => `${planName(e.product, pl)} (${productName(e.product)})`)).join(', ') || 'None';
       const seats = v.products.map((s) => `${s.displayName}: ${s.availableLicenses}`).join('\n');
       let status = p.deleted ? `DELETED — ${statusText(v.status, v.propagatingUntil)}` : statusText(v.status, v.propagatingUntil);
-      const state_ = el('td', { 'data-label': 'Status' }, el('span', { class: `status status-${v.status.toLowerCase()}`, 'data-status': v.status, text: status }));
+      const state_ = el('div', {}, el('span', { class: `status status-${v.status.toLowerCase()}`, 'data-status': v.status, text: status }));
       if (!v.assigningLicenses && !p.deleted) {
-        state_.append(el('span', { class: 'muted small', text: v.status === 'OFF' ? 'Policy off' : 'Not assigning: autoclaim is off' }));
+        state_.append(el('span', { class: 'muted small', text: notAssigning(v) }));
       }
-      const actions = el('td', { 'data-label': 'Actions', class: 'row-actions' });
+      const actions = el('div', { class: 'row-actions' });
       if (!p.deleted) {
         actions.append(
           button('Edit', `Edit ${p.name}`, () => openEdit(v)),
@@ -293,20 +294,33 @@
       return el(
         'tr',
         { 'data-policy-id': id },
-        el('th', { scope: 'row', 'data-label': 'Name', text: p.name }),
-        el('td', { 'data-label': 'Autoclaim app', text: v.autoclaimApp }),
-        el('td', { 'data-label': 'Product', text: v.assignedProduct }),
-        el('td', { 'data-label': 'Backups', text: backups }),
-        el('td', { 'data-label': 'Excluded apps', text: excluded }),
-        el('td', { 'data-label': 'Available licences', class: 'seats', 'data-available': String(v.availableLicenses), title: seats, text: String(v.availableLicenses) },
-          v.products.length > 1 ? el('span', { class: 'muted small', text: v.products.slice(1).map((s) => `backup ${s.displayName}: ${s.availableLicenses}`).join('; ') }) : ''),
-        state_,
-        actions
+        el('th', { scope: 'row', 'data-label': 'Name' }, el('div', { text: p.name })),
+        cell('Autoclaim app', v.autoclaimApp),
+        cell('Product', v.assignedProduct),
+        cell('Backups', backups),
+        cell('Excluded apps', excluded),
+        el('td', { 'data-label': 'Available licences', class: 'seats', 'data-available': String(v.availableLicenses), title: seats },
+          el('div', {}, String(v.availableLicenses),
+            v.products.length > 1 ? el('span', { class: 'muted small', text: v.products.slice(1).map((s) => `backup ${s.displayName}: ${s.availableLicenses}`).join('; ') }) : '')),
+        el('td', { 'data-label': 'Status' }, state_),
+        el('td', { 'data-label': 'Actions' }, actions)
       );
     });
     $('policy-rows').replaceChildren(...rows);
     $('policies').hidden = rows.length === 0;
     $('no-policies').hidden = rows.length !== 0;
+  }
+
+  /** Why a policy assigns nothing now: its own state, or the tenant's setting (the API's notice). */
+  function notAssigning(v) {
+    if (v.status === 'OFF') return 'Policy off';
+    if (v.status === 'PROPAGATING') return 'Not assigning until then';
+    return `Not assigning: ${v.notice || 'autoclaim is off for the tenant'}`;
+  }
+
+  /** A cell as label and one value, so that the phone layout (label beside value) holds. */
+  function cell(label, text) {
+    return el('td', { 'data-label': label }, el('div', { text }));
   }
 
   function button(text, label, onClick, kind) {
@@ -483,6 +497,7 @@
   }
 
   $('add-next').addEventListener('click', () => {
+    show('add-message', '');
     state.step = Math.min(STEPS - 1, state.step + 1);
     drawStep();
   });
@@ -571,10 +586,10 @@
         el('caption', { text: `Licences assigned by ${p.policyName}` }),
         el('thead', {}, el('tr', {}, ...['User', 'Product', 'Assigned at', 'Trigger'].map((h) => el('th', { scope: 'col', text: h })))),
         el('tbody', {}, ...p.rows.map((row) => el('tr', {},
-          el('td', { 'data-label': 'User', text: row.userId }),
-          el('td', { 'data-label': 'Product', text: row.productName || row.product }),
-          el('td', { 'data-label': 'Assigned at', text: when(row.assignedAt) }),
-          el('td', { 'data-label': 'Trigger', text: TRIGGERS[row.trigger] || row.trigger })))));
+          cell('User', row.userId),
+          cell('Product', row.productName || row.product),
+          cell('Assigned at', when(row.assignedAt)),
+          cell('Trigger', TRIGGERS[row.trigger] || row.trigger)))));
       return el('section', { class: 'panel report-policy', 'data-policy-id': p.policyId, 'data-count': String(p.count) },
         el('h2', { text: `${p.policyName}: ${p.count}` }),
         p.rows.length ? table : el('p', { class: 'muted', text: 'No licences assigned in this period.' }));
