@@ -19,6 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::domain::time::Timestamp;
 use crate::pipeline::clients::{self, QuietContext};
 use crate::pipeline::config::{Compression, KafkaArgs, RunConfig, Topics};
 use crate::pipeline::processor::{Health, Processor};
@@ -27,6 +28,8 @@ use crate::replay::Replayer;
 use crate::scenario::{Scenario, ScenarioConfig};
 use crate::wire::pb::{self, replay_record::Record};
 use crate::wire::{codec, Format};
+
+mod serve;
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -38,6 +41,9 @@ pub struct DemoOptions {
     pub partitions: i32,
     pub propagation_delay: Duration,
     pub http_addr: SocketAddr,
+    /// Keep the pipeline, the admin API and its console running after the workload, with live
+    /// events, until Ctrl-C (`--serve`).
+    pub serve: bool,
 }
 
 fn default_topics() -> Topics {
@@ -79,12 +85,22 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
 
     // The workload: tables first, then activity; with a policy turned on part-way through, so the
     // propagation delay shows.
-    let scenario = Scenario::new(ScenarioConfig {
+    let mut scenario_config = ScenarioConfig {
         tenants: options.tenants,
         users_per_tenant: options.users_per_tenant,
         seed: options.seed,
         ..ScenarioConfig::default()
-    });
+    };
+    if options.serve {
+        // The workload ends now rather than on the fixed date of the plain demo, so that the
+        // console's report (the past 1 to 90 days) shows it next to the live events.
+        scenario_config.start = Timestamp::from_millis(
+            Timestamp::now().as_millis()
+                - options.events as i64 * scenario_config.event_spacing_ms
+                - 1_000,
+        );
+    }
+    let scenario = Scenario::new(scenario_config);
     let tables = scenario.tables();
     let activity: Vec<pb::ReplayRecord> = scenario
         .activity(options.events)
@@ -136,9 +152,38 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         let (health, stop) = (Arc::clone(&health), Arc::clone(&stop));
         std::thread::spawn(move || Processor::start(config, health).and_then(|p| p.run(&stop)))
     };
-    let http = metrics
-        .clone()
-        .map(|handle| serve_metrics(options.http_addr, Arc::clone(&health), handle));
+    // Joined after the workload, or with --serve after the live events.
+    let join = |pipeline: std::thread::JoinHandle<_>| {
+        pipeline
+            .join()
+            .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))
+    };
+    let mut pipeline = Some(pipeline);
+    // With --serve, the admin API (and its console) is served beside /metrics from the start, so
+    // that the page can be opened while the workload flows.
+    let admin = if options.serve {
+        Some(serve::DemoAdmin::start(
+            &kafka,
+            &topics,
+            options.propagation_delay,
+        )?)
+    } else {
+        None
+    };
+    let http = metrics.clone().map(|handle| {
+        serve_metrics(
+            options.http_addr,
+            Arc::clone(&health),
+            handle,
+            admin.as_ref().map(|a| a.service.router()),
+        )
+    });
+    if options.serve && !matches!(http, Some(Ok(_))) {
+        anyhow::bail!(
+            "--serve: the console cannot be served on {} (it is in use, or a metrics recorder was installed already)",
+            options.http_addr
+        );
+    }
     match &http {
         Some(Ok(addr)) => writeln!(out, "Metrics while the demo runs: http://{addr}/metrics")?,
         Some(Err(e)) => writeln!(
@@ -172,18 +217,25 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     let (assignments, failures) =
         wait_for_outputs(&kafka, &topics, expected_assignments + expected_failures)?;
     let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let counts = pipeline
-        .join()
-        .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))??;
-
-    writeln!(
-        out,
-        "\nProcessed {} activity events in {:.2}s ({} transactions committed).",
-        counts.consumed,
-        elapsed.as_secs_f64(),
-        counts.commits
-    )?;
+    if options.serve {
+        // The pipeline goes on (live events follow): report the events committed so far.
+        writeln!(
+            out,
+            "\nProcessed {} activity events in {:.2}s.",
+            health.committed_records(),
+            elapsed.as_secs_f64()
+        )?;
+    } else {
+        stop.store(true, Ordering::Relaxed);
+        let counts = join(pipeline.take().expect("not joined yet"))??;
+        writeln!(
+            out,
+            "\nProcessed {} activity events in {:.2}s ({} transactions committed).",
+            counts.consumed,
+            elapsed.as_secs_f64(),
+            counts.commits
+        )?;
+    }
     match &metrics {
         Some(handle) => print_outcomes(out, &handle.render())?,
         None => writeln!(
@@ -205,13 +257,67 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         assignments.len(),
         failures.len()
     )?;
+    let (Some(admin), Some(Ok(addr))) = (admin, http) else {
+        return Ok(());
+    };
+
+    // --serve: the console, a token for the tenant with the most licences assigned, live events.
+    let tenant = busiest_tenant(&assignments)
+        .or_else(|| tables.iter().find_map(settings_tenant))
+        .context("the workload has no tenant")?;
+    let token = admin.token(&tenant)?;
+    let signals = serve::stop_on_signal()?;
+    writeln!(
+        out,
+        "\nAdmin console: http://{addr}/   (tenant {tenant}; the admin API is at http://{addr}/v1/)"
+    )?;
+    writeln!(
+        out,
+        "Sign in with this development token (a Global Administrator of {tenant}, valid for 12 hours):\n\n{token}\n"
+    )?;
+    writeln!(
+        out,
+        "Live: {} more events a second go through the pipeline; the console refreshes every 5 s. Ctrl-C stops.",
+        serve::LIVE_EVENTS_PER_SECOND
+    )?;
+    out.flush()?;
+    let more = scenario.activity(usize::MAX).skip(options.events);
+    let sent = serve::live_events(&publisher, more, &signals)?;
+    stop.store(true, Ordering::Relaxed);
+    let counts = join(pipeline.take().expect("not joined yet"))??;
+    drop(admin);
+    writeln!(
+        out,
+        "\nStopped: {sent} live events sent; {} activity events processed in all ({} transactions committed).",
+        counts.consumed, counts.commits
+    )?;
     Ok(())
+}
+
+/// The tenant with the most licences assigned: the most to look at in the console.
+fn busiest_tenant(assignments: &[pb::LicenseAssignment]) -> Option<String> {
+    let mut by_tenant: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in assignments {
+        *by_tenant.entry(&a.tenant_id).or_default() += 1;
+    }
+    by_tenant
+        .into_iter()
+        .max_by_key(|(tenant, n)| (*n, std::cmp::Reverse(*tenant)))
+        .map(|(tenant, _)| tenant.to_owned())
+}
+
+fn settings_tenant(record: &pb::ReplayRecord) -> Option<String> {
+    match &record.record {
+        Some(Record::Settings(s)) => Some(s.tenant_id.clone()),
+        _ => None,
+    }
 }
 
 fn serve_metrics(
     addr: SocketAddr,
     health: Arc<Health>,
     handle: metrics_exporter_prometheus::PrometheusHandle,
+    admin: Option<axum::Router>,
 ) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -223,7 +329,10 @@ fn serve_metrics(
             .expect("a current-thread runtime");
         runtime.block_on(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                let router = crate::http::router(health, handle);
+                let mut router = crate::http::router(health, handle);
+                if let Some(admin) = admin {
+                    router = router.merge(admin);
+                }
                 let _ = crate::http::serve_on(
                     listener,
                     router,

@@ -70,9 +70,13 @@ enum Command {
         /// Propagation delay of settings and policy changes.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
         propagation_delay: Duration,
-        /// Where /metrics is served while the demo runs.
+        /// Where /metrics (and with --serve the admin console) is served while the demo runs.
         #[arg(long, default_value = "127.0.0.1:9464")]
         http_addr: std::net::SocketAddr,
+        /// Keep running after the workload, with the admin API and its console at --http-addr and
+        /// live events, until Ctrl-C; prints the console's URL and a development token.
+        #[arg(long)]
+        serve: bool,
         #[command(flatten)]
         catalog: CatalogArgs,
     },
@@ -322,6 +326,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
             users_per_tenant,
             propagation_delay,
             http_addr,
+            serve,
             catalog: _,
         } => {
             let options = autoclaim::demo::DemoOptions {
@@ -332,6 +337,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 partitions: 3,
                 propagation_delay,
                 http_addr,
+                serve,
             };
             autoclaim::demo::run(&options, &mut io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

@@ -1851,6 +1851,7 @@ async fn unknown_routes_and_methods_are_problems_and_the_api_describes_itself() 
             vec!["get", "patch", "delete"],
         ),
         ("/v1/tenants/{tenantId}/report", vec!["get"]),
+        ("/v1/catalog", vec!["get"]),
     ];
     for (path, methods) in routes {
         for method in methods {
@@ -1864,6 +1865,134 @@ async fn unknown_routes_and_methods_are_problems_and_the_api_describes_itself() 
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ catalog and console
+
+#[tokio::test]
+async fn the_catalog_lists_products_and_plans_to_any_global_administrator() {
+    let app = app();
+    // The catalog is the same for every tenant: a Global Administrator of any tenant reads it.
+    for tenant in [TENANT, OTHER] {
+        let reply = send(
+            &app.router,
+            "GET",
+            "/v1/catalog",
+            Some(&hs256(&claims(tenant))),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.content_type(), "application/json");
+        let products = reply.json()["products"].as_array().unwrap().clone();
+        let keys: Vec<&str> = products
+            .iter()
+            .map(|p| p["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, [PER_USER, PREMIUM]);
+        let per_user = &products[0];
+        assert_eq!(per_user["displayName"], "Power Automate per user plan");
+        assert_eq!(per_user["autoclaimApp"], "Power Automate per User Plan");
+        assert_eq!(per_user["skuPartNumber"], "FLOW_PER_USER");
+        let plan = |product: &Value, id: &str| {
+            product["plans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["id"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("no plan {id} in {product}"))
+        };
+        let granting = plan(per_user, FLOW_PER_USER_PLAN);
+        assert_eq!(granting["name"], "FLOW_PER_USER");
+        assert_eq!(granting["grants"], json!(["premium_cloud_flows"]));
+        assert_eq!(plan(per_user, EXCHANGE_PLAN)["grants"], json!([]));
+        assert_eq!(plan(&products[1], CDS_RPA_PLAN)["name"], "CDS_ATTENDED_RPA");
+        assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    }
+    // Refused like every other route: no token, a bad one, no role; it takes no parameters and is
+    // read-only.
+    let refused = [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("garbage".to_owned()), StatusCode::UNAUTHORIZED),
+        (
+            Some(hs256(&with(
+                claims(TENANT),
+                "wids",
+                json!([HELPDESK_ADMIN]),
+            ))),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (token, status) in refused {
+        let reply = send(&app.router, "GET", "/v1/catalog", token.as_deref(), None).await;
+        assert_eq!(reply.status, status, "{}", reply.text());
+        assert!(reply.is_problem());
+    }
+    let reply = send(
+        &app.router,
+        "GET",
+        "/v1/catalog?tenant=x",
+        Some(&ga()),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = send(
+        &app.router,
+        "POST",
+        "/v1/catalog",
+        Some(&ga()),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(app.writer.writes().is_empty());
+}
+
+#[tokio::test]
+async fn the_console_is_static_files_with_strict_headers() {
+    let router = autoclaim::admin::console::router();
+    let page = send(&router, "GET", "/", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.content_type(), "text/html; charset=utf-8");
+    let html = page.text();
+    for asset in ["/console/app.js", "/console/app.css", "/console/icon.svg"] {
+        assert!(html.contains(asset), "the page links {asset}");
+        let reply = send(&router, "GET", asset, None, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asset}");
+        assert!(!reply.body.is_empty());
+        let expected = match asset.rsplit('.').next().unwrap() {
+            "js" => "text/javascript; charset=utf-8",
+            "css" => "text/css; charset=utf-8",
+            _ => "image/svg+xml",
+        };
+        assert_eq!(reply.content_type(), expected, "{asset}");
+    }
+    // Only this origin's files and no inline code; never framed; no sniffing; no referrer.
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-cache, private");
+    // The page holds no data: it is the same without a token, and carries no token.
+    assert!(!html.contains("eyJ"));
+    let reply = send(&router, "GET", "/?token=x", None, None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.is_problem());
 }
 
 // ------------------------------------------------------------------ properties: never a 5xx

@@ -91,6 +91,7 @@ pub fn router(state: AdminState) -> Router {
     };
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/catalog", get(super::catalog::get_catalog))
         .route(
             "/v1/tenants/{tenant}/settings",
             get(get_settings).put(put_settings),
@@ -137,13 +138,13 @@ fn path_problem(e: PathRejection) -> Problem {
 }
 
 /// The query parameters of the routes that take none.
-const NO_PARAMETERS: &[&str] = &[];
+pub(super) const NO_PARAMETERS: &[&str] = &[];
 /// The report's query parameters.
 const REPORT_PARAMETERS: &[&str] = &["days", "format"];
 
 /// Refuses a query parameter the route does not take, so that a misspelt or invented option
 /// (`?dryRun=true` on a write) is never silently ignored.
-fn check_query(uri: &Uri, allowed: &[&str]) -> Result<(), Problem> {
+pub(super) fn check_query(uri: &Uri, allowed: &[&str]) -> Result<(), Problem> {
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))?;
     let Some((unknown, _)) = pairs

@@ -9,12 +9,16 @@
 //!   replicas) and take effect after the propagation delay, like every other change;
 //! - [`api`]: routes, validation and problem details ([`problem`]); [`feature`] says whether the
 //!   tenant's autoclaim setting lets its policies assign licences;
-//! - [`report`] and [`cli`]: the report, and the `autoclaim report` and `autoclaim token` commands.
+//! - [`report`] and [`cli`]: the report, and the `autoclaim report` and `autoclaim token` commands;
+//! - [`catalog`]: the products and service plans a policy may name (`GET /v1/catalog`);
+//! - [`console`]: the admin console, a web page at `/` built only on this API.
 //!
 //! The API is on when a token key is configured and off otherwise: it never runs open.
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod cli;
+pub mod console;
 pub mod feature;
 pub mod feed;
 pub mod jwks;
@@ -195,7 +199,8 @@ impl AdminService {
         );
         let state = api::AdminState::new(view, Arc::new(writer), auth, args.max_policies);
         Ok(Some(AdminService {
-            router: api::router(state),
+            // The console is served wherever the API is, and only there: it is a client of it.
+            router: api::router(state).merge(console::router()),
             stop,
             feed: Some(feed),
         }))
