@@ -176,6 +176,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
             Arc::clone(&health),
             handle,
             admin.as_ref().map(|a| a.service.router()),
+            Arc::clone(&stop),
         )
     });
     if options.serve && !matches!(http, Some(Ok(_))) {
@@ -185,7 +186,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         );
     }
     match &http {
-        Some(Ok(addr)) => writeln!(out, "Metrics while the demo runs: http://{addr}/metrics")?,
+        Some(Ok((addr, _))) => writeln!(out, "Metrics while the demo runs: http://{addr}/metrics")?,
         Some(Err(e)) => writeln!(
             out,
             "(/metrics not served: {} is not free: {e})",
@@ -257,7 +258,7 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         assignments.len(),
         failures.len()
     )?;
-    let (Some(admin), Some(Ok(addr))) = (admin, http) else {
+    let (Some(admin), Some(Ok((addr, server)))) = (admin, http) else {
         return Ok(());
     };
 
@@ -282,9 +283,22 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     let more = scenario.activity(usize::MAX).skip(options.events);
-    let sent = serve::live_events(&publisher, more, &signals)?;
+    let sent = serve::live_events(&publisher, more, &signals, &mut |sent| {
+        let assigned = metrics.as_ref().map_or(0, |h| {
+            metric_total(&h.render(), crate::telemetry::ASSIGNMENTS) as u64
+        });
+        writeln!(
+            out,
+            "  live: {} events decided, {assigned} licences assigned ({sent} live events sent)",
+            health.committed_records()
+        )?;
+        out.flush()
+    })?;
     stop.store(true, Ordering::Relaxed);
     let counts = join(pipeline.take().expect("not joined yet"))??;
+    // The server's admin routes hold Kafka clients: they must be gone before the embedded broker
+    // is, or they log its absence.
+    let _ = server.join();
     drop(admin);
     writeln!(
         out,
@@ -292,6 +306,14 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         counts.consumed, counts.commits
     )?;
     Ok(())
+}
+
+/// The sum of a metric's series in Prometheus' text format.
+fn metric_total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The tenant with the most licences assigned: the most to look at in the console.
@@ -318,11 +340,12 @@ fn serve_metrics(
     health: Arc<Health>,
     handle: metrics_exporter_prometheus::PrometheusHandle,
     admin: Option<axum::Router>,
-) -> std::io::Result<SocketAddr> {
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let listener = std::net::TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    std::thread::spawn(move || {
+    let server = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -337,13 +360,17 @@ fn serve_metrics(
                     listener,
                     router,
                     crate::http::HttpLimits::default(),
-                    std::future::pending(),
+                    async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
                 )
                 .await;
             }
         });
     });
-    Ok(bound)
+    Ok((bound, server))
 }
 
 const DEMO_GROUP: &str = "autoclaim-demo";

@@ -105,14 +105,20 @@ pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Publishes the workload's further events, each stamped with the time it is sent, until `stop`.
+/// How often the demo says how far the pipeline has got while live events flow.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Publishes the workload's further events, each stamped with the time it is sent, until `stop`;
+/// calls `status` with the count sent every few seconds.
 pub fn live_events(
     publisher: &Publisher,
     events: impl Iterator<Item = pb::ActivityEvent>,
     stop: &AtomicBool,
+    status: &mut dyn FnMut(u64) -> std::io::Result<()>,
 ) -> anyhow::Result<u64> {
     let pause = Duration::from_millis(1000 / LIVE_EVENTS_PER_SECOND);
     let mut sent = 0;
+    let mut last_status = std::time::Instant::now();
     for mut event in events {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -127,6 +133,10 @@ pub fn live_events(
         })?;
         publisher.flush(Duration::from_secs(10))?;
         sent += 1;
+        if last_status.elapsed() >= STATUS_EVERY {
+            status(sent)?;
+            last_status = std::time::Instant::now();
+        }
         std::thread::sleep(pause);
     }
     Ok(sent)
