@@ -3,131 +3,22 @@
 //! policy assigns only once its propagation delay has passed (judged by the events' time), and the
 //! report (over HTTP, and from `autoclaim report`) then shows the assignment.
 //! Needs AUTOCLAIM_TEST_BROKERS (see `scripts/kafka`).
+mod admin_support;
 mod kafka_support;
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use admin_support::*;
 use autoclaim::domain::time::Timestamp;
 use autoclaim::wire::convert::{timestamp, to_wire_timestamp};
 use autoclaim::wire::{pb, Format};
 use kafka_support::*;
 use serde_json::{json, Value};
 
-const SECRET: &str = "e2e-secret-0123456789-abcdefghijklmnopq";
-const ISSUER: &str = "https://dev.autoclaim.test";
-const AUDIENCE: &str = "autoclaim-admin";
 const TENANT: &str = "tenant-e2e";
 const PER_USER: &str = "power_automate_per_user";
 const DELAY_MS: i64 = 3_000;
 const WAIT: Duration = Duration::from_secs(120);
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_autoclaim"))
-}
-
-/// `autoclaim run` with the admin API on a port of our own (`Service::start` binds port 0).
-struct Running {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Running {
-    fn start(topics: &Topics) -> Running {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::env::temp_dir().join(format!("autoclaim-admin-e2e-{port}.log"));
-        let child = bin()
-            .args(["run", "--brokers", &brokers()])
-            .args(["--group-id", &format!("g-{}", topics.activity)])
-            .args(["--transactional-id", &format!("t-{}", topics.activity)])
-            .args(["--propagation-delay", "3s"])
-            .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(topics.command_line_args())
-            .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
-            .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
-            .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
-            .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start autoclaim run");
-        Running { child, log, port }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "autoclaim did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// A minimal HTTP/1.1 client (one request per connection), enough for a test.
-fn http(port: u16, method: &str, path: &str, token: &str, body: Option<&Value>) -> Option<Reply> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        request.push_str("content-type: application/json\r\n");
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some(Reply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
-}
 
 fn call(port: u16, method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
     http(port, method, path, token, body)
@@ -175,23 +66,11 @@ fn sleep_until(millis: i64) {
 fn a_policy_created_through_the_api_assigns_after_its_delay_and_shows_in_the_report() {
     let topics = unique_topics("admin");
     create_topics(&topics, 1);
-    let mut service = Running::start(&topics);
+    let mut service = AdminService::start(&topics, "admin-e2e", "3s", &[]);
     let port = service.port;
 
     // A development token from the CLI, for the tenant's Global Administrator.
-    let out = bin()
-        .args(["token", "--tenant", TENANT, "--oid", "admin-oid-1"])
-        .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
-        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
-        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = token(TENANT, "admin-oid-1");
     let settings = format!("/v1/tenants/{TENANT}/settings");
     let policies = format!("/v1/tenants/{TENANT}/policies");
 

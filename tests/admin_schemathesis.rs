@@ -5,17 +5,15 @@
 //! accepting valid data, authentication). Bounded in time. Needs AUTOCLAIM_TEST_BROKERS and the
 //! `schemathesis` command (`.ci/run` installs it; without it, and outside CI, the test says so and
 //! passes).
+mod admin_support;
 mod kafka_support;
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use admin_support::*;
 use kafka_support::*;
 
-const SECRET: &str = "schemathesis-secret-0123456789-abcdefghij";
-const ISSUER: &str = "https://dev.autoclaim.test";
-const AUDIENCE: &str = "autoclaim-admin";
 const TENANT: &str = "tenant-schemathesis";
 /// The whole Schemathesis run; it takes seconds, the bound is for a machine under load.
 const RUN_BOUND: Duration = Duration::from_secs(240);
@@ -43,10 +41,6 @@ tenantId = "TENANT"
 expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 "#;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_autoclaim"))
-}
-
 fn schemathesis_present() -> bool {
     Command::new("schemathesis")
         .arg("--version")
@@ -54,22 +48,6 @@ fn schemathesis_present() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn dev_token() -> String {
-    let out = bin()
-        .args(["token", "--tenant", TENANT, "--ttl", "1h"])
-        .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
-        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
-        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn answers(port: u16, path: &str, token: &str) -> bool {
@@ -99,33 +77,17 @@ fn schemathesis_finds_the_running_service_as_its_openapi_document_says() {
     }
     let topics = unique_topics("schemathesis");
     create_topics(&topics, 1);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("autoclaim-schemathesis-{port}.log"));
-    let child = bin()
-        .args(["run", "--brokers", &brokers()])
-        .args(["--group-id", &format!("g-{}", topics.activity)])
-        .args(["--transactional-id", &format!("t-{}", topics.activity)])
+    let mut service = AdminService::start(
+        &topics,
+        "schemathesis",
         // Long enough that the stateful sequences read, change and delete policies still
         // propagating (as an administrator would right after creating one).
-        .args(["--propagation-delay", "10m"])
-        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        "10m",
         // Schemathesis creates many policies; the bound has tests of its own.
-        .args(["--admin-max-policies", "100000"])
-        .args(topics.command_line_args())
-        .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
-        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
-        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
-        .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start autoclaim run");
-    let mut service = KillOnDrop(child);
-    let token = dev_token();
+        &["--admin-max-policies", "100000"],
+    );
+    let (port, log) = (service.port, service.log.clone());
+    let token = token(TENANT, "schemathesis");
     wait_until("the admin API", Duration::from_secs(120), || {
         answers(port, &format!("/v1/tenants/{TENANT}/settings"), &token)
     });
@@ -177,18 +139,8 @@ fn schemathesis_finds_the_running_service_as_its_openapi_document_says() {
         log.display()
     );
     assert!(
-        service.0.try_wait().unwrap().is_none(),
+        service.is_running(),
         "the service stopped: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-}
-
-/// The service, killed when the test ends however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -8,31 +8,24 @@
 //!
 //! Needs AUTOCLAIM_TEST_BROKERS, `chromium` and `node`, and `npm ci` in tests/browser (`.ci/run`
 //! does all of it). Without the browser tools the test is skipped, except under CI, where it fails.
+mod admin_support;
 mod kafka_support;
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use admin_support::*;
 use autoclaim::domain::time::Timestamp;
 use autoclaim::wire::convert::to_wire_timestamp;
 use autoclaim::wire::{pb, Format};
 use kafka_support::*;
 use serde_json::Value;
 
-const SECRET: &str = "console-secret-0123456789-abcdefghijklm";
-const ISSUER: &str = "https://dev.autoclaim.test";
-const AUDIENCE: &str = "autoclaim-admin";
 const TENANT: &str = "tenant-console";
 const OTHER: &str = "tenant-other";
 const PER_USER: &str = "power_automate_per_user";
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_autoclaim"))
-}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -52,77 +45,6 @@ fn missing_tools() -> Option<String> {
         missing.push("playwright-core (npm ci in tests/browser)".into());
     }
     (!missing.is_empty()).then(|| missing.join(", "))
-}
-
-struct Running {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Running {
-    fn start(topics: &Topics) -> Running {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::env::temp_dir().join(format!("autoclaim-console-{port}.log"));
-        let child = bin()
-            .args(["run", "--brokers", &brokers()])
-            .args(["--group-id", &format!("g-{}", topics.activity)])
-            .args(["--transactional-id", &format!("t-{}", topics.activity)])
-            .args(["--propagation-delay", "3s"])
-            .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(topics.command_line_args())
-            .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
-            .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
-            .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
-            .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start autoclaim run");
-        Running { child, log, port }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn get(port: u16, path: &str, token: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\nauthorization: Bearer {token}\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
-}
-
-fn token(tenant: &str) -> String {
-    let out = bin()
-        .args(["token", "--tenant", tenant, "--oid", "console-admin"])
-        .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
-        .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
-        .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn ts(millis: i64) -> Option<pbjson_types::Timestamp> {
@@ -183,7 +105,16 @@ fn licence_requests() -> Vec<pb::ReplayRecord> {
 
 /// The policy the browser created, once it assigns licences (ACTIVE, with autoclaim in force).
 fn policy_assigning(port: u16, token: &str) -> bool {
-    let Some((200, body)) = get(port, &format!("/v1/tenants/{TENANT}/policies"), token) else {
+    let Some(Reply {
+        status: 200, body, ..
+    }) = http(
+        port,
+        "GET",
+        &format!("/v1/tenants/{TENANT}/policies"),
+        token,
+        None,
+    )
+    else {
         return false;
     };
     let list: Value = serde_json::from_str(&body).unwrap_or_default();
@@ -207,11 +138,21 @@ fn the_console_in_a_browser_manages_policies_and_shows_live_numbers() {
     }
     let topics = unique_topics("console");
     create_topics(&topics, 1);
-    let service = Running::start(&topics);
+    let service = AdminService::start(&topics, "console", "3s", &[]);
     let port = service.port;
-    let (token, other) = (token(TENANT), token(OTHER));
+    let (token, other) = (
+        token(TENANT, "console-admin"),
+        token(OTHER, "console-admin"),
+    );
     wait_until("the admin API", Duration::from_secs(120), || {
-        get(port, &format!("/v1/tenants/{TENANT}/settings"), &token).is_some_and(|r| r.0 == 200)
+        http(
+            port,
+            "GET",
+            &format!("/v1/tenants/{TENANT}/settings"),
+            &token,
+            None,
+        )
+        .is_some_and(|r| r.status == 200)
     });
     publish(&topics, &tables(), Format::Json);
 
@@ -249,7 +190,7 @@ fn the_console_in_a_browser_manages_policies_and_shows_live_numbers() {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let log = std::fs::read_to_string(&service.log).unwrap_or_default();
+    let log = service.log_text();
     assert!(
         status.success() && shots.join("PASSED").exists(),
         "the browser test failed (screenshots in {}); service log:\n{log}",
