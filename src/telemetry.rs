@@ -110,8 +110,8 @@ pub const ALL: &[&str] = &[
 ];
 
 /// Buckets of the decision time, from 62.5 ns up in powers of two. Measured on a release build
-/// (300,000 events, BENCHMARKS.md "Decision time"), a decision took 0.4 to 0.7 µs on average and
-/// 91-95% took at most 1 µs, so the latency buckets, whose lowest is 10 µs, held nearly every
+/// (300,000 events, BENCHMARKS.md "Decision time"), a decision takes 0.4 to 0.7 µs on average and
+/// 91-95% take at most 1 µs: the latency buckets, whose lowest is 10 µs, would hold nearly every
 /// sample in one bucket.
 pub const DECISION_BUCKETS: &[f64] = &[
     0.000_000_062_5,

@@ -30,12 +30,6 @@ impl SeatUsage {
         let not_after = self.assigned_at.partition_point(|t| *t <= as_of);
         (self.assigned_at.len() - not_after) as u64
     }
-
-    /// Forgets assignments that a snapshot as of `as_of` already counts.
-    pub fn forget_until(&mut self, as_of: Timestamp) {
-        let n = self.assigned_at.partition_point(|t| *t <= as_of);
-        self.assigned_at.drain(..n);
-    }
 }
 
 /// Seats left. No inventory record means nothing is available.

@@ -17,13 +17,6 @@ use super::records::{self, RawRecord, TableUpdate};
 use super::restore::apply_directory_change;
 use crate::state::{PartitionState, Tables};
 
-/// What the feed read, for metrics.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FeedCounts {
-    pub applied: u64,
-    pub rejected: u64,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Table {
     Policies,
@@ -45,7 +38,6 @@ pub struct TableFeed {
     readers: Vec<TopicReader>,
     /// Next directory offset per partition: where a restore must read up to.
     directory_next: HashMap<i32, i64>,
-    pub counts: FeedCounts,
     last_applied: Instant,
 }
 
@@ -108,7 +100,6 @@ impl TableFeed {
         Ok(TableFeed {
             readers,
             directory_next,
-            counts: FeedCounts::default(),
             last_applied: Instant::now(),
         })
     }
@@ -186,12 +177,8 @@ impl TableFeed {
                 };
                 metrics::counter!(crate::telemetry::TABLE_RECORDS, "table" => table, "result" => outcome)
                     .increment(1);
-                match result {
-                    Ok(()) => self.counts.applied += 1,
-                    Err(e) => {
-                        self.counts.rejected += 1;
-                        warn!(topic = reader.topic, partition = message.partition(), offset = message.offset(), error = %e, "skipping unreadable table record");
-                    }
+                if let Err(e) = result {
+                    warn!(topic = reader.topic, partition = message.partition(), offset = message.offset(), error = %e, "skipping unreadable table record");
                 }
             }
         }
