@@ -213,10 +213,11 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
             decisions.push(d);
         }
     }
-    let expected_assignments = decisions.iter().filter(|d| d.assignment.is_some()).count();
     let expected_failures = decisions.iter().filter(|d| d.failure.is_some()).count();
-    let (assignments, failures) =
-        wait_for_outputs(&kafka, &topics, expected_assignments + expected_failures)?;
+    // Every event in a committed transaction: every output is on the topics, to be read once.
+    wait_for_committed(&health, activity.len(), OUTPUT_STALL)?;
+    let assignments: Vec<pb::LicenseAssignment> = read_all(&kafka, &topics.assignments)?;
+    let failures: Vec<pb::AutoclaimFailure> = read_all(&kafka, &topics.failures)?;
     let elapsed = started.elapsed();
     if options.serve {
         // The pipeline goes on (live events follow): report the events committed so far.
@@ -407,33 +408,9 @@ fn partitions_for(events: usize, at_least: i32) -> i32 {
     i32::try_from(needed).unwrap_or(i32::MAX).max(at_least)
 }
 
-/// How long the outputs may stop growing before the demo reports what it has: a bigger run takes
-/// longer but keeps making progress, so no fixed deadline fits every size.
+/// How long the pipeline may make no progress before the demo gives up: a bigger run takes longer
+/// but keeps committing, so no fixed deadline fits every size.
 const OUTPUT_STALL: Duration = Duration::from_secs(60);
-
-/// Reads the outputs until `expected` are there, or until they stop growing for `OUTPUT_STALL`.
-fn wait_for_outputs(
-    kafka: &KafkaArgs,
-    topics: &Topics,
-    expected: usize,
-) -> anyhow::Result<(Vec<pb::LicenseAssignment>, Vec<pb::AutoclaimFailure>)> {
-    let mut seen = 0;
-    let mut last_growth = Instant::now();
-    loop {
-        let assignments: Vec<pb::LicenseAssignment> = read_all(kafka, &topics.assignments)?;
-        let failures: Vec<pb::AutoclaimFailure> = read_all(kafka, &topics.failures)?;
-        let total = assignments.len() + failures.len();
-        if total > seen {
-            seen = total;
-            last_growth = Instant::now();
-        }
-        if total >= expected || last_growth.elapsed() > OUTPUT_STALL {
-            return Ok((assignments, failures));
-        }
-        // Each round reads the outputs whole: wait longer between rounds as they grow.
-        std::thread::sleep(Duration::from_millis(200 + (total as u64 / 100).min(2_000)));
-    }
-}
 
 fn read_all<M>(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<M>>
 where
