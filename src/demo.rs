@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::domain::time::Timestamp;
 use crate::pipeline::clients::{self, QuietContext};
 use crate::pipeline::config::{Compression, KafkaArgs, RunConfig, Topics};
-use crate::pipeline::processor::{Health, Processor};
+use crate::pipeline::processor::{Health, LoopCounts, PipelineError, Processor};
 use crate::pipeline::publish::Publisher;
 use crate::replay::Replayer;
 use crate::scenario::{Scenario, ScenarioConfig};
@@ -66,9 +66,64 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         "autoclaim demo: embedded Kafka-protocol broker (librdkafka mock cluster)."
     )?;
     writeln!(out, "  Note: the mock cluster offers no transaction isolation; exactly-once is proven by the tests against real Apache Kafka.")?;
+    // Declared first so that it is dropped last: every client below talks to it.
     let cluster = MockCluster::new(1).context("cannot start the embedded broker")?;
     let topics = default_topics();
     let partitions = partitions_for(options.events, options.partitions);
+    create_topics(&cluster, &topics, partitions)?;
+    let kafka = KafkaArgs::plaintext(cluster.bootstrap_servers());
+
+    let scenario = Scenario::new(scenario_config(options));
+    let tables = scenario.tables();
+    let activity = activity_records(&scenario, options.events);
+    let publisher = Publisher::new(&kafka, &topics, Format::Json)?;
+    publish_tables(&publisher, &tables, options, out)?;
+
+    let mut pipeline = DemoPipeline::start(demo_config(&kafka, &topics, options, partitions));
+    // With --serve, the admin API (and its console) is served beside /metrics from the start, so
+    // that the page can be opened while the workload flows.
+    let admin = if options.serve {
+        let delay = options.propagation_delay;
+        Some(serve::DemoAdmin::start(&kafka, &topics, delay)?)
+    } else {
+        None
+    };
+    let http = start_http(options, &pipeline, admin.as_ref(), out)?;
+
+    let started = Instant::now();
+    publish_activity(&publisher, &activity, &pipeline.health)?;
+    let decisions = replay_decisions(options, &tables, &activity)?;
+    // Every event in a committed transaction: every output is on the topics, to be read once.
+    wait_for_committed(&pipeline.health, activity.len(), OUTPUT_STALL)?;
+    let outputs = Outputs::read(&kafka, &topics)?;
+    print_processed(out, options, &mut pipeline, started.elapsed())?;
+    print_results(out, pipeline.metrics.as_ref(), &outputs, &decisions)?;
+    let (Some(admin), Some(Ok((addr, server)))) = (admin, http) else {
+        return Ok(());
+    };
+    let tenant = busiest_tenant(&outputs.assignments)
+        .or_else(|| tables.iter().find_map(settings_tenant))
+        .context("the workload has no tenant")?;
+    let more = scenario.activity(usize::MAX).skip(options.events);
+    let sent = serve_live(out, &admin, addr, &tenant, &publisher, more, &pipeline)?;
+    let counts = pipeline.stop_and_join()?;
+    // The server's admin routes hold Kafka clients: they must be gone before the embedded broker
+    // is, or they log its absence.
+    let _ = server.join();
+    drop(admin);
+    writeln!(
+        out,
+        "\nStopped: {sent} live events sent; {} activity events processed in all ({} transactions committed).",
+        counts.consumed, counts.commits
+    )?;
+    Ok(())
+}
+
+fn create_topics(
+    cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    topics: &Topics,
+    partitions: i32,
+) -> anyhow::Result<()> {
     for topic in [
         &topics.activity,
         &topics.directory,
@@ -81,11 +136,13 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     }
     cluster.create_topic(&topics.inventory, 1, 1)?;
     cluster.create_topic(&topics.policies, 1, 1)?;
-    let kafka = KafkaArgs::plaintext(cluster.bootstrap_servers());
+    Ok(())
+}
 
-    // The workload: tables first, then activity; with a policy turned on part-way through, so the
-    // propagation delay shows.
-    let mut scenario_config = ScenarioConfig {
+/// The workload: tables first, then activity; with a policy turned on part-way through, so the
+/// propagation delay shows.
+fn scenario_config(options: &DemoOptions) -> ScenarioConfig {
+    let mut config = ScenarioConfig {
         tenants: options.tenants,
         users_per_tenant: options.users_per_tenant,
         seed: options.seed,
@@ -94,23 +151,30 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     if options.serve {
         // The workload ends now rather than on the fixed date of the plain demo, so that the
         // console's report (the past 1 to 90 days) shows it next to the live events.
-        scenario_config.start = Timestamp::from_millis(
-            Timestamp::now().as_millis()
-                - options.events as i64 * scenario_config.event_spacing_ms
-                - 1_000,
+        config.start = Timestamp::from_millis(
+            Timestamp::now().as_millis() - options.events as i64 * config.event_spacing_ms - 1_000,
         );
     }
-    let scenario = Scenario::new(scenario_config);
-    let tables = scenario.tables();
-    let activity: Vec<pb::ReplayRecord> = scenario
-        .activity(options.events)
+    config
+}
+
+fn activity_records(scenario: &Scenario, events: usize) -> Vec<pb::ReplayRecord> {
+    scenario
+        .activity(events)
         .map(|e| pb::ReplayRecord {
             record: Some(Record::Activity(e)),
             written_at: None,
         })
-        .collect();
-    let publisher = Publisher::new(&kafka, &topics, Format::Json)?;
-    for r in &tables {
+        .collect()
+}
+
+fn publish_tables(
+    publisher: &Publisher,
+    tables: &[pb::ReplayRecord],
+    options: &DemoOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    for r in tables {
         publisher.send(r)?;
     }
     publisher.flush(Duration::from_secs(30))?;
@@ -121,11 +185,49 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         options.tenants,
         options.tenants * options.users_per_tenant
     )?;
+    Ok(())
+}
 
-    // The real processing loop, on its own thread, as `autoclaim run` runs it.
-    let metrics = crate::telemetry::install().ok();
-    crate::telemetry::describe();
-    let config = RunConfig {
+/// The embedded broker drops what does not fit: stay at most a chunk ahead of the pipeline.
+fn publish_activity(
+    publisher: &Publisher,
+    activity: &[pb::ReplayRecord],
+    health: &Health,
+) -> anyhow::Result<()> {
+    for (chunk_index, chunk) in activity.chunks(PUBLISH_CHUNK).enumerate() {
+        wait_for_committed(health, chunk_index * PUBLISH_CHUNK, OUTPUT_STALL)?;
+        for r in chunk {
+            publisher.send(r)?;
+        }
+        publisher.flush(Duration::from_secs(60))?;
+    }
+    Ok(())
+}
+
+/// What replay says must come out of the same input.
+fn replay_decisions(
+    options: &DemoOptions,
+    tables: &[pb::ReplayRecord],
+    activity: &[pb::ReplayRecord],
+) -> anyhow::Result<Vec<pb::Decision>> {
+    let mut replayer = Replayer::new(options.propagation_delay);
+    let mut decisions = Vec::new();
+    for r in tables.iter().chain(activity) {
+        if let Some(d) = replayer.apply(r.clone())? {
+            decisions.push(d);
+        }
+    }
+    Ok(decisions)
+}
+
+/// The processor as `autoclaim run` runs it, with the demo's settings.
+fn demo_config(
+    kafka: &KafkaArgs,
+    topics: &Topics,
+    options: &DemoOptions,
+    partitions: i32,
+) -> RunConfig {
+    RunConfig {
         kafka: kafka.clone(),
         topics: topics.clone(),
         group_id: DEMO_GROUP.into(),
@@ -145,38 +247,66 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         create_topics: false,
         partitions,
         replication: Default::default(),
-    };
-    let health = Arc::new(Health::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let pipeline = {
-        let (health, stop) = (Arc::clone(&health), Arc::clone(&stop));
-        std::thread::spawn(move || Processor::start(config, health).and_then(|p| p.run(&stop)))
-    };
-    // Joined after the workload, or with --serve after the live events.
-    let join = |pipeline: std::thread::JoinHandle<_>| {
-        pipeline
+    }
+}
+
+/// The real processing loop on its own thread, and what the demo reads of it.
+struct DemoPipeline {
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+    /// None when a metrics recorder was installed already (a second demo in one process).
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    thread: Option<std::thread::JoinHandle<Result<LoopCounts, PipelineError>>>,
+}
+
+impl DemoPipeline {
+    fn start(config: RunConfig) -> Self {
+        let metrics = crate::telemetry::install().ok();
+        crate::telemetry::describe();
+        let health = Arc::new(Health::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (health, stop) = (Arc::clone(&health), Arc::clone(&stop));
+            std::thread::spawn(move || Processor::start(config, health).and_then(|p| p.run(&stop)))
+        };
+        DemoPipeline {
+            health,
+            stop,
+            metrics,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop (it commits what is open) and returns its counts.
+    fn stop_and_join(&mut self) -> anyhow::Result<LoopCounts> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self
+            .thread
+            .take()
+            .context("the pipeline was joined already")?;
+        let counts = thread
             .join()
-            .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))
-    };
-    let mut pipeline = Some(pipeline);
-    // With --serve, the admin API (and its console) is served beside /metrics from the start, so
-    // that the page can be opened while the workload flows.
-    let admin = if options.serve {
-        Some(serve::DemoAdmin::start(
-            &kafka,
-            &topics,
-            options.propagation_delay,
-        )?)
-    } else {
-        None
-    };
-    let http = metrics.clone().map(|handle| {
+            .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))??;
+        Ok(counts)
+    }
+}
+
+type HttpServer = std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)>;
+
+/// /metrics (and with --serve the admin API) while the demo runs; `None` without a recorder.
+fn start_http(
+    options: &DemoOptions,
+    pipeline: &DemoPipeline,
+    admin: Option<&serve::DemoAdmin>,
+    out: &mut impl Write,
+) -> anyhow::Result<Option<HttpServer>> {
+    let http = pipeline.metrics.clone().map(|handle| {
         serve_metrics(
             options.http_addr,
-            Arc::clone(&health),
+            Arc::clone(&pipeline.health),
             handle,
-            admin.as_ref().map(|a| a.service.router()),
-            Arc::clone(&stop),
+            admin.map(|a| a.service.router()),
+            Arc::clone(&pipeline.stop),
         )
     });
     if options.serve && !matches!(http, Some(Ok(_))) {
@@ -194,42 +324,41 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         )?,
         None => {}
     }
+    Ok(http)
+}
 
-    let started = Instant::now();
-    for (chunk_index, chunk) in activity.chunks(PUBLISH_CHUNK).enumerate() {
-        // The embedded broker drops what does not fit: stay at most a chunk ahead of the pipeline.
-        wait_for_committed(&health, chunk_index * PUBLISH_CHUNK, OUTPUT_STALL)?;
-        for r in chunk {
-            publisher.send(r)?;
-        }
-        publisher.flush(Duration::from_secs(60))?;
-    }
+/// What the pipeline wrote, read back once it has committed every event.
+struct Outputs {
+    assignments: Vec<pb::LicenseAssignment>,
+    failures: Vec<pb::AutoclaimFailure>,
+}
 
-    // What replay says must come out; wait for the pipeline to publish it.
-    let mut replayer = Replayer::new(options.propagation_delay);
-    let mut decisions = Vec::new();
-    for r in tables.iter().chain(&activity) {
-        if let Some(d) = replayer.apply(r.clone())? {
-            decisions.push(d);
-        }
+impl Outputs {
+    fn read(kafka: &KafkaArgs, topics: &Topics) -> anyhow::Result<Self> {
+        Ok(Outputs {
+            assignments: read_all(kafka, &topics.assignments)?,
+            failures: read_all(kafka, &topics.failures)?,
+        })
     }
-    let expected_failures = decisions.iter().filter(|d| d.failure.is_some()).count();
-    // Every event in a committed transaction: every output is on the topics, to be read once.
-    wait_for_committed(&health, activity.len(), OUTPUT_STALL)?;
-    let assignments: Vec<pb::LicenseAssignment> = read_all(&kafka, &topics.assignments)?;
-    let failures: Vec<pb::AutoclaimFailure> = read_all(&kafka, &topics.failures)?;
-    let elapsed = started.elapsed();
+}
+
+/// With --serve the pipeline goes on (live events follow): the events committed so far; else it
+/// stops here and its own counts are reported.
+fn print_processed(
+    out: &mut impl Write,
+    options: &DemoOptions,
+    pipeline: &mut DemoPipeline,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
     if options.serve {
-        // The pipeline goes on (live events follow): report the events committed so far.
         writeln!(
             out,
             "\nProcessed {} activity events in {:.2}s.",
-            health.committed_records(),
+            pipeline.health.committed_records(),
             elapsed.as_secs_f64()
         )?;
     } else {
-        stop.store(true, Ordering::Relaxed);
-        let counts = join(pipeline.take().expect("not joined yet"))??;
+        let counts = pipeline.stop_and_join()?;
         writeln!(
             out,
             "\nProcessed {} activity events in {:.2}s ({} transactions committed).",
@@ -238,37 +367,50 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
             counts.commits
         )?;
     }
-    match &metrics {
+    Ok(())
+}
+
+fn print_results(
+    out: &mut impl Write,
+    metrics: Option<&metrics_exporter_prometheus::PrometheusHandle>,
+    outputs: &Outputs,
+    decisions: &[pb::Decision],
+) -> anyhow::Result<()> {
+    match metrics {
         Some(handle) => print_outcomes(out, &handle.render())?,
         None => writeln!(
             out,
             "(outcome counts unavailable: a metrics recorder was already installed)"
         )?,
     }
-    print_report(out, &assignments)?;
-    print_failures(out, &failures)?;
-    let same = same_outputs(&assignments, &decisions);
+    print_report(out, &outputs.assignments)?;
+    print_failures(out, &outputs.failures)?;
+    let expected_failures = decisions.iter().filter(|d| d.failure.is_some()).count();
+    let same = same_outputs(&outputs.assignments, decisions)
+        && outputs.failures.len() == expected_failures;
     writeln!(
         out,
         "\nPipeline outputs equal replay's for the same input: {} ({} assignments, {} failures).",
-        if same && failures.len() == expected_failures {
-            "yes"
-        } else {
-            "NO"
-        },
-        assignments.len(),
-        failures.len()
+        if same { "yes" } else { "NO" },
+        outputs.assignments.len(),
+        outputs.failures.len()
     )?;
-    let (Some(admin), Some(Ok((addr, server)))) = (admin, http) else {
-        return Ok(());
-    };
+    Ok(())
+}
 
-    // --serve: the console, a token for the tenant with the most licences assigned, live events.
-    let tenant = busiest_tenant(&assignments)
-        .or_else(|| tables.iter().find_map(settings_tenant))
-        .context("the workload has no tenant")?;
-    let token = admin.token(&tenant)?;
-    let signals = serve::stop_on_signal()?;
+/// --serve: the console, a token for `tenant`, and live events until a stop signal; returns how
+/// many live events were sent.
+fn serve_live(
+    out: &mut impl Write,
+    admin: &serve::DemoAdmin,
+    addr: SocketAddr,
+    tenant: &str,
+    publisher: &Publisher,
+    more: impl Iterator<Item = pb::ActivityEvent>,
+    pipeline: &DemoPipeline,
+) -> anyhow::Result<u64> {
+    let token = admin.token(tenant)?;
+    let signals = crate::signal::stop_on_signal("autoclaim-demo-signals")?;
     writeln!(
         out,
         "\nAdmin console: http://{addr}/   (tenant {tenant}; the admin API is at http://{addr}/v1/)"
@@ -283,30 +425,18 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
         serve::LIVE_EVENTS_PER_SECOND
     )?;
     out.flush()?;
-    let more = scenario.activity(usize::MAX).skip(options.events);
-    let sent = serve::live_events(&publisher, more, &signals, &mut |sent| {
-        let assigned = metrics.as_ref().map_or(0, |h| {
+    let sent = serve::live_events(publisher, more, &signals, &mut |sent| {
+        let assigned = pipeline.metrics.as_ref().map_or(0, |h| {
             metric_total(&h.render(), crate::telemetry::ASSIGNMENTS) as u64
         });
         writeln!(
             out,
             "  live: {} events decided, {assigned} licences assigned ({sent} live events sent)",
-            health.committed_records()
+            pipeline.health.committed_records()
         )?;
         out.flush()
     })?;
-    stop.store(true, Ordering::Relaxed);
-    let counts = join(pipeline.take().expect("not joined yet"))??;
-    // The server's admin routes hold Kafka clients: they must be gone before the embedded broker
-    // is, or they log its absence.
-    let _ = server.join();
-    drop(admin);
-    writeln!(
-        out,
-        "\nStopped: {sent} live events sent; {} activity events processed in all ({} transactions committed).",
-        counts.consumed, counts.commits
-    )?;
-    Ok(())
+    Ok(sent)
 }
 
 /// The sum of a metric's series in Prometheus' text format.

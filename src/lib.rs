@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod replay;
 pub mod scenario;
+pub mod signal;
 pub mod state;
 pub mod telemetry;
 pub mod verify;

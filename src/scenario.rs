@@ -142,91 +142,52 @@ impl Scenario {
             .config
             .start
             .saturating_sub(std::time::Duration::from_secs(3 * 3600));
-        let mut out = Vec::new();
-        let mut push = |r: Record| {
-            out.push(pb::ReplayRecord {
+        let mut records = Vec::new();
+        for tenant in &self.tenants {
+            self.tenant_tables(&mut rng, tenant, changed, &mut records);
+        }
+        records
+            .into_iter()
+            .map(|r| pb::ReplayRecord {
                 record: Some(r),
                 written_at: None,
             })
-        };
-        for tenant in &self.tenants {
-            let enabled = rng.random_bool(0.9);
-            let scope = if rng.random_bool(0.2) {
-                pb::Scope::ManagedEnvironmentsOnly
-            } else {
-                pb::Scope::AllEnvironments
-            };
-            push(Record::Settings(pb::TenantSettings {
-                tenant_id: tenant.id.clone(),
-                autoclaim_enabled: enabled,
-                scope: scope as i32,
-                changed_at: ts(changed),
-                changed_by: "admin".into(),
-            }));
-            if rng.random_bool(0.7) {
-                push(Record::Policy(pb::Policy {
-                    tenant_id: tenant.id.clone(),
-                    policy_id: format!("{}-flows", &tenant.id[..8]),
-                    name: "Premium cloud flows".into(),
-                    product: PER_USER.into(),
-                    backup_products: if rng.random_bool(0.6) {
-                        vec![PREMIUM.into()]
-                    } else {
-                        vec![]
-                    },
-                    excluded_apps: if rng.random_bool(0.3) {
-                        vec![pb::ExcludedApps {
-                            product: PER_USER.into(),
-                            plan_ids: vec![EXCHANGE_FOUNDATION.into()],
-                        }]
-                    } else {
-                        vec![]
-                    },
-                    enabled: rng.random_bool(0.95),
-                    deleted: false,
-                    created_at: ts(changed),
-                    changed_at: ts(changed),
-                    changed_by: "admin".into(),
-                }));
-            }
-            if rng.random_bool(0.8) {
-                let created = changed.saturating_add(std::time::Duration::from_secs(60));
-                push(Record::Policy(pb::Policy {
-                    tenant_id: tenant.id.clone(),
-                    policy_id: format!("{}-rpa", &tenant.id[..8]),
-                    name: "Desktop RPA".into(),
-                    product: PREMIUM.into(),
-                    backup_products: vec![],
-                    excluded_apps: vec![],
-                    enabled: true,
-                    deleted: false,
-                    created_at: ts(created),
-                    changed_at: ts(created),
-                    changed_by: "admin".into(),
-                }));
-            }
-            let users = tenant.users.len() as f64;
-            for product in [PER_USER, PREMIUM] {
-                let purchased =
-                    (users * self.config.seats_per_user * rng.random_range(0.5..1.5)) as u64;
-                push(Record::Inventory(pb::LicenseInventory {
-                    tenant_id: tenant.id.clone(),
-                    product: product.into(),
-                    purchased_units: purchased,
-                    assigned_units: purchased / 4,
-                    as_of: ts(changed),
-                }));
-            }
-            for user in &tenant.users {
-                push(Record::DirectoryUser(directory_user(
-                    &mut rng,
-                    tenant.id.clone(),
-                    user.clone(),
-                    ts(changed),
-                )));
-            }
+            .collect()
+    }
+
+    /// One tenant's table records. The random draws are taken in a fixed order: the same seed
+    /// must give the same workload.
+    fn tenant_tables(
+        &self,
+        rng: &mut SmallRng,
+        tenant: &TenantProfile,
+        changed: Timestamp,
+        out: &mut Vec<Record>,
+    ) {
+        out.push(Record::Settings(settings(rng, &tenant.id, changed)));
+        if rng.random_bool(0.7) {
+            out.push(Record::Policy(flows_policy(rng, &tenant.id, changed)));
         }
-        out
+        if rng.random_bool(0.8) {
+            let created = changed.saturating_add(std::time::Duration::from_secs(60));
+            out.push(Record::Policy(rpa_policy(&tenant.id, created)));
+        }
+        let users = tenant.users.len() as f64;
+        for product in [PER_USER, PREMIUM] {
+            let purchased =
+                (users * self.config.seats_per_user * rng.random_range(0.5..1.5)) as u64;
+            out.push(Record::Inventory(pb::LicenseInventory {
+                tenant_id: tenant.id.clone(),
+                product: product.into(),
+                purchased_units: purchased,
+                assigned_units: purchased / 4,
+                as_of: ts(changed),
+            }));
+        }
+        for user in &tenant.users {
+            let row = directory_user(rng, tenant.id.clone(), user.clone(), ts(changed));
+            out.push(Record::DirectoryUser(row));
+        }
     }
 
     fn pick_tenant(&self, rng: &mut SmallRng) -> &TenantProfile {
@@ -256,53 +217,21 @@ impl Scenario {
         let occurred = Timestamp::from_millis(
             self.config.start.as_millis() + i as i64 * self.config.event_spacing_ms,
         );
-        let roll: f64 = rng.random();
-        let (kind, source) = match roll {
-            r if r < 0.50 => (
-                pb::ActivityKind::CloudFlowTriggered,
-                pb::ActivitySource::Portal,
-            ),
-            r if r < 0.72 => (pb::ActivityKind::CloudFlowSaved, pb::ActivitySource::Portal),
-            r if r < 0.85 => (
-                pb::ActivityKind::CloudFlowTurnedOn,
-                pb::ActivitySource::Portal,
-            ),
-            r if r < 0.90 => (
-                pb::ActivityKind::LicenseRequested,
-                pb::ActivitySource::Portal,
-            ),
-            r if r < 0.96 => (
-                pb::ActivityKind::GoPremiumSelected,
-                pb::ActivitySource::Desktop,
-            ),
-            _ => (
-                pb::ActivityKind::PremiumTrialRpaUsed,
-                pb::ActivitySource::Desktop,
-            ),
-        };
+        let (kind, source) = kind_and_source(rng.random());
         let is_flow =
             source == pb::ActivitySource::Portal && kind != pb::ActivityKind::LicenseRequested;
         let managed = rng.random_bool(0.3);
-        let flow = is_flow.then(|| pb::Flow {
-            flow_id: guid(rng),
-            owner_user_id: owner,
-            trigger_type: match rng.random_range(0..3) {
-                0 => pb::TriggerType::Automated,
-                1 => pb::TriggerType::Scheduled,
-                _ => pb::TriggerType::Instant,
-            } as i32,
-            uses_premium_connectors: rng.random_bool(0.45),
-            uses_attended_rpa: rng.random_bool(0.1),
-            environment_id: if managed {
-                "env-managed".into()
+        let flow = is_flow.then(|| flow(rng, owner, managed));
+        let requested_product = if kind == pb::ActivityKind::LicenseRequested {
+            if rng.random_bool(0.5) {
+                PER_USER
             } else {
-                "env-default".into()
-            },
-            managed_environment: managed,
-            // Exempt flows are left out: they would change every seeded workload's outcomes.
-            covered_by_process_plan: false,
-            runs_in_licensed_app_context: false,
-        });
+                PREMIUM
+            }
+            .into()
+        } else {
+            String::new()
+        };
         pb::ActivityEvent {
             schema_version: 1,
             event_id: format!("evt-{}-{i}", self.config.seed),
@@ -312,15 +241,106 @@ impl Scenario {
             kind: kind as i32,
             source: source as i32,
             flow,
-            requested_product: if kind == pb::ActivityKind::LicenseRequested {
-                if rng.random_bool(0.5) {
-                    PER_USER.into()
-                } else {
-                    PREMIUM.into()
-                }
-            } else {
-                String::new()
-            },
+            requested_product,
         }
+    }
+}
+
+fn settings(rng: &mut SmallRng, tenant: &str, changed: Timestamp) -> pb::TenantSettings {
+    let enabled = rng.random_bool(0.9);
+    let scope = if rng.random_bool(0.2) {
+        pb::Scope::ManagedEnvironmentsOnly
+    } else {
+        pb::Scope::AllEnvironments
+    };
+    pb::TenantSettings {
+        tenant_id: tenant.into(),
+        autoclaim_enabled: enabled,
+        scope: scope as i32,
+        changed_at: ts(changed),
+        changed_by: "admin".into(),
+    }
+}
+
+/// The per user plan for premium cloud flows, sometimes with Premium as its backup and Exchange
+/// Foundation excluded.
+fn flows_policy(rng: &mut SmallRng, tenant: &str, changed: Timestamp) -> pb::Policy {
+    let backup_products = if rng.random_bool(0.6) {
+        vec![PREMIUM.into()]
+    } else {
+        vec![]
+    };
+    let excluded_apps = if rng.random_bool(0.3) {
+        vec![pb::ExcludedApps {
+            product: PER_USER.into(),
+            plan_ids: vec![EXCHANGE_FOUNDATION.into()],
+        }]
+    } else {
+        vec![]
+    };
+    pb::Policy {
+        tenant_id: tenant.into(),
+        policy_id: format!("{}-flows", &tenant[..8]),
+        name: "Premium cloud flows".into(),
+        product: PER_USER.into(),
+        backup_products,
+        excluded_apps,
+        enabled: rng.random_bool(0.95),
+        deleted: false,
+        created_at: ts(changed),
+        changed_at: ts(changed),
+        changed_by: "admin".into(),
+    }
+}
+
+fn rpa_policy(tenant: &str, created: Timestamp) -> pb::Policy {
+    pb::Policy {
+        tenant_id: tenant.into(),
+        policy_id: format!("{}-rpa", &tenant[..8]),
+        name: "Desktop RPA".into(),
+        product: PREMIUM.into(),
+        backup_products: vec![],
+        excluded_apps: vec![],
+        enabled: true,
+        deleted: false,
+        created_at: ts(created),
+        changed_at: ts(created),
+        changed_by: "admin".into(),
+    }
+}
+
+/// The event mix: half flow runs, then saves, turn-ons, licence requests and desktop events.
+fn kind_and_source(roll: f64) -> (pb::ActivityKind, pb::ActivitySource) {
+    use pb::{ActivityKind as Kind, ActivitySource as Source};
+    match roll {
+        r if r < 0.50 => (Kind::CloudFlowTriggered, Source::Portal),
+        r if r < 0.72 => (Kind::CloudFlowSaved, Source::Portal),
+        r if r < 0.85 => (Kind::CloudFlowTurnedOn, Source::Portal),
+        r if r < 0.90 => (Kind::LicenseRequested, Source::Portal),
+        r if r < 0.96 => (Kind::GoPremiumSelected, Source::Desktop),
+        _ => (Kind::PremiumTrialRpaUsed, Source::Desktop),
+    }
+}
+
+fn flow(rng: &mut SmallRng, owner: String, managed: bool) -> pb::Flow {
+    pb::Flow {
+        flow_id: guid(rng),
+        owner_user_id: owner,
+        trigger_type: match rng.random_range(0..3) {
+            0 => pb::TriggerType::Automated,
+            1 => pb::TriggerType::Scheduled,
+            _ => pb::TriggerType::Instant,
+        } as i32,
+        uses_premium_connectors: rng.random_bool(0.45),
+        uses_attended_rpa: rng.random_bool(0.1),
+        environment_id: if managed {
+            "env-managed".into()
+        } else {
+            "env-default".into()
+        },
+        managed_environment: managed,
+        // Exempt flows are left out: they would change every seeded workload's outcomes.
+        covered_by_process_plan: false,
+        runs_in_licensed_app_context: false,
     }
 }

@@ -4,7 +4,6 @@
 //! (never printed; only a token signed with it is), and a trickle of live events keeps the numbers
 //! moving until Ctrl-C.
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -70,39 +69,6 @@ impl DemoAdmin {
         })?;
         Ok(token)
     }
-}
-
-/// Set when Ctrl-C (or SIGTERM) arrives.
-pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal runtime")?;
-    std::thread::Builder::new()
-        .name("autoclaim-demo-signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                #[cfg(unix)]
-                {
-                    use tokio::signal::unix::{signal, SignalKind};
-                    match signal(SignalKind::terminate()) {
-                        Ok(mut term) => tokio::select! {
-                            _ = tokio::signal::ctrl_c() => {}
-                            _ = term.recv() => {}
-                        },
-                        Err(_) => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                }
-                #[cfg(not(unix))]
-                let _ = tokio::signal::ctrl_c().await;
-            });
-            flag.store(true, Ordering::Relaxed);
-        })?;
-    Ok(stop)
 }
 
 /// How often the demo says how far the pipeline has got while live events flow.

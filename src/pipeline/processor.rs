@@ -64,8 +64,6 @@ pub enum PipelineError {
     TablesNotLoaded(String),
     #[error(transparent)]
     Positions(#[from] PositionsError),
-    #[error("fenced: another instance with transactional id {0} has started; this one stops")]
-    Fenced(String),
     #[error(
         "the group gave this instance activity partitions {activity:?} but repartition partitions \
          {repartition:?}: a tenant's records would be decided by two instances. Every instance \
@@ -84,6 +82,23 @@ pub enum PipelineError {
         stall.stalled_for.as_secs()
     )]
     Stalled { topic: String, stall: Stall },
+}
+
+impl PipelineError {
+    /// Fenced by a newer instance with the same transactional id: it has taken over the work.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PipelineError::Transaction(e) if e.is_fenced())
+    }
+
+    /// The transactional id a newer instance fenced, if that is what this error is.
+    pub fn fenced_id(&self) -> Option<&str> {
+        match self {
+            PipelineError::Transaction(TxnError::Fenced {
+                transactional_id, ..
+            }) => Some(transactional_id),
+            _ => None,
+        }
+    }
 }
 
 pub use super::health::Health;
@@ -116,6 +131,26 @@ struct RebalanceContext {
 }
 
 impl RebalanceContext {
+    fn new(
+        config: &RunConfig,
+        inputs: &InputTopics,
+        transactions: &Arc<Transactions>,
+        health: &Arc<Health>,
+    ) -> Self {
+        let stalls = [&inputs.activity, &inputs.repartition]
+            .map(|topic| (topic.clone(), StallWatch::for_timeout(config.stall_timeout)));
+        RebalanceContext {
+            inputs: inputs.clone(),
+            stable_offsets_timeout: config.stable_offsets_timeout,
+            pending: AtomicBool::new(false),
+            transactions: Arc::clone(transactions),
+            events: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
+            stalls: Mutex::new(stalls.into()),
+            health: Arc::clone(health),
+        }
+    }
+
     fn push(&self, event: PartitionEvent) {
         self.events
             .lock()
@@ -347,6 +382,53 @@ struct Core {
     decisions_seen: u64,
 }
 
+/// The transactional producer, which fences any earlier incarnation with the same id.
+fn init_transactions(
+    config: &RunConfig,
+    inputs: InputTopics,
+) -> Result<Transactions, PipelineError> {
+    let transactional_id = config.transactional_id();
+    let producer: ThreadedProducer<_> = clients::transactional_producer(
+        &config.kafka,
+        &transactional_id,
+        clients::ProducerSettings {
+            compression: config.output_compression,
+            transaction_timeout: config.transaction_timeout,
+            statistics: true,
+        },
+    )
+    .create_with_context(ProducerStats)?;
+    Ok(Transactions::init(
+        producer,
+        transactional_id,
+        inputs,
+        config.transaction_timeout,
+    )?)
+}
+
+/// The global tables (policies, inventory) read to their end before anything is decided, and the
+/// feed that keeps them current afterwards.
+fn load_tables(
+    config: &RunConfig,
+    tables: &mut Tables,
+    states: &mut HashMap<i32, PartitionState>,
+    activity_partitions: i32,
+) -> Result<TableFeed, PipelineError> {
+    let mut feed = TableFeed::start(&config.kafka, &config.topics)?;
+    if !feed.load_tables(tables, states, activity_partitions, TABLE_LOAD_TIMEOUT)? {
+        return Err(PipelineError::TablesNotLoaded(format!(
+            "{}, {}",
+            config.topics.policies, config.topics.inventory
+        )));
+    }
+    info!(
+        activity_partitions,
+        transactional_id = config.transactional_id(),
+        "global tables loaded"
+    );
+    Ok(feed)
+}
+
 impl Processor {
     /// Connects, checks the topics, fences earlier incarnations and loads the global tables.
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
@@ -355,58 +437,11 @@ impl Processor {
             activity: config.topics.activity.clone(),
             repartition: config.topics.repartition.clone(),
         };
-        let transactional_id = config.transactional_id();
-        let producer: ThreadedProducer<_> = clients::transactional_producer(
-            &config.kafka,
-            &transactional_id,
-            clients::ProducerSettings {
-                compression: config.output_compression,
-                transaction_timeout: config.transaction_timeout,
-                statistics: true,
-            },
-        )
-        .create_with_context(ProducerStats)?;
-        let transactions = Arc::new(
-            Transactions::init(producer, inputs.clone(), config.transaction_timeout).map_err(
-                |e| {
-                    if e.is_fenced() {
-                        PipelineError::Fenced(transactional_id.clone())
-                    } else {
-                        e.into()
-                    }
-                },
-            )?,
-        );
+        let transactions = Arc::new(init_transactions(&config, inputs.clone())?);
         let mut tables = Tables::new(config.propagation_delay);
         let mut states = HashMap::new();
-        let mut feed = TableFeed::start(&config.kafka, &config.topics)?;
-        if !feed.load_tables(
-            &mut tables,
-            &mut states,
-            activity_partitions,
-            TABLE_LOAD_TIMEOUT,
-        )? {
-            return Err(PipelineError::TablesNotLoaded(format!(
-                "{}, {}",
-                config.topics.policies, config.topics.inventory
-            )));
-        }
-        info!(
-            activity_partitions,
-            transactional_id, "global tables loaded"
-        );
-        let stalls = [&inputs.activity, &inputs.repartition]
-            .map(|topic| (topic.clone(), StallWatch::for_timeout(config.stall_timeout)));
-        let context = RebalanceContext {
-            inputs: inputs.clone(),
-            stable_offsets_timeout: config.stable_offsets_timeout,
-            pending: AtomicBool::new(false),
-            transactions: Arc::clone(&transactions),
-            events: Mutex::new(Vec::new()),
-            fatal: Mutex::new(None),
-            stalls: Mutex::new(stalls.into()),
-            health: Arc::clone(&health),
-        };
+        let feed = load_tables(&config, &mut tables, &mut states, activity_partitions)?;
+        let context = RebalanceContext::new(&config, &inputs, &transactions, &health);
         let consumer: BaseConsumer<RebalanceContext> =
             clients::activity_consumer(&config.kafka, &config.group_id)
                 .create_with_context(context)?;
@@ -445,7 +480,7 @@ impl Processor {
                 error!(error = %e, "stopping on error");
                 // Best effort: the open transaction would time out anyway; aborting frees its
                 // partitions for the next owner now.
-                if !matches!(e, PipelineError::Fenced(_)) {
+                if !e.is_fenced() {
                     let _ = core.transactions.abort();
                 }
             }
@@ -455,67 +490,110 @@ impl Processor {
     }
 
     fn run_loop(&mut self, stop: &AtomicBool) -> Result<(), PipelineError> {
-        let consumer = &self.consumer;
-        let core = &mut self.core;
         let mut last_feed_poll = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            core.health.beat();
+            self.core.health.beat();
             // The tables change rarely: looking every few milliseconds keeps them fresh without
             // three extra polls per event.
             if last_feed_poll.elapsed() >= FEED_POLL_INTERVAL {
-                core.feed.poll(
-                    &mut core.tables,
-                    &mut core.states,
-                    core.activity_partitions,
-                    Duration::ZERO,
-                    1000,
-                )?;
+                self.core.poll_feed()?;
                 last_feed_poll = Instant::now();
             }
-            // Wait for a record, then take what is already fetched without waiting, up to the
-            // batch's size bound; the batch bounds are checked once per burst.
-            let mut message = consumer.poll(Duration::from_millis(20));
-            let room = core
-                .config
-                .batch_max_records
-                .saturating_sub(core.transactions.records())
-                .clamp(1, MAX_BURST);
-            for _ in 0..room {
-                if consumer.context().has_events() {
-                    core.check_fatal(consumer)?;
-                    core.handle_partition_events(consumer)?;
-                }
-                match message {
-                    None => break,
-                    Some(Ok(m)) => core.process_or_recover(consumer, &m)?,
-                    Some(Err(e)) => consumer_error(&e),
-                }
-                message = consumer.poll(Duration::ZERO);
+            let drained = self.process_burst()?;
+            self.core.take_partition_events(&self.consumer)?;
+            self.core.report_gauges();
+            self.core.commit_if_due(&self.consumer, drained)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a record, then takes what is already fetched without waiting, up to the batch's
+    /// size bound, so that the batch bounds are checked once per burst. Returns whether the burst
+    /// emptied what the consumer had fetched.
+    fn process_burst(&mut self) -> Result<bool, PipelineError> {
+        let consumer = &self.consumer;
+        let core = &mut self.core;
+        let mut message = consumer.poll(Duration::from_millis(20));
+        let room = core
+            .config
+            .batch_max_records
+            .saturating_sub(core.transactions.records())
+            .clamp(1, MAX_BURST);
+        for _ in 0..room {
+            let Some(polled) = message.take() else {
+                break;
+            };
+            core.handle_polled(consumer, polled)?;
+            message = consumer.poll(Duration::ZERO);
+        }
+        let drained = message.is_none();
+        if let Some(polled) = message {
+            // One past the burst: process it rather than lose its place.
+            core.handle_polled(consumer, polled)?;
+        }
+        Ok(drained)
+    }
+}
+
+impl Core {
+    /// One polled record or consumer error, after the rebalances that came before it.
+    fn handle_polled(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        polled: Result<BorrowedMessage<'_>, KafkaError>,
+    ) -> Result<(), PipelineError> {
+        self.take_partition_events(consumer)?;
+        match polled {
+            Ok(m) => self.process_or_recover(consumer, &m),
+            Err(e) => {
+                consumer_error(&e);
+                Ok(())
             }
-            // `None` when the burst emptied what the consumer had fetched: nothing is waiting, so
-            // committing now costs no throughput and spares the batch's records the wait.
-            let drained = message.is_none();
-            if let Some(Ok(m)) = message {
-                // One past the burst: process it rather than lose its place.
-                if consumer.context().has_events() {
-                    core.check_fatal(consumer)?;
-                    core.handle_partition_events(consumer)?;
-                }
-                core.process_or_recover(consumer, &m)?;
-            }
-            if consumer.context().has_events() {
-                core.check_fatal(consumer)?;
-                core.handle_partition_events(consumer)?;
-            }
-            core.report_gauges();
-            if core.transactions.is_open()
-                && (core
-                    .transactions
-                    .batch_full(core.config.batch_max_records, core.config.batch_max_time)
-                    || (drained && core.transactions.open_for(core.config.batch_min_time)))
-            {
-                core.commit(consumer)?;
-            }
+        }
+    }
+
+    /// Partitions assigned or revoked, and fatal errors, that the rebalance callback left for the
+    /// loop (the callback only records them: it runs inside poll).
+    fn take_partition_events(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+    ) -> Result<(), PipelineError> {
+        if consumer.context().has_events() {
+            self.check_fatal(consumer)?;
+            self.handle_partition_events(consumer)?;
+        }
+        Ok(())
+    }
+
+    fn poll_feed(&mut self) -> Result<(), PipelineError> {
+        self.feed.poll(
+            &mut self.tables,
+            &mut self.states,
+            self.activity_partitions,
+            Duration::ZERO,
+            1000,
+        )?;
+        Ok(())
+    }
+
+    /// Commits when the batch is full, or when nothing is waiting (`drained`) and the batch has
+    /// been open for its minimum time: committing then costs no throughput and spares the batch's
+    /// records the wait.
+    fn commit_if_due(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        drained: bool,
+    ) -> Result<(), PipelineError> {
+        if !self.transactions.is_open() {
+            return Ok(());
+        }
+        let config = &self.config;
+        let due = self
+            .transactions
+            .batch_full(config.batch_max_records, config.batch_max_time)
+            || (drained && self.transactions.open_for(config.batch_min_time));
+        if due {
+            self.commit(consumer)?;
         }
         Ok(())
     }
@@ -549,13 +627,7 @@ impl Core {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        match fatal {
-            Some(PipelineError::Transaction(e)) if e.is_fenced() => {
-                Err(PipelineError::Fenced(self.config.transactional_id()))
-            }
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        fatal.map_or(Ok(()), Err)
     }
 
     fn handle_partition_events(
@@ -624,9 +696,6 @@ impl Core {
                 self.counts.aborts += 1;
                 self.batch.aborted();
                 self.rewind(consumer)
-            }
-            Err(PipelineError::Transaction(e)) if e.is_fenced() => {
-                Err(PipelineError::Fenced(self.config.transactional_id()))
             }
             other => other,
         }
@@ -857,7 +926,6 @@ impl Core {
                 warn!(error = %e, "transaction aborted; rewinding to committed offsets");
                 self.rewind(consumer)
             }
-            Err(e) if e.is_fenced() => Err(PipelineError::Fenced(self.config.transactional_id())),
             Err(e) => Err(e.into()),
         }
     }

@@ -26,9 +26,16 @@ pub enum TxnError {
     /// The transaction was aborted; its outputs are discarded and its inputs must be read again.
     #[error("transaction aborted: {0}")]
     Aborted(KafkaError),
-    /// The producer cannot go on (fenced by a newer instance, or another fatal error).
+    /// The producer cannot go on (a fatal error other than being fenced).
     #[error("transactional producer failed fatally: {0}")]
     Fatal(KafkaError),
+    /// Fenced by a newer instance with the same transactional id, as the broker says it: that
+    /// instance has taken over, and this one stops.
+    #[error("fenced: another instance with transactional id {transactional_id} has started; this one stops")]
+    Fenced {
+        transactional_id: String,
+        source: KafkaError,
+    },
     /// Fenced, but the open transaction had outlived `transaction.timeout.ms`: the broker aborted it
     /// and bumped the producer's epoch (a broker failover that outlasted the timeout), which looks
     /// the same to librdkafka as a newer instance. A restart re-initialises the producer.
@@ -40,10 +47,10 @@ pub enum TxnError {
 }
 
 impl TxnError {
-    /// Fenced by a newer instance with the same transactional id, as the broker says it (not an
-    /// epoch the broker no longer knows after a failover, which a restart recovers from).
+    /// Fenced by a newer instance (not an epoch the broker no longer knows after a failover,
+    /// which a restart recovers from).
     pub fn is_fenced(&self) -> bool {
-        matches!(self, TxnError::Fatal(e) if is_fenced_code(e))
+        matches!(self, TxnError::Fenced { .. })
     }
 }
 
@@ -114,6 +121,8 @@ impl InputTopics {
 
 pub struct Transactions {
     producer: ThreadedProducer<ProducerStats>,
+    /// The producer's `transactional.id`, named when a newer instance fences this one.
+    transactional_id: String,
     inputs: InputTopics,
     /// The producer's `transaction.timeout.ms`.
     timeout: Duration,
@@ -125,29 +134,38 @@ impl Transactions {
     /// transaction is aborted).
     pub fn init(
         producer: ThreadedProducer<ProducerStats>,
+        transactional_id: String,
         inputs: InputTopics,
         timeout: Duration,
     ) -> Result<Self, TxnError> {
-        retry(|| producer.init_transactions(TXN_TIMEOUT)).map_err(|e| match classify(&e) {
-            Class::Fatal => TxnError::Fatal(e),
-            _ => TxnError::Aborted(e),
-        })?;
-        Ok(Transactions {
+        let transactions = Transactions {
             producer,
+            transactional_id,
             inputs,
             timeout,
             open: Mutex::new(Open::default()),
-        })
+        };
+        retry(|| transactions.producer.init_transactions(TXN_TIMEOUT)).map_err(
+            |e| match classify(&e) {
+                Class::Fatal => transactions.fatal(None, e),
+                _ => TxnError::Aborted(e),
+            },
+        )?;
+        Ok(transactions)
     }
 
     /// A fatal error of the transaction that began at `began`: fenced after outliving its timeout
     /// is the broker's abort, not a newer instance.
     fn fatal(&self, began: Option<Instant>, error: KafkaError) -> TxnError {
+        if !is_fenced_code(&error) {
+            return TxnError::Fatal(error);
+        }
         match began.map(|b| b.elapsed()) {
-            Some(age) if age >= self.timeout && is_fenced_code(&error) => {
-                TxnError::TimedOutOnBroker(self.timeout, error)
-            }
-            _ => TxnError::Fatal(error),
+            Some(age) if age >= self.timeout => TxnError::TimedOutOnBroker(self.timeout, error),
+            _ => TxnError::Fenced {
+                transactional_id: self.transactional_id.clone(),
+                source: error,
+            },
         }
     }
 
@@ -164,7 +182,7 @@ impl Transactions {
             self.producer
                 .begin_transaction()
                 .map_err(|e| match classify(&e) {
-                    Class::Fatal => TxnError::Fatal(e),
+                    Class::Fatal => self.fatal(None, e),
                     _ => TxnError::Aborted(e),
                 })?;
             open.began = Some(Instant::now());
