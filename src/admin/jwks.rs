@@ -287,7 +287,15 @@ fn http_agent(url: &JwksUrl) -> ureq::Agent {
         .https_only(!url.loopback)
         .max_redirects(if url.loopback { 0 } else { MAX_REDIRECTS })
         .user_agent(concat!("autoclaim/", env!("CARGO_PKG_VERSION")))
-        .accept("application/json, application/jwk-set+json");
+        .accept("application/json, application/jwk-set+json")
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .unversioned_rustls_crypto_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .build(),
+        );
     // A proxy (HTTPS_PROXY and the like) cannot reach this machine's loopback.
     let config = if url.loopback {
         config.proxy(None)
@@ -577,6 +585,39 @@ fn log_failure(url: &JwksUrl, have_keys: bool, error: &FetchError, retry_in: Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The TLS client has its crypto (rustls with aws-lc-rs) and gets as far as the handshake: a
+    /// server that answers a ClientHello with plain HTTP is a TLS error, not a panic for want of
+    /// a crypto provider.
+    #[test]
+    fn an_https_fetch_runs_a_tls_handshake() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 5];
+            socket.read_exact(&mut hello).unwrap();
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            hello
+        });
+        let url = JwksUrl::parse(&format!("https://127.0.0.1:{port}/keys")).unwrap();
+        let result = fetch(&http_agent(&url), &url);
+        let hello = server.join().unwrap();
+        assert_eq!(
+            hello[0], 0x16,
+            "a TLS handshake record opens the connection"
+        );
+        match result {
+            // rustls's own words for a record that is not TLS.
+            Err(FetchError::Request(e)) => assert!(
+                e.to_string()
+                    .contains("received corrupt message of type InvalidContentType"),
+                "{e}"
+            ),
+            other => panic!("expected a TLS error, got {:?}", other.map(|_| ())),
+        }
+    }
 
     #[test]
     fn urls_https_or_loopback_http_only() {
