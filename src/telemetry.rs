@@ -250,9 +250,7 @@ pub fn partition_gauges() -> &'static PartitionGauges {
 }
 
 /// The label of the gauges kept per partition.
-pub fn partition_label() -> &'static str {
-    "partition"
-}
+pub const PARTITION_LABEL: &str = "partition";
 
 /// The gauges kept per partition, with their HELP text.
 pub const PARTITION_GAUGES: &[(&str, &str)] = &[
@@ -290,8 +288,7 @@ impl PartitionGauges {
             };
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
             for (partition, value) in values {
-                let label = partition_label();
-                let _ = writeln!(out, "{metric}{{{label}=\"{partition}\"}} {value}");
+                let _ = writeln!(out, "{metric}{{{PARTITION_LABEL}=\"{partition}\"}} {value}");
             }
             out.push('\n');
         }

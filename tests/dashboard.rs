@@ -123,6 +123,10 @@ impl Schema {
                 continue;
             };
             let value = value.trim_end_matches("\";");
+            // A constant named *_LABEL names a label, not a metric.
+            if ident.ends_with("_LABEL") {
+                continue;
+            }
             let metric = telemetry::ALL
                 .iter()
                 .find(|m| **m == value)
@@ -190,7 +194,7 @@ impl Schema {
         // Gauges kept per partition are rendered by telemetry itself, not recorded by a macro.
         for (metric, _) in telemetry::PARTITION_GAUGES {
             let set = labels.get_mut(metric).expect("a partition gauge is in ALL");
-            set.insert(telemetry::partition_label().to_owned());
+            set.insert(telemetry::PARTITION_LABEL.to_owned());
         }
         Schema { labels }
     }
