@@ -28,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// One value, parsed once at start-up: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: consume activity, decide, publish assignments exactly once.
@@ -148,9 +150,6 @@ enum Command {
         #[command(flatten)]
         catalog: CatalogArgs,
     },
-    /// End-to-end benchmark against a real broker: pass-through ceilings, `run` throughput, latency
-    /// at a fixed rate, restore and memory at scale, 1-3 instances (see BENCHMARKS.md).
-    Bench(autoclaim::bench::BenchArgs),
     /// Apply input records (JSON lines of ReplayRecord) in order and print one Decision a line.
     /// Exits with 1 if any line was rejected (each is reported on stderr with its line number and
     /// code). An activity whose occurredAt is more than --max-event-time-skew after its line's
@@ -247,7 +246,6 @@ impl Command {
             Command::Run { config, .. } => Some(&mut config.kafka),
             Command::Report { args, .. } => Some(&mut args.kafka),
             Command::Verify { args, .. } => Some(&mut args.kafka),
-            Command::Bench(args) => Some(&mut args.kafka),
             Command::CreateTopics { kafka, .. }
             | Command::Loadgen { kafka, .. }
             | Command::Publish { kafka, .. } => Some(kafka),
@@ -264,7 +262,6 @@ impl Command {
             | Command::Demo { catalog, .. }
             | Command::Replay { catalog, .. } => Some(catalog),
             Command::Token(_)
-            | Command::Bench(_)
             | Command::CreateTopics { .. }
             | Command::Loadgen { .. }
             | Command::Publish { .. } => None,
@@ -314,10 +311,6 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report { args, .. } => autoclaim::admin::cli::report_command(args),
         Command::Verify { args, .. } => autoclaim::verify::command(args),
-        Command::Bench(args) => {
-            autoclaim::bench::command(args)?;
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Token(args) => autoclaim::admin::cli::token_command(args),
         Command::Demo {
             events,
