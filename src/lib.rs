@@ -1,7 +1,6 @@
 //! autoclaim: a Kafka-native stream processor that assigns Power Automate licences when users start to
 //! need them, following each tenant's autoclaim policies, exactly once.
 pub mod admin;
-pub mod bench;
 pub mod demo;
 pub mod domain;
 pub mod http;

@@ -20,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// One value, parsed once at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: consume activity, decide, publish assignments exactly once.
@@ -54,9 +56,6 @@ enum Command {
         #[command(flatten)]
         catalog: CatalogArgs,
     },
-    /// End-to-end benchmark against a real broker: pass-through ceilings, `run` throughput, latency
-    /// at a fixed rate, restore and memory at scale, 1-3 instances (see BENCHMARKS.md).
-    Bench(autoclaim::bench::BenchArgs),
     /// Apply input records (JSON lines of ReplayRecord) in order and print one Decision a line.
     /// Exits with 1 if any line was rejected (each is reported on stderr with its line number and
     /// code). An activity whose occurredAt is more than --max-event-time-skew after its line's
@@ -141,7 +140,6 @@ impl Command {
             Command::Run(args) => Some(&mut args.config.kafka),
             Command::Report { args, .. } => Some(&mut args.kafka),
             Command::Verify { args, .. } => Some(&mut args.kafka),
-            Command::Bench(args) => Some(&mut args.kafka),
             Command::CreateTopics(args) => Some(&mut args.kafka),
             Command::Loadgen(args) => Some(&mut args.kafka),
             Command::Publish(args) => Some(&mut args.kafka),
@@ -157,7 +155,6 @@ impl Command {
             Command::Replay(args) => Some(&args.catalog),
             Command::Report { catalog, .. } | Command::Verify { catalog, .. } => Some(catalog),
             Command::Token(_)
-            | Command::Bench(_)
             | Command::CreateTopics(_)
             | Command::Loadgen(_)
             | Command::Publish(_) => None,
@@ -169,10 +166,6 @@ impl Command {
             Command::Run(args) => args.execute(),
             Command::Report { args, .. } => autoclaim::admin::cli::report_command(args),
             Command::Verify { args, .. } => autoclaim::verify::command(args),
-            Command::Bench(args) => {
-                autoclaim::bench::command(args)?;
-                Ok(ExitCode::SUCCESS)
-            }
             Command::Token(args) => autoclaim::admin::cli::token_command(args),
             Command::Demo(args) => args.execute(),
             Command::CreateTopics(args) => args.execute(),

@@ -1,6 +1,8 @@
 //! The admin API in process: a view filled by hand and an in-memory writer, so no broker is needed.
 //! The authorization matrix of every endpoint, validation with problem details, the behaviour of
 //! listings, writes and the report, and property tests on request bodies (never a 5xx).
+mod writer_support;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use autoclaim::admin::api::{self, AdminState};
 use autoclaim::admin::auth::{self, AuthSettings, Authenticator, JwksSource, GLOBAL_ADMINISTRATOR};
 use autoclaim::admin::view::{AdminView, SharedView};
-use autoclaim::admin::writer::{MemoryWriter, PolicyWriter, TableWrite};
+use autoclaim::admin::writer::{PolicyWriter, TableWrite};
 use autoclaim::domain::time::Timestamp;
 use autoclaim::pipeline::security::Secret;
 use autoclaim::wire::convert::to_wire_timestamp;
@@ -19,6 +21,7 @@ use axum::Router;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tower::ServiceExt;
+use writer_support::MemoryWriter;
 
 const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
 const ISSUER: &str = "https://login.example.test/{tenantid}/v2.0";

@@ -3,6 +3,8 @@
 //! runs: keys fetched at start, rotated keys fetched when a token names them, an identity provider
 //! down at start (503 for RS256, HS256 unaffected) that comes up later, failed refreshes that keep
 //! the keys fetched before, bodies that are not a JWKS, and URLs refused by the configuration.
+mod writer_support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use autoclaim::admin::api::{self, AdminState};
 use autoclaim::admin::auth::{self, AuthSettings, Authenticator, JwksSource, GLOBAL_ADMINISTRATOR};
 use autoclaim::admin::jwks::{FetchStatus, JwksUrl, MAX_JWKS_BYTES};
 use autoclaim::admin::view::{AdminView, SharedView};
-use autoclaim::admin::writer::{MemoryWriter, PolicyWriter};
+use autoclaim::admin::writer::PolicyWriter;
 use autoclaim::pipeline::security::Secret;
 use axum::body::Body;
 use axum::extract::State;
@@ -23,6 +25,7 @@ use axum::Router;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tower::ServiceExt;
+use writer_support::MemoryWriter;
 
 const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
 const ISSUER: &str = "https://login.example.test/{tenantid}/v2.0";

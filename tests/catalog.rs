@@ -3,6 +3,7 @@
 //! backups, breadth orders custom products, directory rows and outputs use them, the admin API
 //! validates against them, and the binary takes `--catalog` (and refuses a bad file at once).
 mod support;
+mod writer_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use autoclaim::admin::api::{self, AdminState};
 use autoclaim::admin::auth::{self, AuthSettings, Authenticator, GLOBAL_ADMINISTRATOR};
 use autoclaim::admin::view::{AdminView, SharedView};
-use autoclaim::admin::writer::{MemoryWriter, PolicyWriter};
+use autoclaim::admin::writer::PolicyWriter;
 use autoclaim::domain::catalog::Catalog;
 use autoclaim::pipeline::security::Secret;
 use autoclaim::wire::pb;
@@ -21,6 +22,7 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
 use support::*;
 use tower::ServiceExt;
+use writer_support::MemoryWriter;
 
 const FIVE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

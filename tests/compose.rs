@@ -500,8 +500,13 @@ fn image_env(stage: &Stage) -> BTreeMap<String, String> {
 
 /// `key = "value"` pairs of each `[[bin]]` / `[lib]` / `[[bench]]` ... table of Cargo.toml.
 fn cargo_targets() -> Vec<(String, BTreeMap<String, String>)> {
+    manifest_tables("Cargo.toml")
+}
+
+/// `key = "value"` pairs of each table of a manifest (other values, such as arrays, are left out).
+fn manifest_tables(manifest: &str) -> Vec<(String, BTreeMap<String, String>)> {
     let mut out: Vec<(String, BTreeMap<String, String>)> = Vec::new();
-    for line in read("Cargo.toml").lines() {
+    for line in read(manifest).lines() {
         let t = line.trim();
         if t.starts_with('[') {
             out.push((t.trim_matches(['[', ']']).to_owned(), BTreeMap::new()));
@@ -514,6 +519,30 @@ fn cargo_targets() -> Vec<(String, BTreeMap<String, String>)> {
         }
     }
     out
+}
+
+/// The directories of `members = [...]` in the `[workspace]` table of Cargo.toml (one line).
+fn workspace_members() -> Vec<String> {
+    let text = read("Cargo.toml");
+    let members = text
+        .lines()
+        .skip_while(|l| l.trim() != "[workspace]")
+        .skip(1)
+        .take_while(|l| !l.trim().starts_with('['))
+        .find_map(|l| l.trim().strip_prefix("members"))
+        .map(|rest| rest.trim_start_matches([' ', '=']).trim().to_owned());
+    let Some(list) = members else {
+        return Vec::new();
+    };
+    assert!(
+        list.starts_with('[') && list.ends_with(']'),
+        "members should be a one-line array: {list}"
+    );
+    list.trim_matches(['[', ']'])
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_owned())
+        .filter(|m| !m.is_empty())
+        .collect()
 }
 
 /// The raw `key = value` settings of `[profile.<name>]` in Cargo.toml (None if there is no such
@@ -1185,6 +1214,13 @@ fn dockerfile_builds_and_runs_the_binary() {
         .map(|(_, a)| a.clone())
         .expect("builder runs cargo build");
     assert!(build.contains("--locked"), "{build}");
+    // The image ships the product alone: not the other packages of the workspace (the benchmark).
+    assert!(
+        !build
+            .split_whitespace()
+            .any(|w| w == "--workspace" || w == "--all"),
+        "the builder should build the product binary only: {build}"
+    );
     let profile = build_profile(&build);
 
     let runtime = stages.last().unwrap();
@@ -1207,6 +1243,10 @@ fn dockerfile_builds_and_runs_the_binary() {
     assert!(
         build.contains(&format!("target/{profile}/{program}")),
         "the builder should take target/{profile}/{program}: {build}"
+    );
+    assert!(
+        build.contains(&format!("--bin {program}")),
+        "the builder should build only the binary it ships, {program}: {build}"
     );
     let copied = runtime
         .instructions
@@ -1305,6 +1345,21 @@ fn dockerignore_keeps_the_build_inputs() {
         if let Some(p) = kv.get("path") {
             inputs.push(p.clone());
         }
+    }
+    // Cargo loads every member of the workspace, even to build one binary of the root package.
+    let members = workspace_members();
+    assert!(
+        members.iter().any(|m| m == "bench"),
+        "the benchmark harness should be a workspace member: {members:?}"
+    );
+    for member in members {
+        let manifest = format!("{member}/Cargo.toml");
+        for (_, kv) in manifest_tables(&manifest) {
+            if let Some(p) = kv.get("path") {
+                inputs.push(format!("{member}/{p}"));
+            }
+        }
+        inputs.push(manifest);
     }
     for entry in std::fs::read_dir(repo().join("proto/autoclaim/v1")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();

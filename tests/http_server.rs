@@ -2,6 +2,8 @@
 //! never comes, idle keep-alive, more connections than allowed) are closed or answered within the
 //! configured timeouts, and every error, including those hyper answers by itself, is problem
 //! details. The server runs with 1 s timeouts; the asserts only say "within a generous bound".
+mod writer_support;
+
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroUsize;
@@ -11,12 +13,13 @@ use std::time::{Duration, Instant};
 use autoclaim::admin::api::{self, AdminState};
 use autoclaim::admin::auth::{self, AuthSettings, Authenticator, GLOBAL_ADMINISTRATOR};
 use autoclaim::admin::view::{AdminView, SharedView};
-use autoclaim::admin::writer::{MemoryWriter, PolicyWriter};
+use autoclaim::admin::writer::PolicyWriter;
 use autoclaim::http::HttpLimits;
 use autoclaim::pipeline::processor::Health;
 use autoclaim::pipeline::security::Secret;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{json, Value};
+use writer_support::MemoryWriter;
 
 const SECRET: &str = "http-secret-0123456789-abcdefghijklmnop";
 const ISSUER: &str = "https://dev.autoclaim.test";

@@ -1,10 +1,9 @@
 //! Where the admin API's changes go: the policies topic, keyed `<tenant>/settings` or
 //! `<tenant>/policy/<policyId>`, through an idempotent producer that waits for every in-sync replica.
-//! Behind a trait so that tests can run the API without a broker.
+//! Behind a trait so that tests can run the API without a broker (their in-memory writer is in
+//! tests/writer_support).
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -34,6 +33,7 @@ impl TableWrite {
         }
     }
 
+    /// The record's value in `format`.
     pub fn encode(&self, format: Format) -> Vec<u8> {
         match self {
             TableWrite::Settings(s) => codec::encode(s, format),
@@ -48,6 +48,7 @@ pub enum WriteError {
     NotAcknowledged(String),
 }
 
+/// What `PolicyWriter::write` returns: resolves once the record is stored or the write failed.
 pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send + 'a>>;
 
 /// Writes one version and resolves once it is durably stored (or has failed).
@@ -94,49 +95,6 @@ impl PolicyWriter for KafkaPolicyWriter {
                 .await
                 .map(|_| ())
                 .map_err(|(e, _)| WriteError::NotAcknowledged(e.to_string()))
-        })
-    }
-}
-
-/// An in-memory writer for tests: keeps what was written, and can be told to fail.
-#[derive(Debug, Default)]
-pub struct MemoryWriter {
-    writes: Mutex<Vec<TableWrite>>,
-    failing: AtomicBool,
-}
-
-impl MemoryWriter {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every write so far, in order.
-    pub fn writes(&self) -> Vec<TableWrite> {
-        self.writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Makes later writes fail (as an unreachable cluster would) or succeed again.
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::Relaxed);
-    }
-}
-
-impl PolicyWriter for MemoryWriter {
-    fn write(&self, record: TableWrite) -> WriteFuture<'_> {
-        Box::pin(async move {
-            if self.failing.load(Ordering::Relaxed) {
-                return Err(WriteError::NotAcknowledged(
-                    "the test writer is failing".into(),
-                ));
-            }
-            self.writes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(record);
-            Ok(())
         })
     }
 }

@@ -1,115 +1,75 @@
 //! `autoclaim run` as a child process: start, readiness, counters from its /metrics, stop.
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use autoclaim::pipeline::config::{KafkaArgs, Topics};
+use autoclaim::telemetry;
+use autoclaim::wire::Format;
 
-use crate::pipeline::config::{KafkaArgs, Topics};
-use crate::wire::Format;
+use crate::metrics_text::metric_sum;
 
-use super::*;
+/// How long to wait for a child's HTTP server: it answers at once when it is up.
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bounds a request to a child that stopped answering; /metrics takes milliseconds.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a child may take to become ready (table load and restore of a large directory).
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(1200);
+/// Guard against a hang while waiting for N events; not a performance threshold.
+pub(crate) const PROCESS_TIMEOUT: Duration = Duration::from_secs(1800);
 
-pub(super) fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub(super) fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+/// A client for the children's /readyz and /metrics: a status is an answer (not an error), no
+/// proxy (they listen on loopback), and a new connection each time, as a scraper makes.
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(HTTP_CONNECT_TIMEOUT))
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_idle_connections(0)
+        .build()
+        .into()
+}
+
+/// The status and body of `GET path` at `addr`; `None` if it cannot be had (not listening yet,
+/// gone, timed out).
+fn http_get(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut response = agent.get(format!("http://{addr}{path}")).call().ok()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
     Some((status, body))
 }
 
-/// Sum of every series of a metric in Prometheus text.
-pub(super) fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+pub(crate) struct RunChild {
+    pub(crate) child: Option<Child>,
+    pub(crate) http: SocketAddr,
+    agent: ureq::Agent,
+    pub(crate) log: PathBuf,
+    pub(crate) spawned: Instant,
 }
 
-/// Quantile of a Prometheus histogram, interpolated linearly inside its bucket (as
-/// `histogram_quantile` does).
-pub(super) fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{");
-    let mut buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            Some((le, count))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut previous = (0.0, 0.0);
-    for (le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return Some(previous.0);
-            }
-            let share = if count > previous.1 {
-                (rank - previous.1) / (count - previous.1)
-            } else {
-                0.0
-            };
-            return Some(previous.0 + (le - previous.0) * share);
-        }
-        previous = (le, count);
-    }
-    None
-}
-
-pub(super) struct RunChild {
-    pub(super) child: Option<Child>,
-    pub(super) http: SocketAddr,
-    pub(super) log: PathBuf,
-    pub(super) spawned: Instant,
-}
-
-pub(super) struct ChildOptions<'a> {
-    pub(super) binary: &'a Path,
-    pub(super) kafka: &'a KafkaArgs,
-    pub(super) topics: &'a Topics,
-    pub(super) group: &'a str,
-    pub(super) transactional_id: &'a str,
-    pub(super) output_format: Format,
-    pub(super) batch: (usize, Duration),
-    pub(super) log: PathBuf,
-    pub(super) log_filter: &'a str,
+pub(crate) struct ChildOptions<'a> {
+    pub(crate) binary: &'a Path,
+    pub(crate) kafka: &'a KafkaArgs,
+    pub(crate) topics: &'a Topics,
+    pub(crate) group: &'a str,
+    pub(crate) transactional_id: &'a str,
+    pub(crate) output_format: Format,
+    pub(crate) batch: (usize, Duration),
+    pub(crate) log: PathBuf,
+    pub(crate) log_filter: &'a str,
     /// More arguments of `run` (`--run-arg`), after the bench's own.
-    pub(super) extra_args: &'a [String],
+    pub(crate) extra_args: &'a [String],
 }
 
 impl RunChild {
-    pub(super) fn spawn(o: &ChildOptions<'_>) -> anyhow::Result<RunChild> {
+    pub(crate) fn spawn(o: &ChildOptions<'_>) -> anyhow::Result<RunChild> {
         let port = free_port()?;
         let http: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let log = std::fs::File::create(&o.log)
@@ -147,18 +107,19 @@ impl RunChild {
         Ok(RunChild {
             child: Some(child),
             http,
+            agent: http_agent(),
             log: o.log.clone(),
             spawned: Instant::now(),
         })
     }
 
-    pub(super) fn pid(&self) -> String {
+    pub(crate) fn pid(&self) -> String {
         self.child
             .as_ref()
             .map_or_else(String::new, |c| c.id().to_string())
     }
 
-    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(child) = &mut self.child {
             if let Some(status) = child.try_wait()? {
                 self.child = None;
@@ -174,22 +135,22 @@ impl RunChild {
         Ok(())
     }
 
-    pub(super) fn ready(&self) -> bool {
-        http_get(self.http, "/readyz").is_some_and(|(s, _)| s == 200)
+    pub(crate) fn ready(&self) -> bool {
+        http_get(&self.agent, self.http, "/readyz").is_some_and(|(s, _)| s == 200)
     }
 
-    pub(super) fn metrics(&self) -> String {
-        http_get(self.http, "/metrics")
+    pub(crate) fn metrics(&self) -> String {
+        http_get(&self.agent, self.http, "/metrics")
             .map(|(_, b)| b)
             .unwrap_or_default()
     }
 
-    pub(super) fn processed(&self) -> f64 {
+    pub(crate) fn processed(&self) -> f64 {
         let m = self.metrics();
-        metric_sum(&m, crate::telemetry::EVENTS) + metric_sum(&m, crate::telemetry::DEAD_LETTERS)
+        metric_sum(&m, telemetry::EVENTS) + metric_sum(&m, telemetry::DEAD_LETTERS)
     }
 
-    pub(super) fn wait_ready(&mut self, step: Duration) -> anyhow::Result<Instant> {
+    pub(crate) fn wait_ready(&mut self, step: Duration) -> anyhow::Result<Instant> {
         loop {
             self.check_alive()?;
             if self.ready() {
@@ -202,13 +163,13 @@ impl RunChild {
         }
     }
 
-    pub(super) fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         // Plain text: the service colours its log only when stderr is a terminal.
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM and a clean exit (the open transaction commits).
-    pub(super) fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -232,7 +193,7 @@ impl Drop for RunChild {
     }
 }
 
-pub(super) fn format_name(format: Format) -> &'static str {
+pub(crate) fn format_name(format: Format) -> &'static str {
     match format {
         Format::Json => "json",
         Format::Protobuf => "protobuf",
@@ -240,7 +201,7 @@ pub(super) fn format_name(format: Format) -> &'static str {
 }
 
 /// `elapsed_ms` of the "partition state restored" log lines.
-pub(super) fn restore_log_ms(log: &str) -> Vec<u64> {
+pub(crate) fn restore_log_ms(log: &str) -> Vec<u64> {
     log.lines()
         .filter(|l| l.contains("partition state restored"))
         .filter_map(|l| {
@@ -255,7 +216,7 @@ pub(super) fn restore_log_ms(log: &str) -> Vec<u64> {
 }
 
 /// Waits until the children's committed counters add up to `target`; returns when they did.
-pub(super) fn wait_processed(
+pub(crate) fn wait_processed(
     children: &mut [&mut RunChild],
     target: f64,
 ) -> anyhow::Result<Instant> {
@@ -282,7 +243,7 @@ pub(super) fn wait_processed(
 /// How long to wait before looking at the counters again: half the expected time to the target at
 /// the current rate, between 10 and 200 ms, so that scraping /metrics costs the child little and
 /// the end is still seen within 10 ms.
-pub(super) fn poll_interval(
+pub(crate) fn poll_interval(
     last: Option<(Instant, f64)>,
     now: Instant,
     processed: f64,
@@ -296,4 +257,15 @@ pub(super) fn poll_interval(
         return Duration::from_millis(100);
     }
     Duration::from_secs_f64(((target - processed) / rate / 2.0).clamp(0.01, 0.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_lines_are_read() {
+        let log = "2026 INFO partition state restored partitions=[0] assignments=0 directory_rows=5 elapsed_ms=1234\nother";
+        assert_eq!(restore_log_ms(log), vec![1234]);
+    }
 }

@@ -2,13 +2,11 @@
 use std::time::Duration;
 
 use anyhow::bail;
+use autoclaim::pipeline::config::{KafkaArgs, Topics};
+use autoclaim::pipeline::{admin, clients};
 use rdkafka::error::RDKafkaErrorCode;
 
-use crate::pipeline::admin;
-use crate::pipeline::clients::{self};
-use crate::pipeline::config::{KafkaArgs, Topics};
-
-pub(super) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &str) -> Topics {
+pub(crate) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &str) -> Topics {
     Topics {
         activity: format!("{prefix}.{activity}.activity"),
         directory: format!("{prefix}.{tables}.directory"),
@@ -21,14 +19,14 @@ pub(super) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &st
     }
 }
 
-pub(super) struct Cluster {
-    pub(super) kafka: KafkaArgs,
-    pub(super) runtime: tokio::runtime::Runtime,
-    pub(super) created: Vec<String>,
+pub(crate) struct Cluster {
+    pub(crate) kafka: KafkaArgs,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) created: Vec<String>,
 }
 
 impl Cluster {
-    pub(super) fn create(&mut self, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
+    pub(crate) fn create(&mut self, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
         let created = self.runtime.block_on(admin::create_missing_topics(
             &self.kafka,
             topics,
@@ -41,7 +39,7 @@ impl Cluster {
         Ok(())
     }
 
-    pub(super) fn create_plain(&mut self, name: &str, partitions: i32) -> anyhow::Result<()> {
+    pub(crate) fn create_plain(&mut self, name: &str, partitions: i32) -> anyhow::Result<()> {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> =
             clients::admin(&self.kafka).create()?;
@@ -60,7 +58,7 @@ impl Cluster {
         Ok(())
     }
 
-    pub(super) fn delete(&mut self, names: &[String]) {
+    pub(crate) fn delete(&mut self, names: &[String]) {
         use rdkafka::admin::{AdminClient, AdminOptions};
         if names.is_empty() {
             return;

@@ -1,34 +1,33 @@
 //! What a throughput phase measured, and how it is printed and recorded.
-
 use serde_json::json;
 
-use super::*;
+use crate::procfs::WindowFigures;
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct Throughput {
-    pub(super) events: usize,
-    pub(super) secs: f64,
-    pub(super) cpu_secs: f64,
-    pub(super) peak_rss_kib: u64,
-    pub(super) outputs: u64,
-    pub(super) window: WindowFigures,
-    pub(super) commits: Option<CommitTimes>,
+pub(crate) struct Throughput {
+    pub(crate) events: usize,
+    pub(crate) secs: f64,
+    pub(crate) cpu_secs: f64,
+    pub(crate) peak_rss_kib: u64,
+    pub(crate) outputs: u64,
+    pub(crate) window: WindowFigures,
+    pub(crate) commits: Option<CommitTimes>,
 }
 
 /// Durations of the steps of each commit, in microseconds.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct CommitTimes {
-    pub(super) offsets_us: Vec<u64>,
+pub(crate) struct CommitTimes {
+    pub(crate) offsets_us: Vec<u64>,
     /// Empty when the drain is part of `commit_us` (autoclaim's log times both together).
-    pub(super) drain_us: Vec<u64>,
-    pub(super) commit_us: Vec<u64>,
+    pub(crate) drain_us: Vec<u64>,
+    pub(crate) commit_us: Vec<u64>,
 }
 
-pub(super) fn mean_ms(v: &[u64]) -> f64 {
+pub(crate) fn mean_ms(v: &[u64]) -> f64 {
     v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1000.0
 }
 
-pub(super) fn quantile_ms(v: &[u64], q: f64) -> f64 {
+pub(crate) fn quantile_ms(v: &[u64], q: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_unstable();
     if v.is_empty() {
@@ -40,7 +39,7 @@ pub(super) fn quantile_ms(v: &[u64], q: f64) -> f64 {
 
 impl CommitTimes {
     /// From the debug lines of `autoclaim::pipeline::transaction` in a child's log.
-    pub(super) fn from_log(log: &str) -> Option<CommitTimes> {
+    pub(crate) fn from_log(log: &str) -> Option<CommitTimes> {
         let field = |l: &str| -> Option<u64> {
             l.split("elapsed_us=")
                 .nth(1)?
@@ -60,14 +59,14 @@ impl CommitTimes {
         (!times.commit_us.is_empty()).then_some(times)
     }
 
-    pub(super) fn total_secs(&self) -> f64 {
+    pub(crate) fn total_secs(&self) -> f64 {
         (self.offsets_us.iter().sum::<u64>()
             + self.drain_us.iter().sum::<u64>()
             + self.commit_us.iter().sum::<u64>()) as f64
             / 1e6
     }
 
-    pub(super) fn describe(&self, wall: f64) -> String {
+    pub(crate) fn describe(&self, wall: f64) -> String {
         let drain = if self.drain_us.is_empty() {
             String::from(" (drain included in commit)")
         } else {
@@ -88,7 +87,7 @@ impl CommitTimes {
         )
     }
 
-    pub(super) fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         json!({
             "count": self.commit_us.len(),
             "send_offsets_ms": {"mean": mean_ms(&self.offsets_us), "p99": quantile_ms(&self.offsets_us, 0.99)},
@@ -100,15 +99,15 @@ impl CommitTimes {
 }
 
 impl Throughput {
-    pub(super) fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.events as f64 / self.secs.max(1e-9)
     }
 
-    pub(super) fn cpu_per_million(&self) -> f64 {
+    pub(crate) fn cpu_per_million(&self) -> f64 {
         self.cpu_secs / (self.events as f64 / 1e6)
     }
 
-    pub(super) fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         json!({
             "events": self.events,
             "seconds": self.secs,
@@ -122,7 +121,7 @@ impl Throughput {
         })
     }
 
-    pub(super) fn line(&self, name: &str) -> String {
+    pub(crate) fn line(&self, name: &str) -> String {
         format!(
             "{name:<34} {:>9.0} events/s  {:>6.1} s  {:>6.1} CPU s/M events ({:.2} cores)  peak RSS {:>6.1} MiB  outputs {}\n{:<36}{}",
             self.rate(),

@@ -4,12 +4,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use autoclaim::telemetry;
 use serde_json::json;
 
-use super::*;
+use crate::child::wait_processed;
+use crate::figures::{CommitTimes, Throughput};
+use crate::harness::{Bench, Round};
+use crate::metrics_text::metric_sum;
+use crate::procfs::{cpu_secs, status_kib, Window};
 
 impl Bench<'_> {
-    pub(super) fn summarise_rounds(&mut self, rounds: &[Round]) {
+    pub(crate) fn summarise_rounds(&mut self, rounds: &[Round]) {
         let stats = |pick: &dyn Fn(&Round) -> Option<f64>| {
             let mut v: Vec<f64> = rounds.iter().filter_map(pick).collect();
             v.sort_by(f64::total_cmp);
@@ -67,7 +72,7 @@ impl Bench<'_> {
         self.results.insert("summary".into(), summary);
     }
 
-    pub(super) fn ceilings(&mut self) -> anyhow::Result<(Throughput, Throughput)> {
+    pub(crate) fn ceilings(&mut self) -> anyhow::Result<(Throughput, Throughput)> {
         let a = self.args;
         let input = self.main_topics("run").activity;
         let plain_out = format!("{}.{}.out", self.prefix, self.tagged("ceiling-plain"));
@@ -88,7 +93,7 @@ impl Bench<'_> {
     }
 
     /// With `--perf`: `perf record` of a child process until `stop_perf`.
-    pub(super) fn start_perf(&self, pid: &str, name: &str) -> Option<(Child, PathBuf)> {
+    pub(crate) fn start_perf(&self, pid: &str, name: &str) -> Option<(Child, PathBuf)> {
         if !self.args.perf {
             return None;
         }
@@ -107,18 +112,18 @@ impl Bench<'_> {
             .map(|c| (c, path))
     }
 
-    /// One pass-through in a process of its own (this binary), so that its CPU and peak memory are
-    /// its own, as autoclaim's are.
-    pub(super) fn pass_through_child(
+    /// One pass-through in a process of its own (this executable), so that its CPU and peak memory
+    /// are its own, as autoclaim's are.
+    pub(crate) fn pass_through_child(
         &self,
         kind: &str,
         input: &str,
         output: &str,
     ) -> anyhow::Result<Throughput> {
         let a = self.args;
-        let mut command = Command::new(&self.binary);
+        let mut command = Command::new(&self.harness);
         command
-            .args(["bench", "--brokers", &a.kafka.brokers])
+            .args(["--brokers", &a.kafka.brokers])
             .args(["--events", &a.events.to_string()])
             .args(["--batch-max-records", &a.batch_max_records.to_string()])
             .args([
@@ -161,7 +166,7 @@ impl Bench<'_> {
         serde_json::from_str(line).with_context(|| format!("pass-through output: {line}"))
     }
 
-    pub(super) fn run_phase(
+    pub(crate) fn run_phase(
         &mut self,
         plain: Option<&Throughput>,
         txn: Option<&Throughput>,
@@ -189,9 +194,9 @@ impl Bench<'_> {
         let peak = status_kib(&pid, "VmHWM");
         let metrics = child.metrics();
         stop_perf(perf);
-        let outputs = metric_sum(&metrics, crate::telemetry::ASSIGNMENTS)
-            + metric_sum(&metrics, crate::telemetry::FAILURES)
-            + metric_sum(&metrics, crate::telemetry::DEAD_LETTERS);
+        let outputs = metric_sum(&metrics, telemetry::ASSIGNMENTS)
+            + metric_sum(&metrics, telemetry::FAILURES)
+            + metric_sum(&metrics, telemetry::DEAD_LETTERS);
         let mut figures = Throughput {
             events: a.events,
             secs,
@@ -201,7 +206,7 @@ impl Bench<'_> {
             window: window.finish(),
             commits: None,
         };
-        let transactions = metric_sum(&metrics, crate::telemetry::TRANSACTIONS);
+        let transactions = metric_sum(&metrics, telemetry::TRANSACTIONS);
         child.stop();
         figures.commits = CommitTimes::from_log(&child.log_text());
         println!("{}", figures.line("autoclaim run (exactly once)"));
@@ -213,30 +218,27 @@ impl Bench<'_> {
         let mut entry = figures.json();
         entry["startup_s"] = json!(startup);
         entry["transactions"] = json!(transactions);
-        if let Some(p) = plain {
-            let r = figures.rate() / p.rate();
-            println!(
-                "{:<36}ratio to the plain pass-through: {:.0}% (target 60%)",
-                "",
-                r * 100.0
-            );
-            entry["ratio_plain"] = json!(r);
-        }
-        if let Some(t) = txn {
-            let r = figures.rate() / t.rate();
-            println!(
-                "{:<36}ratio to the transactional pass-through: {:.0}% (target 80%)",
-                "",
-                r * 100.0
-            );
-            entry["ratio_transactional"] = json!(r);
+        let ceilings = [
+            (plain, "plain", "ratio_plain", 60),
+            (txn, "transactional", "ratio_transactional", 80),
+        ];
+        for (ceiling, name, key, target) in ceilings {
+            if let Some(c) = ceiling {
+                let r = figures.rate() / c.rate();
+                println!(
+                    "{:<36}ratio to the {name} pass-through: {:.0}% (target {target}%)",
+                    "",
+                    r * 100.0
+                );
+                entry[key] = json!(r);
+            }
         }
         self.results.insert(self.tagged("run"), entry);
         Ok(figures)
     }
 }
 
-pub(super) fn stop_perf(perf: Option<(Child, PathBuf)>) {
+pub(crate) fn stop_perf(perf: Option<(Child, PathBuf)>) {
     if let Some((mut c, path)) = perf {
         let _ = Command::new("kill")
             .args(["-INT", &c.id().to_string()])

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-pub(super) fn proc_stat_ticks(pid: &str) -> Option<u64> {
+pub(crate) fn proc_stat_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -15,26 +15,26 @@ pub(super) fn proc_stat_ticks(pid: &str) -> Option<u64> {
 }
 
 /// CPU seconds (user + system, all threads) of a process; USER_HZ is 100 on Linux.
-pub(super) fn cpu_secs(pid: &str) -> f64 {
+pub(crate) fn cpu_secs(pid: &str) -> f64 {
     proc_stat_ticks(pid).unwrap_or(0) as f64 / 100.0
 }
 
-pub(super) fn status_kib(pid: &str, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: &str, field: &str) -> u64 {
     status_like(&format!("/proc/{pid}/status"), field)
 }
 
-pub(super) fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-pub(super) fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
 
 /// (busy, total) jiffies of the whole machine.
-pub(super) fn machine_jiffies() -> (u64, u64) {
+pub(crate) fn machine_jiffies() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(cpu) = stat.lines().next() else {
         return (0, 0);
@@ -50,23 +50,23 @@ pub(super) fn machine_jiffies() -> (u64, u64) {
 }
 
 /// What the machine and the broker did during a measured window.
-pub(super) struct Window {
-    pub(super) started: Instant,
-    pub(super) broker: Option<String>,
-    pub(super) broker_cpu: f64,
-    pub(super) machine: (u64, u64),
+pub(crate) struct Window {
+    pub(crate) started: Instant,
+    pub(crate) broker: Option<String>,
+    pub(crate) broker_cpu: f64,
+    pub(crate) machine: (u64, u64),
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct WindowFigures {
-    pub(super) wall: f64,
-    pub(super) broker_cpu: Option<f64>,
-    pub(super) machine_busy: f64,
-    pub(super) load: String,
+pub(crate) struct WindowFigures {
+    pub(crate) wall: f64,
+    pub(crate) broker_cpu: Option<f64>,
+    pub(crate) machine_busy: f64,
+    pub(crate) load: String,
 }
 
 impl Window {
-    pub(super) fn start(broker: Option<u32>) -> Window {
+    pub(crate) fn start(broker: Option<u32>) -> Window {
         let broker = broker.map(|p| p.to_string());
         Window {
             started: Instant::now(),
@@ -76,7 +76,7 @@ impl Window {
         }
     }
 
-    pub(super) fn finish(&self) -> WindowFigures {
+    pub(crate) fn finish(&self) -> WindowFigures {
         let (busy, total) = machine_jiffies();
         WindowFigures {
             wall: self.started.elapsed().as_secs_f64(),
@@ -91,7 +91,7 @@ impl Window {
 }
 
 impl WindowFigures {
-    pub(super) fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         json!({
             "wall_s": self.wall,
             "broker_cpu_s": self.broker_cpu,
@@ -100,7 +100,7 @@ impl WindowFigures {
         })
     }
 
-    pub(super) fn describe(&self, events: usize) -> String {
+    pub(crate) fn describe(&self, events: usize) -> String {
         let broker = self.broker_cpu.map_or(String::new(), |b| {
             format!(
                 ", broker {:.1} CPU s/M events ({:.2} cores)",
@@ -116,7 +116,7 @@ impl WindowFigures {
     }
 }
 
-pub(super) fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -135,7 +135,7 @@ pub(super) fn machine() -> serde_json::Value {
 }
 
 /// The number after `field:` in a file of `/proc/<pid>/status` or `/proc/meminfo` form (0 if none).
-pub(super) fn status_like(path: &str, field: &str) -> u64 {
+pub(crate) fn status_like(path: &str, field: &str) -> u64 {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
@@ -145,4 +145,15 @@ pub(super) fn status_like(path: &str, field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_figures_are_readable() {
+        assert!(status_kib("self", "VmHWM") > 0);
+        assert!(proc_stat_ticks("self").is_some());
+    }
 }

@@ -1,0 +1,105 @@
+//! `autoclaim-bench`: end-to-end figures of autoclaim against a real broker, in one run on the same
+//! topic shapes.
+//!
+//! 1. **Load**: the tables and N activity events of a seeded, realistic workload (`Scenario`, many
+//!    tenants) into fresh topics (every topic name of a run starts with its prefix).
+//! 2. **Ceilings**, in this binary: a bare pass-through (a `read_committed` group member that copies
+//!    each record, undecoded, to the same partition number of an output topic) without transactions,
+//!    and the same with transactions cut like autoclaim's (same batch bounds,
+//!    `send_offsets_to_transaction`, outputs drained with 1 ms polls, `commit_transaction`).
+//! 3. **`autoclaim run`**: the release binary as a child process on the same activity topic, timed
+//!    from its readiness (partitions restored, first record next) to the moment its committed
+//!    counters (`autoclaim_events_total` + `autoclaim_dead_letters_total`, polled every 20 ms) reach N.
+//! 4. **Latency**: a fresh activity topic, `run` started first, then events produced at a fixed rate;
+//!    a `read_committed` consumer of the assignments and failures topics takes, for every output, the
+//!    time it became visible minus the time its input event was handed to the producer (the event is
+//!    found by the output's `triggerEventId`). The service's own bucketed histogram
+//!    (`autoclaim_event_to_commit_seconds`, every event, until its commit returns) is printed next to it.
+//! 5. **Scale**: directories of U users (0 for the baseline), `run` started on them; restore time
+//!    (metric and log line), RSS after restore, bytes per tracked user.
+//! 6. **Instances**: 1, 2, 3 instances of `run` in one group on the loaded activity topic.
+//!
+//! CPU figures come from `/proc/<pid>/stat` (utime + stime, all threads) deltas over the measured
+//! window; peak memory from `VmHWM` (reset with `/proc/self/clear_refs` before each in-process
+//! ceiling). Each figure carries the load average at its end and the machine's busy share of its
+//! window (from `/proc/stat`), because the machine may be shared.
+//!
+//! A binary of its own rather than a subcommand of `autoclaim`, so that the product carries none
+//! of this; it starts the `autoclaim` binary built beside it (`--binary` for another).
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+mod args;
+mod child;
+mod cluster;
+mod figures;
+mod harness;
+mod instances;
+mod latency;
+mod metrics_text;
+mod pass_through;
+mod procfs;
+mod scale;
+mod throughput;
+
+/// The allocator of `autoclaim` (its main.rs says why), so that the pass-through ceilings, which
+/// run in this binary, allocate as the service they are compared with does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long the first contact with the cluster may take (an authentication or TLS failure stops it
+/// at once), as for autoclaim's commands.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let args = args::BenchArgs::parse();
+    init_logging();
+    match connect_and_run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autoclaim-bench: {}", error_text(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Resolves the security flags and makes the first contact, as autoclaim's commands do, so that
+/// settings that cannot work stop the run before it creates anything.
+fn connect_and_run(mut args: args::BenchArgs) -> anyhow::Result<()> {
+    args.kafka = std::mem::take(&mut args.kafka).resolve()?;
+    autoclaim::pipeline::connect::check(&args.kafka, CONNECT_TIMEOUT)?;
+    harness::command(args)
+}
+
+/// Logs to stderr as autoclaim's tools do: filtered by AUTOCLAIM_LOG (else warnings and errors, as
+/// the figures are the output), in colour only on a terminal and never with NO_COLOR set.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOCLAIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The error and its causes, each said once: many errors already name their source in their own
+/// message, which anyhow's `{:#}` would repeat.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
