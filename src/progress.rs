@@ -42,13 +42,6 @@ impl<W: Write> Progress<W> {
         }
     }
 
-    /// Starts a new line for another stage, leaving the last one's count on screen.
-    pub fn next_stage(&mut self, label: impl Into<String>) {
-        self.finish();
-        self.label = label.into();
-        self.count = 0;
-    }
-
     /// Leaves the final count on its own line.
     pub fn finish(&mut self) {
         if self.drawn_at.is_some() {

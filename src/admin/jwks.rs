@@ -21,8 +21,6 @@ use crate::telemetry;
 
 /// A token naming a key the set lacks makes the set be read again, at most this often.
 pub const ON_DEMAND_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
-/// How often a JWKS URL is fetched again, unless configured otherwise (as Entra's SDKs do).
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 /// Shortest refresh period accepted (zero would fetch in a loop).
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// One fetch, from name resolution to the end of the body, redirects included.

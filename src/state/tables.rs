@@ -116,10 +116,6 @@ impl Tables {
             .settings_in_force(at, self.propagation_delay)
     }
 
-    pub fn settings_versions(&self, tenant: &str) -> Option<&Versioned<TenantSettings>> {
-        self.tenants.get(tenant).map(|t| &t.settings)
-    }
-
     pub fn active_policies<'a>(
         &'a self,
         tenant: &str,
@@ -129,17 +125,6 @@ impl Tables {
         self.tenant(tenant)
             .into_iter()
             .flat_map(move |t| t.active_policies(at, delay))
-    }
-
-    /// Every policy of the tenant with all its retained versions (for admin listings).
-    pub fn policy_versions<'a>(
-        &'a self,
-        tenant: &str,
-    ) -> impl Iterator<Item = (&'a String, &'a Versioned<Policy>)> + 'a {
-        self.tenants
-            .get(tenant)
-            .into_iter()
-            .flat_map(|t| t.policies.iter())
     }
 
     /// How many policies are active, propagating or off at `now` (deleted ones in force are not
