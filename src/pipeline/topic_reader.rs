@@ -180,10 +180,12 @@ impl TopicReader {
     pub fn next_record(&mut self) -> Result<Option<BorrowedMessage<'_>>, ReadError> {
         while !self.pending.is_empty() {
             if Instant::now() > self.deadline {
+                let mut pending: Vec<i32> = self.pending.keys().copied().collect();
+                pending.sort_unstable();
                 return Err(ReadError::Timeout {
                     topic: self.topic.clone(),
                     timeout: self.timeout,
-                    pending: self.pending.keys().copied().collect(),
+                    pending,
                 });
             }
             match self.consumer.poll(POLL_WAIT) {
@@ -223,4 +225,109 @@ fn consumer(config: &ClientConfig) -> Result<BaseConsumer<QuietContext>, ReadErr
     config
         .create_with_context(QuietContext)
         .map_err(ReadError::Consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::pipeline::config::KafkaArgs;
+
+    /// The embedded broker with topic `t` of three partitions: `counts[p]` records on partition p,
+    /// each record's value its partition and offset.
+    fn cluster_with(
+        counts: [i64; 3],
+    ) -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        KafkaArgs,
+    ) {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 3, 1).expect("topic");
+        let kafka = KafkaArgs::plaintext(cluster.bootstrap_servers());
+        for (p, n) in counts.iter().enumerate() {
+            produce(&kafka, p as i32, 0..*n);
+        }
+        (cluster, kafka)
+    }
+
+    fn produce(kafka: &KafkaArgs, partition: i32, offsets: std::ops::Range<i64>) {
+        let producer: BaseProducer = clients::idempotent_producer(kafka).create().unwrap();
+        for o in offsets {
+            let value = format!("{partition}/{o}");
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("t")
+                        .partition(partition)
+                        .payload(&value),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    fn read(mut reader: TopicReader) -> Vec<String> {
+        let mut values = Vec::new();
+        while let Some(m) = reader.next_record().unwrap() {
+            values.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+        values.sort();
+        values
+    }
+
+    const WITHIN: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_topic_is_read_to_the_end_it_had_when_it_was_opened() {
+        let (_cluster, kafka) = cluster_with([3, 1, 0]);
+        let open = OpenTopic::new(&clients::table_reader(&kafka), "t", WITHIN).unwrap();
+        assert_eq!(
+            open.watermarks().values().map(|m| m.1).collect::<Vec<_>>(),
+            [3, 1, 0]
+        );
+        // Written after the ends were fixed: left for a later read.
+        produce(&kafka, 1, 1..3);
+        let values = read(open.read_all(WITHIN).unwrap());
+        assert_eq!(values, ["0/0", "0/1", "0/2", "1/0"]);
+    }
+
+    #[test]
+    fn a_read_starts_where_the_caller_says_and_leaves_out_what_it_skips() {
+        let (_cluster, kafka) = cluster_with([3, 2, 2]);
+        let open = OpenTopic::new(&clients::table_reader(&kafka), "t", WITHIN).unwrap();
+        let reader = open
+            .read_from(WITHIN, |p, _| match p {
+                0 => Some(Offset::Offset(1)),
+                1 => None,
+                _ => Some(Offset::Beginning),
+            })
+            .unwrap();
+        assert_eq!(read(reader), ["0/1", "0/2", "2/0", "2/1"]);
+    }
+
+    #[test]
+    fn named_partitions_are_read_to_the_offset_given_or_to_their_end() {
+        let (_cluster, kafka) = cluster_with([3, 2, 0]);
+        let spans = [(0, Some(2)), (1, None), (2, None)];
+        let reader =
+            TopicReader::partitions(&clients::restore_reader(&kafka), "t", &spans, WITHIN).unwrap();
+        assert_eq!(read(reader), ["0/0", "0/1", "1/0", "1/1"]);
+    }
+
+    #[test]
+    fn a_missing_topic_and_a_read_past_its_deadline_are_errors_of_their_own() {
+        let (_cluster, kafka) = cluster_with([2, 0, 0]);
+        let missing = OpenTopic::new(&clients::table_reader(&kafka), "nope", WITHIN);
+        assert!(matches!(missing, Err(ReadError::Missing(t)) if t == "nope"));
+        let open = OpenTopic::new(&clients::table_reader(&kafka), "t", WITHIN).unwrap();
+        let mut reader = open.read_all(Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        match reader.next_record() {
+            Err(ReadError::Timeout { topic, pending, .. }) => {
+                assert_eq!((topic.as_str(), pending), ("t", vec![0]));
+            }
+            other => panic!("expected a timeout, got {:?}", other.map(|m| m.is_some())),
+        }
+    }
 }
