@@ -40,8 +40,9 @@
 //!
 //! The command runs in phases, each in a module of its own: the reads (`offsets`, `outputs` with
 //! `dead_letters`, `activity` with `routes`), each checking what one record shows by itself as it
-//! is read; then the checks across records (`activity`, `routes`, `dead_letters`, `seats`,
-//! `replay`), in the order their problems and notes appear in the report (`report`).
+//! is read; then the checks across records (`activity`, `routes`, `dead_letters`, and `seats` and
+//! `replay`, which read the tables they need), in the order their problems and notes appear in the
+//! report (`report`).
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
