@@ -13,17 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::domain::time::Timestamp;
-use crate::pipeline::clients::{self, QuietContext};
+use crate::pipeline::clients;
 use crate::pipeline::config::{Compression, KafkaArgs, RunConfig, Topics};
 use crate::pipeline::processor::{Health, LoopCounts, PipelineError, Processor};
 use crate::pipeline::publish::Publisher;
+use crate::pipeline::topic_reader::{OpenTopic, ReadError};
 use crate::replay::Replayer;
 use crate::scenario::{Scenario, ScenarioConfig};
 use crate::wire::pb::{self, replay_record::Record};
@@ -542,43 +540,30 @@ fn partitions_for(events: usize, at_least: i32) -> i32 {
 /// but keeps committing, so no fixed deadline fits every size.
 const OUTPUT_STALL: Duration = Duration::from_secs(60);
 
+/// Every record of `topic` decoded, or as many as were read in 30 s (then the comparison with
+/// replay tells the outputs are incomplete).
 fn read_all<M>(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<M>>
 where
     M: prost::Message + serde::de::DeserializeOwned + Default,
 {
-    let consumer: BaseConsumer<QuietContext> =
-        clients::table_reader(kafka).create_with_context(QuietContext)?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut pending = std::collections::HashSet::new();
-    for p in metadata.topics()[0].partitions() {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            pending.insert(p.id());
-        }
-    }
+    let config = clients::table_reader(kafka);
+    let mut reader = match OpenTopic::new(&config, topic, Duration::from_secs(10)) {
+        Ok(open) => open.read_all(Duration::from_secs(30))?,
+        Err(ReadError::Missing(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
     let mut out = Vec::new();
-    if pending.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pending.is_empty() && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => {
+    loop {
+        match reader.next_record() {
+            Ok(Some(m)) => {
                 if let Some(v) = m.payload() {
                     out.push(codec::decode(v, Format::Json)?);
                 }
             }
+            Ok(None) | Err(ReadError::Timeout { .. }) => return Ok(out),
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(out)
 }
 
 /// The pipeline's own outcome counts, from its `autoclaim_events_total` metric.

@@ -76,8 +76,7 @@ fn committed_of(topics: &Topics, group: &str, partitions: &BTreeSet<i32>) -> i64
 
 /// Sum of the high watermarks of some activity partitions.
 fn end_of(topics: &Topics, partitions: &BTreeSet<i32>) -> i64 {
-    autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
-        .expect("watermarks")
+    activity_watermarks(topics)
         .iter()
         .filter(|(p, _)| partitions.contains(p))
         .map(|(_, (_, high))| *high)

@@ -1,16 +1,14 @@
 //! Operator commands: `autoclaim report` (the report read straight from the assignments topic, so it
 //! works without the API) and `autoclaim token` (a development token for a tenant and role, signed
 //! with the configured HS256 secret).
-use std::collections::HashSet;
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::auth::{self, DevClaims, GLOBAL_ADMINISTRATOR};
@@ -18,10 +16,11 @@ use super::report::{self, Report};
 use super::view::AdminView;
 use crate::domain::ids;
 use crate::domain::time::Timestamp;
-use crate::pipeline::clients::{self, QuietContext};
+use crate::pipeline::clients;
 use crate::pipeline::config::KafkaArgs;
 use crate::pipeline::records::RawRecord;
-use crate::wire::{codec, pb, Format};
+use crate::pipeline::topic_reader::{OpenTopic, ReadError};
+use crate::wire::{codec, pb, Format, WireError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -73,92 +72,26 @@ pub fn report_from_topic(
     timeout: Duration,
 ) -> anyhow::Result<Report> {
     let tenant = &*ids::canonical_str(tenant);
-    let consumer: BaseConsumer<QuietContext> = clients::table_reader(kafka)
-        .create_with_context(QuietContext)
-        .context("cannot create a Kafka consumer")?;
-    let marks = clients::watermarks(&consumer, topic, timeout).with_context(|| {
-        format!(
-            "cannot read the partitions and offsets of {topic} from {}",
-            kafka.brokers
-        )
-    })?;
-    if marks.is_empty() {
-        bail!("topic {topic} does not exist");
-    }
-    let partitions: Vec<i32> = marks.keys().copied().collect();
+    let read_error = |e| report_read_error(e, kafka);
+    let open = OpenTopic::new(&clients::table_reader(kafka), topic, timeout).map_err(read_error)?;
     // Records are timestamped when the processor writes them; an hour of margin for clock skew.
     let from = report::window_start(now, days).saturating_sub(Duration::from_secs(3600));
-    let mut by_time = TopicPartitionList::new();
-    for p in &partitions {
-        by_time.add_partition_offset(topic, *p, Offset::Offset(from.as_millis()))?;
-    }
-    let starts = clients::retry_transient(timeout, topic, || {
-        consumer.offsets_for_times(by_time.clone(), timeout)
-    })
-    .context("cannot look up offsets by time")?;
-    let mut assignment = TopicPartitionList::new();
-    let mut pending = HashSet::new();
-    for p in &partitions {
-        let (low, high) = marks[p];
-        let start = starts
-            .find_partition(topic, *p)
-            .map(|e| e.offset())
-            .unwrap_or(Offset::Beginning);
-        let start = match start {
-            Offset::End => continue,
-            Offset::Offset(o) if o >= high => continue,
-            Offset::Offset(o) => Offset::Offset(o.max(low)),
-            _ => Offset::Beginning,
-        };
-        if high > low {
-            assignment.add_partition_offset(topic, *p, start)?;
-            pending.insert(*p);
-        }
-    }
+    let starts = offsets_by_time(&open, topic, from, timeout)?;
+    let mut reader = open
+        .read_from(timeout, |p, marks| {
+            start_offset(starts.find_partition(topic, p).map(|e| e.offset()), marks)
+        })
+        .map_err(read_error)?;
     let mut view = AdminView::new(Duration::ZERO);
-    if !pending.is_empty() {
-        consumer.assign(&assignment)?;
-    }
-    let deadline = Instant::now() + timeout;
     let mut skipped = 0u64;
-    while !pending.is_empty() {
-        if Instant::now() > deadline {
-            bail!("{topic} could not be read to its end within {timeout:?}");
-        }
-        let message = match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-                continue;
-            }
-            Some(Err(e)) if clients::is_transient(&e) => {
-                tracing::warn!(topic, error = %e, "transient error while reading; going on");
-                continue;
-            }
-            Some(Err(e)) => return Err(e).context(format!("reading {topic}")),
-            Some(Ok(m)) => m,
-        };
-        // Assignments are keyed by tenant: other tenants' records are skipped undecoded.
-        if message
-            .key()
-            .is_some_and(|k| !std::str::from_utf8(k).is_ok_and(|k| ids::same(k, tenant)))
-        {
-            continue;
-        }
-        let raw = RawRecord::of(&message);
-        let Some(value) = raw.value else { continue };
-        let decoded = Format::from_content_type(raw.content_type)
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                codec::decode::<pb::LicenseAssignment>(value, f).map_err(|e| e.to_string())
-            });
-        match decoded {
-            Ok(a) if ids::same(&a.tenant_id, tenant) => {
+    while let Some(message) = reader.next_record().map_err(read_error)? {
+        match tenant_assignment(&message, tenant) {
+            Ok(Some(a)) => {
                 if view.apply_assignment(a).is_err() {
                     skipped += 1;
                 }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(_) => skipped += 1,
         }
     }
@@ -167,6 +100,69 @@ pub fn report_from_topic(
     }
     let rows = view.assignments_since(tenant, report::window_start(now, days));
     Ok(report::build(tenant, days, now, rows, &[]))
+}
+
+/// The first offset of each partition written at or after `from`.
+fn offsets_by_time(
+    open: &OpenTopic,
+    topic: &str,
+    from: Timestamp,
+    timeout: Duration,
+) -> anyhow::Result<TopicPartitionList> {
+    let mut by_time = TopicPartitionList::new();
+    for p in open.watermarks().keys() {
+        by_time.add_partition_offset(topic, *p, Offset::Offset(from.as_millis()))?;
+    }
+    clients::retry_transient(timeout, topic, || {
+        open.consumer().offsets_for_times(by_time.clone(), timeout)
+    })
+    .context("cannot look up offsets by time")
+}
+
+/// Where a partition with watermarks `(low, high)` is read from, given the offset found by time:
+/// nothing to read when no record is that recent, the beginning when the lookup found none.
+fn start_offset(found: Option<Offset>, (low, high): (i64, i64)) -> Option<Offset> {
+    match found.unwrap_or(Offset::Beginning) {
+        Offset::End => None,
+        Offset::Offset(o) if o >= high => None,
+        Offset::Offset(o) => Some(Offset::Offset(o.max(low))),
+        _ => Some(Offset::Beginning),
+    }
+}
+
+/// The tenant's assignment a record holds, if it holds one. Assignments are keyed by tenant: other
+/// tenants' records are skipped undecoded.
+fn tenant_assignment(
+    message: &BorrowedMessage<'_>,
+    tenant: &str,
+) -> Result<Option<pb::LicenseAssignment>, WireError> {
+    if message
+        .key()
+        .is_some_and(|k| !std::str::from_utf8(k).is_ok_and(|k| ids::same(k, tenant)))
+    {
+        return Ok(None);
+    }
+    let raw = RawRecord::of(message);
+    let Some(value) = raw.value else {
+        return Ok(None);
+    };
+    let format = Format::from_content_type(raw.content_type)?;
+    let a: pb::LicenseAssignment = codec::decode(value, format)?;
+    Ok(ids::same(&a.tenant_id, tenant).then_some(a))
+}
+
+/// The report's wording of the errors it has its own words for.
+fn report_read_error(error: ReadError, kafka: &KafkaArgs) -> anyhow::Error {
+    match error {
+        ReadError::Partitions { topic, source } => anyhow::Error::new(source).context(format!(
+            "cannot read the partitions and offsets of {topic} from {}",
+            kafka.brokers
+        )),
+        ReadError::Timeout { topic, timeout, .. } => {
+            anyhow!("{topic} could not be read to its end within {timeout:?}")
+        }
+        other => other.into(),
+    }
 }
 
 pub fn report_command(args: ReportArgs) -> anyhow::Result<ExitCode> {

@@ -60,11 +60,11 @@ pub fn partition_counts(
         brokers: kafka.brokers.clone(),
         source,
     })?;
-    Ok(metadata
-        .topics()
+    Ok(names
         .iter()
-        .filter(|t| t.error().is_none() && names.contains(&t.name()))
-        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .map(|name| (*name, clients::partition_ids(&metadata, name).len()))
+        .filter(|(_, count)| *count > 0)
+        .map(|(name, count)| (name.to_owned(), count))
         .collect())
 }
 

@@ -1,8 +1,13 @@
 //! librdkafka client settings, in one place so that every client agrees on them.
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::Client;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+use rdkafka::ClientContext;
 
 use super::config::{Compression, KafkaArgs};
 
@@ -234,24 +239,40 @@ pub fn retry_transient<T>(
     }
 }
 
-/// The partitions of `topic` with their low and high watermarks (of committed records, for a
-/// read_committed consumer), retrying transient errors; empty when the topic does not exist.
-pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &rdkafka::consumer::BaseConsumer<C>,
+/// Low and high watermarks by partition: the first offset still in the topic and the next one to
+/// be written (of committed records, for a read_committed consumer).
+pub type Watermarks = BTreeMap<i32, (i64, i64)>;
+
+/// The partitions of `topic`, retrying transient errors; empty when the topic does not exist.
+pub fn topic_partitions<C: ClientContext>(
+    client: &Client<C>,
     topic: &str,
     timeout: Duration,
-) -> KafkaResult<std::collections::BTreeMap<i32, (i64, i64)>> {
-    use rdkafka::consumer::Consumer;
+) -> KafkaResult<Vec<i32>> {
     let metadata = retry_transient(timeout, topic, || {
-        consumer.fetch_metadata(Some(topic), timeout)
+        client.fetch_metadata(Some(topic), timeout)
     })?;
-    let partitions: Vec<i32> = metadata
+    Ok(partition_ids(&metadata, topic))
+}
+
+/// The partitions of `topic` in a metadata answer; empty when the answer says it does not exist.
+pub fn partition_ids(metadata: &Metadata, topic: &str) -> Vec<i32> {
+    metadata
         .topics()
         .iter()
-        .filter(|t| t.error().is_none())
+        .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    partitions
+        .collect()
+}
+
+/// The partitions of `topic` with their watermarks, retrying transient errors; empty when the
+/// topic does not exist.
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Watermarks> {
+    topic_partitions(consumer.client(), topic, timeout)?
         .into_iter()
         .map(|p| {
             retry_transient(timeout, topic, || {
@@ -271,7 +292,7 @@ pub const TRANSIENT_WINDOW: Duration = Duration::from_secs(60);
 /// events that table readers ask for on purpose, and leaves statistics to whoever asked for them.
 pub struct QuietContext;
 
-impl rdkafka::ClientContext for QuietContext {
+impl ClientContext for QuietContext {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(error, reason);
     }
@@ -279,7 +300,7 @@ impl rdkafka::ClientContext for QuietContext {
     fn stats(&self, _: rdkafka::Statistics) {}
 }
 
-impl rdkafka::consumer::ConsumerContext for QuietContext {}
+impl ConsumerContext for QuietContext {}
 
 pub fn log_client_error(error: KafkaError, reason: &str) {
     match error {

@@ -15,4 +15,5 @@ pub mod records;
 pub mod restore;
 pub mod security;
 pub mod stall;
+pub mod topic_reader;
 pub mod transaction;

@@ -1,6 +1,9 @@
 //! Which activity partition a tenant belongs to. Activity producers key records by tenant id with
 //! Kafka's default partitioner (murmur2, as the Java client and librdkafka's `murmur2_random` do), so
 //! the processor can tell which instance owns a tenant's directory rows without any coordination.
+//! A record that arrives elsewhere (another partitioner) is routed to its tenant's partition:
+//! `placement` is that rule, for the processor and for the checker of what it did.
+use super::transaction::Input;
 
 /// Kafka's murmur2 hash (the variant of `org.apache.kafka.common.utils.Utils.murmur2`).
 pub fn murmur2(data: &[u8]) -> u32 {
@@ -40,6 +43,29 @@ pub fn tenant_partition(tenant_id: &str, partitions: i32) -> i32 {
     ((murmur2(tenant_id.as_bytes()) & 0x7fff_ffff) % partitions as u32) as i32
 }
 
+/// Where a readable activity record is decided, by the partition (of `input`) it arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On its tenant's partition: decided there.
+    Owned,
+    /// On another partition of the activity topic: routed to its tenant's partition, `owner`.
+    Route { owner: i32 },
+    /// On another partition of the repartition topic: routed under another partition count.
+    /// Deciding it there would give its tenant a second writer, so it is dead-lettered.
+    Misrouted { owner: i32 },
+}
+
+/// Where a record of `tenant_id` that arrived on `partition` of `input` is decided, with
+/// `partitions` activity partitions.
+pub fn placement(tenant_id: &str, partition: i32, input: Input, partitions: i32) -> Placement {
+    let owner = tenant_partition(tenant_id, partitions);
+    match input {
+        _ if owner == partition => Placement::Owned,
+        Input::Activity => Placement::Route { owner },
+        Input::Repartition => Placement::Misrouted { owner },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +92,23 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn a_record_off_its_tenants_partition_is_routed_once_and_never_again() {
+        let owner = tenant_partition("tenant-1", 3);
+        let other = (owner + 1) % 3;
+        for input in [Input::Activity, Input::Repartition] {
+            assert_eq!(placement("tenant-1", owner, input, 3), Placement::Owned);
+        }
+        assert_eq!(
+            placement("tenant-1", other, Input::Activity, 3),
+            Placement::Route { owner }
+        );
+        assert_eq!(
+            placement("tenant-1", other, Input::Repartition, 3),
+            Placement::Misrouted { owner }
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::config::RunConfig;
 use super::feed::TableFeed;
 use super::kafka_stats::{self, ProducerStats};
 use super::metrics::BatchMetrics;
-use super::partitioner::tenant_partition;
+use super::partitioner::{placement, Placement};
 use super::positions::{start_at_committed_offsets, PositionsError};
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
@@ -755,22 +755,23 @@ impl Core {
         event: &Activity,
     ) -> Result<bool, PipelineError> {
         let partition = message.partition();
-        let owner = tenant_partition(&event.tenant_id, self.activity_partitions);
-        if owner == partition {
-            self.decide(partition, event)?;
-            Ok(false)
-        } else if input == Input::Activity {
-            self.route(message, &event.tenant_id, owner)?;
-            Ok(true)
-        } else {
-            // Routed under another partition count: deciding it here would give its tenant a
-            // second writer.
-            let e = WireError::field(
-                "tenantId",
-                format!("tenant {} belongs to partition {owner}, but was routed to partition {partition} (has the activity topic's partition count changed?)", event.tenant_id),
-            );
-            self.dead_letter(message, &e)?;
-            Ok(false)
+        match placement(&event.tenant_id, partition, input, self.activity_partitions) {
+            Placement::Owned => {
+                self.decide(partition, event)?;
+                Ok(false)
+            }
+            Placement::Route { owner } => {
+                self.route(message, &event.tenant_id, owner)?;
+                Ok(true)
+            }
+            Placement::Misrouted { owner } => {
+                let e = WireError::field(
+                    "tenantId",
+                    format!("tenant {} belongs to partition {owner}, but was routed to partition {partition} (has the activity topic's partition count changed?)", event.tenant_id),
+                );
+                self.dead_letter(message, &e)?;
+                Ok(false)
+            }
         }
     }
 

@@ -70,14 +70,12 @@ impl Publisher {
     /// Sends every activity record to the partition after its tenant's, as a producer with another
     /// partitioner would (to measure routing).
     pub fn misplacing_activity(mut self) -> Result<Self, KafkaError> {
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topics.activity), Duration::from_secs(30))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
+        let partitions = clients::topic_partitions(
+            self.producer.client(),
+            &self.topics.activity,
+            Duration::from_secs(30),
+        )?
+        .len() as i32;
         if partitions == 0 {
             return Err(KafkaError::MetadataFetch(
                 RDKafkaErrorCode::UnknownTopicOrPartition,

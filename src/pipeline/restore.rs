@@ -1,15 +1,14 @@
 //! Rebuilding a partition's state before any of its input is processed: what this processor assigned
 //! (its changelog partition, the assignments topic) and the directory rows of its tenants (a filtered
 //! read of the whole directory topic, up to where the live table feed stands).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -17,6 +16,7 @@ use super::clients::{self, QuietContext};
 use super::config::{KafkaArgs, Topics};
 use super::partitioner::tenant_partition;
 use super::records::{self, DirectoryChange, RawRecord};
+use super::topic_reader::{ReadError, TopicReader};
 use crate::state::PartitionState;
 
 /// A restore that cannot finish in this time fails rather than hang.
@@ -28,6 +28,21 @@ pub enum RestoreError {
     Kafka(#[from] KafkaError),
     #[error("restore of partitions {0:?} did not finish within {RESTORE_TIMEOUT:?}")]
     Timeout(Vec<i32>),
+}
+
+impl From<ReadError> for RestoreError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Timeout { pending, .. } => RestoreError::Timeout(pending),
+            ReadError::Consumer(e)
+            | ReadError::Partitions { source: e, .. }
+            | ReadError::Kafka { source: e, .. } => RestoreError::Kafka(e),
+            // A restore names its partitions rather than look the topic up, so this never comes.
+            ReadError::Missing(_) => RestoreError::Kafka(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            )),
+        }
+    }
 }
 
 /// What a restore read, for logs and metrics.
@@ -67,78 +82,24 @@ pub fn restore_partitions(
     wait_for_open_transactions(kafka, &topics.assignments, partitions, started)?;
     // The changelog first: what this processor assigned in these partitions.
     let changelog: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
-    read_to_end(
+    restore_changelog(
         kafka,
         &topics.assignments,
         &changelog,
         started,
-        |p, raw, offset| {
-            stats.changelog_read += 1;
-            match records::assignment_record(raw) {
-                Ok(a) => {
-                    if let Some(state) = states.get_mut(&p) {
-                        state.record_assignment(
-                            &a.tenant_id,
-                            &a.user_id,
-                            a.product,
-                            a.seats_counted_from,
-                        );
-                        stats.assignments += 1;
-                    }
-                }
-                Err(e) => {
-                    stats.skipped += 1;
-                    warn!(partition = p, offset, error = %e, "skipping unreadable assignment record");
-                }
-            }
-        },
+        &mut states,
+        &mut stats,
     )?;
-    // Then the directory rows of the tenants these partitions own. Decoding them is most of a
-    // restore's work, so it runs on a second thread while this one reads from Kafka.
-    let directory: Vec<(i32, Option<i64>)> = directory_until
-        .iter()
-        .filter(|(_, until)| **until > 0)
-        .map(|(p, until)| (*p, Some(*until)))
-        .collect();
-    let mut directory_read = 0;
-    let (rows, skipped) = std::thread::scope(|scope| {
-        let (batches, received) = mpsc::sync_channel::<RecordBatch>(DIRECTORY_QUEUE_BATCHES);
-        let applier = scope.spawn(|| {
-            apply_directory_batches(
-                received,
-                &mut states,
-                activity_partitions,
-                &topics.directory,
-            )
-        });
-        let mut batch = RecordBatch::with_capacity(DIRECTORY_BATCH);
-        let read = read_to_end(
-            kafka,
-            &topics.directory,
-            &directory,
-            started,
-            |p, raw, offset| {
-                directory_read += 1;
-                batch.push(p, raw, offset);
-                if batch.len() == DIRECTORY_BATCH {
-                    // A send fails only if the applier is gone, which its join below reports.
-                    let _ = batches.send(std::mem::replace(
-                        &mut batch,
-                        RecordBatch::with_capacity(DIRECTORY_BATCH),
-                    ));
-                }
-            },
-        );
-        if !batch.is_empty() {
-            let _ = batches.send(batch);
-        }
-        drop(batches);
-        let applied = applier
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        read.map(|()| applied)
-    })?;
-    stats.directory_read = directory_read;
+    // Then the directory rows of the tenants these partitions own.
+    let directory = DirectoryRead {
+        kafka,
+        topic: &topics.directory,
+        until: directory_until,
+        activity_partitions,
+        started,
+    };
+    let (read, rows, skipped) = directory.restore(&mut states)?;
+    stats.directory_read = read;
     stats.directory_rows += rows;
     stats.skipped += skipped;
     stats.elapsed = started.elapsed();
@@ -150,6 +111,97 @@ pub fn restore_partitions(
         "partition state restored"
     );
     Ok((states, stats))
+}
+
+/// Applies the changelog (the assignments topic) of `partitions` to their states.
+fn restore_changelog(
+    kafka: &KafkaArgs,
+    topic: &str,
+    partitions: &[(i32, Option<i64>)],
+    started: Instant,
+    states: &mut HashMap<i32, PartitionState>,
+    stats: &mut RestoreStats,
+) -> Result<(), RestoreError> {
+    read_to_end(kafka, topic, partitions, started, |p, raw, offset| {
+        stats.changelog_read += 1;
+        match records::assignment_record(raw) {
+            Ok(a) => {
+                if let Some(state) = states.get_mut(&p) {
+                    state.record_assignment(
+                        &a.tenant_id,
+                        &a.user_id,
+                        a.product,
+                        a.seats_counted_from,
+                    );
+                    stats.assignments += 1;
+                }
+            }
+            Err(e) => {
+                stats.skipped += 1;
+                warn!(partition = p, offset, error = %e, "skipping unreadable assignment record");
+            }
+        }
+    })
+}
+
+/// The directory read of a restore: every directory partition up to where the live feed stands.
+struct DirectoryRead<'a> {
+    kafka: &'a KafkaArgs,
+    topic: &'a str,
+    until: &'a HashMap<i32, i64>,
+    activity_partitions: i32,
+    started: Instant,
+}
+
+impl DirectoryRead<'_> {
+    /// Applies the rows of the tenants `states` owns; returns the records read, the rows applied
+    /// and the records skipped. Decoding them is most of a restore's work, so it runs on a second
+    /// thread while this one reads from Kafka.
+    fn restore(
+        &self,
+        states: &mut HashMap<i32, PartitionState>,
+    ) -> Result<(u64, u64, u64), RestoreError> {
+        let directory: Vec<(i32, Option<i64>)> = self
+            .until
+            .iter()
+            .filter(|(_, until)| **until > 0)
+            .map(|(p, until)| (*p, Some(*until)))
+            .collect();
+        let mut read = 0;
+        let (rows, skipped) = std::thread::scope(|scope| {
+            let (batches, received) = mpsc::sync_channel::<RecordBatch>(DIRECTORY_QUEUE_BATCHES);
+            let applier = scope.spawn(|| {
+                apply_directory_batches(received, states, self.activity_partitions, self.topic)
+            });
+            let mut batch = RecordBatch::with_capacity(DIRECTORY_BATCH);
+            let result = read_to_end(
+                self.kafka,
+                self.topic,
+                &directory,
+                self.started,
+                |p, raw, offset| {
+                    read += 1;
+                    batch.push(p, raw, offset);
+                    if batch.len() == DIRECTORY_BATCH {
+                        // A send fails only if the applier is gone, which its join below reports.
+                        let _ = batches.send(std::mem::replace(
+                            &mut batch,
+                            RecordBatch::with_capacity(DIRECTORY_BATCH),
+                        ));
+                    }
+                },
+            );
+            if !batch.is_empty() {
+                let _ = batches.send(batch);
+            }
+            drop(batches);
+            let applied = applier
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            result.map(|()| applied)
+        })?;
+        Ok((read, rows, skipped))
+    }
 }
 
 /// Directory records handed to the applier thread at a time, and batches it may have queued.
@@ -264,46 +316,15 @@ fn read_to_end(
     if partitions.is_empty() {
         return Ok(());
     }
-    let consumer: BaseConsumer<QuietContext> =
-        clients::restore_reader(kafka).create_with_context(QuietContext)?;
-    let mut assignment = TopicPartitionList::new();
-    for (p, _) in partitions {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let until: HashMap<i32, Option<i64>> = partitions.iter().copied().collect();
-    let mut pending: HashSet<i32> = until.keys().copied().collect();
-    while !pending.is_empty() {
-        if started.elapsed() > RESTORE_TIMEOUT {
-            return Err(RestoreError::Timeout(pending.into_iter().collect()));
-        }
-        let message = match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-                continue;
-            }
-            // A broker away or a leader moving: librdkafka fetches again by itself.
-            Some(Err(e)) if clients::is_transient(&e) => {
-                warn!(topic, error = %e, "transient error while restoring; going on");
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(m)) => m,
-        };
-        let p = message.partition();
-        if !pending.contains(&p) {
-            continue;
-        }
-        let limit = until.get(&p).copied().flatten();
-        if limit.is_some_and(|l| message.offset() >= l) {
-            pending.remove(&p);
-            continue;
-        }
-        apply(p, &RawRecord::of(&message), message.offset());
-        if limit.is_some_and(|l| message.offset() + 1 >= l) {
-            pending.remove(&p);
-        }
+    let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
+    let config = clients::restore_reader(kafka);
+    let mut reader = TopicReader::partitions(&config, topic, partitions, left)?;
+    while let Some(message) = reader.next_record()? {
+        apply(
+            message.partition(),
+            &RawRecord::of(&message),
+            message.offset(),
+        );
     }
     Ok(())
 }

@@ -7,18 +7,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autoclaim::pipeline::admin;
-use autoclaim::pipeline::clients::{self, QuietContext};
+use autoclaim::pipeline::clients;
 pub use autoclaim::pipeline::config::{KafkaArgs, Topics};
 
 pub mod segment;
 use autoclaim::pipeline::publish::Publisher;
 use autoclaim::pipeline::records;
+use autoclaim::pipeline::topic_reader::{self, OpenTopic, ReadError};
 use autoclaim::replay::Replayer;
 use autoclaim::wire::{codec, pb, Format};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 /// The broker under test. Integration tests never pass silently without one.
 pub fn brokers() -> String {
@@ -132,59 +131,40 @@ impl Read {
     }
 }
 
-/// Every committed record of a topic (read_committed, to the end).
+/// Every committed record of a topic (read_committed, to its end; none if it does not exist).
 pub fn read_committed(topic: &str) -> Vec<Read> {
-    let consumer: BaseConsumer<QuietContext> = clients::table_reader(&kafka())
-        .create_with_context(QuietContext)
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut pending = std::collections::HashSet::new();
-    for p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .unwrap();
-        if high > low {
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)
-                .unwrap();
-            pending.insert(*p);
-        }
+    let config = clients::table_reader(&kafka());
+    let mut reader = match OpenTopic::new(&config, topic, Duration::from_secs(10)) {
+        Ok(open) => open.read_all(Duration::from_secs(60)),
+        Err(ReadError::Missing(_)) => return Vec::new(),
+        Err(e) => Err(e),
     }
+    .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
     let mut out = Vec::new();
-    if pending.is_empty() {
-        return out;
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pending.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topic} did not reach its end"
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            Some(Ok(m)) => out.push(Read {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: records::header_pairs(&m).into_iter().collect(),
-                header_list: records::header_pairs(&m),
-            }),
-        }
+    while let Some(m) = reader
+        .next_record()
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
+    {
+        out.push(Read {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: records::header_pairs(&m).into_iter().collect(),
+            header_list: records::header_pairs(&m),
+        });
     }
     out
+}
+
+/// The activity topic's partitions and their watermarks (of committed records).
+pub fn activity_watermarks(topics: &Topics) -> clients::Watermarks {
+    topic_reader::watermarks(
+        &clients::table_reader(&kafka()),
+        &topics.activity,
+        Duration::from_secs(30),
+    )
+    .expect("activity watermarks")
 }
 
 fn format_of(read: &Read) -> Format {
@@ -424,11 +404,7 @@ pub fn verify(topics: &Topics, group: &str) -> autoclaim::verify::Report {
 /// Sum over the activity partitions of the group's committed offsets: how far the group is (0 while
 /// an open transaction still holds one of them; for polling until a target is reached).
 pub fn committed_total(topics: &Topics, group: &str) -> i64 {
-    let partitions: Vec<i32> =
-        autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
-            .expect("activity watermarks")
-            .into_keys()
-            .collect();
+    let partitions: Vec<i32> = activity_watermarks(topics).into_keys().collect();
     try_committed_sum(topics, group, &partitions).unwrap_or(0)
 }
 
@@ -458,8 +434,7 @@ fn try_committed_sum(topics: &Topics, group: &str, partitions: &[i32]) -> Option
 
 /// Sum of the activity partitions' high watermarks: how many records were published.
 pub fn activity_end_total(topics: &Topics) -> i64 {
-    autoclaim::verify::watermarks(&kafka(), &topics.activity, Duration::from_secs(30))
-        .expect("activity watermarks")
+    activity_watermarks(topics)
         .values()
         .map(|(_, high)| *high)
         .sum()
@@ -530,7 +505,7 @@ pub fn wait_clean(topics: &Topics, group: &str, timeout: Duration) -> autoclaim:
         let permanent = report
             .problems
             .iter()
-            .any(|p| PERMANENT_PROBLEMS.contains(&p.kind));
+            .any(|p| PERMANENT_PROBLEMS.contains(&p.kind.name()));
         assert!(
             !permanent && Instant::now() < deadline,
             "autoclaim verify finds problems:\n{}",
