@@ -8,7 +8,7 @@
 //!
 //! Groups (all with `Throughput::Elements`, one element = one activity event):
 //! - `full_path/json_in_protobuf_out`: JSON decode + validate, decide, protobuf encode of the decision.
-//! - `decide/pre_decoded`: `state::process` only.
+//! - `decide/pre_decoded`: `state::decide_and_record` only.
 //! - `decode/json`: JSON decode + validate only (with `decode/protobuf` next to it for comparison, and
 //!   `decode/json_without_schema_version`, the same payloads without their one numeric field).
 //! - `full_path/protobuf_in_protobuf_out`: protobuf decode + validate, decide, protobuf encode.
@@ -46,7 +46,7 @@ use autoclaim::domain::seats::Inventory;
 use autoclaim::domain::settings::{Scope, TenantSettings};
 use autoclaim::domain::time::Timestamp;
 use autoclaim::state::tables::DEFAULT_PROPAGATION_DELAY;
-use autoclaim::state::{process, PartitionState, Tables};
+use autoclaim::state::{decide_and_record, PartitionState, Tables};
 use autoclaim::wire::{codec, output, pb, Format};
 
 // ------------------------------------------------------------------------------------------ scale
@@ -699,7 +699,7 @@ fn full_path(
         Format::Json => decode_json(bytes),
         Format::Protobuf => decode_protobuf(bytes),
     };
-    let decision = process(tables, partition, &event);
+    let decision = decide_and_record(tables, partition, &event);
     encode_decision(&decision, decided_at)
 }
 
@@ -721,7 +721,7 @@ fn pass(label: &str, tables: &Tables, partition: &mut PartitionState, events: &[
     let mut mix: BTreeMap<&str, usize> = BTreeMap::new();
     let start = Instant::now();
     for event in events {
-        let d = process(tables, partition, event);
+        let d = decide_and_record(tables, partition, event);
         *mix.entry(outcome_name(&d.outcome)).or_default() += 1;
     }
     let elapsed = start.elapsed();
@@ -952,7 +952,7 @@ fn main() {
         let decisions: Vec<Decision> = pool
             .decoded
             .iter()
-            .map(|e| process(&tables, &mut partition, e))
+            .map(|e| decide_and_record(&tables, &mut partition, e))
             .collect();
         interleaved(
             &[
@@ -980,7 +980,7 @@ fn main() {
                     Format::Protobuf,
                     decided_at,
                 ))),
-                2 => drop(black_box(process(
+                2 => drop(black_box(decide_and_record(
                     &tables,
                     &mut partition,
                     &pool.decoded[i],
@@ -1039,7 +1039,7 @@ fn main() {
         let mut i = 0;
         group.bench_function("pre_decoded", |b| {
             b.iter(|| {
-                let d = process(&tables, &mut partition, &pool.decoded[i]);
+                let d = decide_and_record(&tables, &mut partition, &pool.decoded[i]);
                 i = (i + 1) % n;
                 d
             })
@@ -1093,7 +1093,7 @@ fn main() {
             let decisions = decisions.get_or_init(|| {
                 pool.decoded
                     .iter()
-                    .map(|e| process(&tables, &mut partition, e))
+                    .map(|e| decide_and_record(&tables, &mut partition, e))
                     .collect()
             });
             b.iter(|| {
@@ -1222,7 +1222,7 @@ fn main() {
                     let mut p = fresh_partition(batch);
                     let start = clock.now();
                     for event in &batch.pool.decoded {
-                        black_box(process(&tables, &mut p, event));
+                        black_box(decide_and_record(&tables, &mut p, event));
                     }
                     timed += clock.now().saturating_sub(start);
                 }

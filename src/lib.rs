@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod demo;
 pub mod domain;
+pub mod error_text;
 pub mod http;
 pub mod loadgen;
 pub mod pipeline;

@@ -81,27 +81,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("autoclaim: {}", error_text(&e));
+            eprintln!(
+                "autoclaim: {}",
+                autoclaim::error_text::error_text(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
-}
-
-/// The error and its causes, each said once: many errors already name their source in their own
-/// message, which anyhow's `{:#}` would repeat.
-fn error_text(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if text.contains(&cause) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&cause);
-    }
-    text
 }
 
 /// Every command logs the same way: to stderr, filtered by AUTOCLAIM_LOG (else `default_level`), in
@@ -208,19 +194,6 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cause_already_in_the_message_is_not_printed_again() {
-        let cause = io::Error::other("connection refused");
-        let error =
-            anyhow::Error::new(cause).context("cannot reach the broker: connection refused");
-        assert_eq!(
-            error_text(&error),
-            "cannot reach the broker: connection refused"
-        );
-        let error = anyhow::Error::new(io::Error::other("connection refused")).context("restoring");
-        assert_eq!(error_text(&error), "restoring: connection refused");
-    }
 
     #[test]
     fn no_color_turns_colour_off_even_on_a_terminal() {

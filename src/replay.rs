@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::domain::activity::{Activity, DEFAULT_MAX_EVENT_TIME_SKEW};
 use crate::domain::directory::DirectoryUser;
-use crate::state::{process, PartitionState, Tables};
+use crate::state::{decide_and_record, PartitionState, Tables};
 use crate::wire::convert::{self, InventoryRecord, PolicyRecord, SettingsRecord};
 use crate::wire::pb::replay_record::Record;
 use crate::wire::{codec, output, pb, Format, WireError};
@@ -54,7 +54,7 @@ impl Replayer {
             Record::Activity(e) => {
                 let event = Activity::try_from(e)?;
                 event.check_event_time(written_at, self.max_event_time_skew)?;
-                let decision = process(&self.tables, &mut self.partition, &event);
+                let decision = decide_and_record(&self.tables, &mut self.partition, &event);
                 Ok(Some(output::decision(&decision, decision.occurred_at)))
             }
             Record::DirectoryUser(u) => {

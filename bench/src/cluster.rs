@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use autoclaim::pipeline::config::{KafkaArgs, Topics};
-use autoclaim::pipeline::{admin, clients};
+use autoclaim::pipeline::{clients, topics};
 use rdkafka::error::RDKafkaErrorCode;
 
 pub(crate) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &str) -> Topics {
@@ -27,7 +27,7 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn create(&mut self, topics: &Topics, partitions: i32) -> anyhow::Result<()> {
-        let created = self.runtime.block_on(admin::create_missing_topics(
+        let created = self.runtime.block_on(topics::create_missing_topics(
             &self.kafka,
             topics,
             partitions,
@@ -35,7 +35,7 @@ impl Cluster {
             Duration::from_secs(7200),
         ))?;
         self.created.extend(created.0);
-        admin::check_topics(&self.kafka, topics)?;
+        topics::check_topics(&self.kafka, topics)?;
         Ok(())
     }
 

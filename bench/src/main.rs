@@ -59,7 +59,10 @@ fn main() -> ExitCode {
     match connect_and_run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("autoclaim-bench: {}", error_text(&e));
+            eprintln!(
+                "autoclaim-bench: {}",
+                autoclaim::error_text::error_text(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }
@@ -85,21 +88,4 @@ fn init_logging() {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// The error and its causes, each said once: many errors already name their source in their own
-/// message, which anyhow's `{:#}` would repeat.
-fn error_text(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if text.contains(&cause) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&cause);
-    }
-    text
 }

@@ -2,8 +2,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use autoclaim::pipeline::admin;
 use autoclaim::pipeline::config::{KafkaArgs, ReplicationArgs, Topics};
+use autoclaim::pipeline::topics;
 
 #[derive(clap::Args)]
 pub struct CreateTopicsArgs {
@@ -24,7 +24,7 @@ pub struct CreateTopicsArgs {
 impl CreateTopicsArgs {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let runtime = tokio::runtime::Runtime::new()?;
-        let (created, replication) = runtime.block_on(admin::create_missing_topics(
+        let (created, replication) = runtime.block_on(topics::create_missing_topics(
             &self.kafka,
             &self.topics,
             self.partitions,
@@ -36,7 +36,7 @@ impl CreateTopicsArgs {
             created.len(),
             created.join(", ")
         );
-        let partitions = admin::check_topics(&self.kafka, &self.topics)?;
+        let partitions = topics::check_topics(&self.kafka, &self.topics)?;
         eprintln!("topics ready: activity, assignments and repartition co-partitioned over {partitions} partitions");
         Ok(ExitCode::SUCCESS)
     }

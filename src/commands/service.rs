@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use autoclaim::admin::{AdminArgs, AdminService};
 use autoclaim::http::HttpLimits;
-use autoclaim::pipeline::admin;
 use autoclaim::pipeline::config::{CatalogArgs, RunConfig};
 use autoclaim::pipeline::processor::{Health, LoopCounts, PipelineError, Processor};
+use autoclaim::pipeline::topics;
 use tokio::runtime::Runtime;
 use tracing::{info, warn};
 
@@ -94,7 +94,7 @@ impl RunArgs {
 }
 
 fn create_topics(runtime: &Runtime, config: &RunConfig) -> anyhow::Result<()> {
-    let (created, replication) = runtime.block_on(admin::create_missing_topics(
+    let (created, replication) = runtime.block_on(topics::create_missing_topics(
         &config.kafka,
         &config.topics,
         config.partitions,

@@ -1,5 +1,4 @@
 //! Kafka: topics, the live table feed, partition restore, transactions and the processing loop.
-pub mod admin;
 pub mod clients;
 pub mod config;
 pub mod connect;
@@ -16,4 +15,5 @@ pub mod restore;
 pub mod security;
 pub mod stall;
 pub mod topic_reader;
+pub mod topics;
 pub mod transaction;

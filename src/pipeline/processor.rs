@@ -17,7 +17,6 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use super::admin::{self, TopicError};
 use super::clients;
 use super::config::RunConfig;
 use super::feed::TableFeed;
@@ -28,7 +27,8 @@ use super::positions::{start_at_committed_offsets, PositionsError};
 use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
 use super::stall::{self, Change as StallChange, Stall, StallWatch};
-use super::transaction::{Input, InputTopics, Transactions, TxnError};
+use super::topics::{self, TopicError};
+use super::transaction::{Input, InputTopics, TransactionalProducer, TxnError};
 use crate::domain::activity::Activity;
 use crate::domain::decision::Decision;
 use crate::domain::time::Timestamp;
@@ -122,7 +122,7 @@ struct RebalanceContext {
     stable_offsets_timeout: Duration,
     /// Set whenever `events` or `fatal` gets something, so the loop need not lock to look.
     pending: AtomicBool,
-    transactions: Arc<Transactions>,
+    transactions: Arc<TransactionalProducer>,
     events: Mutex<Vec<PartitionEvent>>,
     fatal: Mutex<Option<PipelineError>>,
     /// One stall watch per input topic: (topic, its watch).
@@ -134,7 +134,7 @@ impl RebalanceContext {
     fn new(
         config: &RunConfig,
         inputs: &InputTopics,
-        transactions: &Arc<Transactions>,
+        transactions: &Arc<TransactionalProducer>,
         health: &Arc<Health>,
     ) -> Self {
         let stalls = [&inputs.activity, &inputs.repartition]
@@ -360,18 +360,19 @@ pub struct LoopCounts {
 
 pub struct Processor {
     consumer: BaseConsumer<RebalanceContext>,
-    core: Core,
+    state: LoopState,
 }
 
-/// Everything but the consumer, so that a consumed message (which borrows the consumer) can be
-/// processed while the rest of the state is changed.
-struct Core {
+/// What the loop owns besides the consumer (tables, partition states, the transactional producer,
+/// the table feed, counters), apart so that a consumed message, which borrows the consumer, can be
+/// processed while this is changed.
+struct LoopState {
     config: RunConfig,
     inputs: InputTopics,
     activity_partitions: i32,
     tables: Tables,
     states: HashMap<i32, PartitionState>,
-    transactions: Arc<Transactions>,
+    transactions: Arc<TransactionalProducer>,
     feed: TableFeed,
     health: Arc<Health>,
     counts: LoopCounts,
@@ -386,7 +387,7 @@ struct Core {
 fn init_transactions(
     config: &RunConfig,
     inputs: InputTopics,
-) -> Result<Transactions, PipelineError> {
+) -> Result<TransactionalProducer, PipelineError> {
     let transactional_id = config.transactional_id();
     let producer: ThreadedProducer<_> = clients::transactional_producer(
         &config.kafka,
@@ -398,7 +399,7 @@ fn init_transactions(
         },
     )
     .create_with_context(ProducerStats)?;
-    Ok(Transactions::init(
+    Ok(TransactionalProducer::init(
         producer,
         transactional_id,
         inputs,
@@ -432,7 +433,7 @@ fn load_tables(
 impl Processor {
     /// Connects, checks the topics, fences earlier incarnations and loads the global tables.
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
-        let activity_partitions = admin::check_topics(&config.kafka, &config.topics)?;
+        let activity_partitions = topics::check_topics(&config.kafka, &config.topics)?;
         let inputs = InputTopics {
             activity: config.topics.activity.clone(),
             repartition: config.topics.repartition.clone(),
@@ -448,7 +449,7 @@ impl Processor {
         consumer.subscribe(&[&inputs.activity, &inputs.repartition])?;
         Ok(Processor {
             consumer,
-            core: Core {
+            state: LoopState {
                 config,
                 inputs,
                 activity_partitions,
@@ -469,40 +470,40 @@ impl Processor {
     /// Runs until `stop` is set, then commits what is open and leaves the group.
     pub fn run(mut self, stop: &AtomicBool) -> Result<LoopCounts, PipelineError> {
         let result = self.run_loop(stop);
-        let core = &mut self.core;
-        core.health.ready.store(false, Ordering::Relaxed);
+        let state = &mut self.state;
+        state.health.ready.store(false, Ordering::Relaxed);
         match &result {
             Ok(()) => {
-                core.commit(&self.consumer)?;
-                info!(counts = ?core.counts, "stopping: transaction committed, leaving the group");
+                state.commit(&self.consumer)?;
+                info!(counts = ?state.counts, "stopping: transaction committed, leaving the group");
             }
             Err(e) => {
                 error!(error = %e, "stopping on error");
                 // Best effort: the open transaction would time out anyway; aborting frees its
                 // partitions for the next owner now.
                 if !e.is_fenced() {
-                    let _ = core.transactions.abort();
+                    let _ = state.transactions.abort();
                 }
             }
         }
         self.consumer.unsubscribe();
-        result.map(|()| self.core.counts)
+        result.map(|()| self.state.counts)
     }
 
     fn run_loop(&mut self, stop: &AtomicBool) -> Result<(), PipelineError> {
         let mut last_feed_poll = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            self.core.health.beat();
+            self.state.health.beat();
             // The tables change rarely: looking every few milliseconds keeps them fresh without
             // three extra polls per event.
             if last_feed_poll.elapsed() >= FEED_POLL_INTERVAL {
-                self.core.poll_feed()?;
+                self.state.poll_feed()?;
                 last_feed_poll = Instant::now();
             }
             let drained = self.process_burst()?;
-            self.core.take_partition_events(&self.consumer)?;
-            self.core.report_gauges();
-            self.core.commit_if_due(&self.consumer, drained)?;
+            self.state.take_partition_events(&self.consumer)?;
+            self.state.report_gauges();
+            self.state.commit_if_due(&self.consumer, drained)?;
         }
         Ok(())
     }
@@ -512,30 +513,30 @@ impl Processor {
     /// emptied what the consumer had fetched.
     fn process_burst(&mut self) -> Result<bool, PipelineError> {
         let consumer = &self.consumer;
-        let core = &mut self.core;
+        let state = &mut self.state;
         let mut message = consumer.poll(Duration::from_millis(20));
-        let room = core
+        let room = state
             .config
             .batch_max_records
-            .saturating_sub(core.transactions.records())
+            .saturating_sub(state.transactions.records())
             .clamp(1, MAX_BURST);
         for _ in 0..room {
             let Some(polled) = message.take() else {
                 break;
             };
-            core.handle_polled(consumer, polled)?;
+            state.handle_polled(consumer, polled)?;
             message = consumer.poll(Duration::ZERO);
         }
         let drained = message.is_none();
         if let Some(polled) = message {
             // One past the burst: process it rather than lose its place.
-            core.handle_polled(consumer, polled)?;
+            state.handle_polled(consumer, polled)?;
         }
         Ok(drained)
     }
 }
 
-impl Core {
+impl LoopState {
     /// One polled record or consumer error, after the rebalances that came before it.
     fn handle_polled(
         &mut self,
@@ -599,7 +600,7 @@ impl Core {
     }
 }
 
-impl Core {
+impl LoopState {
     /// State gauges, refreshed every few seconds (cheap enough, and off the per-event path).
     fn report_gauges(&mut self) {
         if self.last_gauges.elapsed() < GAUGE_INTERVAL {
@@ -785,7 +786,7 @@ impl Core {
         // DECISION_SAMPLE (quantiles stay true; the histogram's count is a sample).
         self.decisions_seen = self.decisions_seen.wrapping_add(1);
         let started = (self.decisions_seen % DECISION_SAMPLE == 0).then(Instant::now);
-        let decision = state::process(&self.tables, state, event);
+        let decision = state::decide_and_record(&self.tables, state, event);
         if let Some(started) = started {
             self.decision_seconds
                 .record(started.elapsed().as_secs_f64());

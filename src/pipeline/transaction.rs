@@ -119,7 +119,7 @@ impl InputTopics {
     }
 }
 
-pub struct Transactions {
+pub struct TransactionalProducer {
     producer: ThreadedProducer<ProducerStats>,
     /// The producer's `transactional.id`, named when a newer instance fences this one.
     transactional_id: String,
@@ -129,7 +129,7 @@ pub struct Transactions {
     open: Mutex<Open>,
 }
 
-impl Transactions {
+impl TransactionalProducer {
     /// Creates the producer and fences any earlier producer with the same transactional id (its open
     /// transaction is aborted).
     pub fn init(
@@ -138,7 +138,7 @@ impl Transactions {
         inputs: InputTopics,
         timeout: Duration,
     ) -> Result<Self, TxnError> {
-        let transactions = Transactions {
+        let transactions = TransactionalProducer {
             producer,
             transactional_id,
             inputs,
@@ -334,7 +334,7 @@ impl Transactions {
     }
 }
 
-impl Transactions {
+impl TransactionalProducer {
     /// Waits until every output of the batch is acknowledged (the producer's own thread serves the
     /// delivery reports). rdkafka's flush, which commit calls first, waits in steps of up to
     /// 100 ms, which would add that much to every commit; after this it finds nothing to wait for.

@@ -69,7 +69,11 @@ impl StateView for TenantView<'_> {
 
 /// Decides one event and records an assignment in the partition's state, so that the next event
 /// sees it. The only way the pipeline and replay change state in response to activity.
-pub fn process(tables: &Tables, partition: &mut PartitionState, event: &Activity) -> Decision {
+pub fn decide_and_record(
+    tables: &Tables,
+    partition: &mut PartitionState,
+    event: &Activity,
+) -> Decision {
     let decision = decide(
         &TenantView::new(tables, &*partition, &event.tenant_id),
         event,

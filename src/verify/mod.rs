@@ -51,10 +51,10 @@ use anyhow::bail;
 use clap::Args;
 use rdkafka::message::BorrowedMessage;
 
-use crate::pipeline::admin;
 use crate::pipeline::clients::{self, Watermarks};
 use crate::pipeline::config::{EventTimeArgs, KafkaArgs, Topics};
 use crate::pipeline::topic_reader::{OpenTopic, ReadError};
+use crate::pipeline::topics;
 use crate::progress::Progress;
 
 mod activity;
@@ -224,7 +224,7 @@ impl Layout {
     /// Fails unless the activity, the outputs and the inventory exist; the repartition, policies
     /// and directory topics may be missing (nothing routed; a replay without those tables).
     fn read(kafka: &KafkaArgs, topics: &Topics) -> anyhow::Result<Self> {
-        let counts = admin::partition_counts(
+        let counts = topics::partition_counts(
             kafka,
             &[
                 &topics.activity,

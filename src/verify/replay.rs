@@ -226,7 +226,7 @@ fn expected_outputs(
     let (mut expected_assignments, mut expected_failures) = (0, 0);
     for r in order {
         let (event, processed) = (r.event, r.processed);
-        let decision = state::process(tables, state, event);
+        let decision = state::decide_and_record(tables, state, event);
         let due = |what, tenant: &str, user: &str, product: &str| Due {
             partition: r.source.0,
             offset: r.source.1,

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autoclaim::pipeline::admin;
 use autoclaim::pipeline::clients;
 pub use autoclaim::pipeline::config::{KafkaArgs, Topics};
+use autoclaim::pipeline::topics;
 
 pub mod segment;
 use autoclaim::pipeline::publish::Publisher;
@@ -66,7 +66,7 @@ fn rand_u64() -> u64 {
 pub fn create_topics(topics: &Topics, partitions: i32) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
-        .block_on(admin::create_missing_topics(
+        .block_on(topics::create_missing_topics(
             &kafka(),
             topics,
             partitions,
