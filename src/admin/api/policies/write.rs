@@ -1,6 +1,8 @@
 //! Creating, changing and deleting a policy. Each change is made under the write gate: the name
 //! and limit checks and the write they allow cannot interleave with another write of this
 //! instance.
+use std::sync::RwLockWriteGuard;
+
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode};
@@ -34,8 +36,7 @@ pub(in crate::admin::api) async fn create_policy(
     let record = PolicyRecord::try_from(version).map_err(wire_problem)?;
     check_room(&s, &tenant, &record.policy.name)?;
     let id = record.policy.policy_id.clone();
-    let write = TableWrite::Policy(policy_to_pb(&tenant, &record.policy));
-    let view = s.commit(write, TableUpdate::Policy(record)).await?;
+    let view = commit_policy(&s, &tenant, record).await?;
     tracing::info!(
         tenant,
         policy_id = id,
@@ -48,6 +49,16 @@ pub(in crate::admin::api) async fn create_policy(
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
+}
+
+/// Writes a policy version in its canonical wire form, then applies it to the view.
+async fn commit_policy<'s>(
+    s: &'s AdminState,
+    tenant: &str,
+    record: PolicyRecord,
+) -> Result<RwLockWriteGuard<'s, AdminView>, Problem> {
+    let write = TableWrite::Policy(policy_to_pb(tenant, &record.policy));
+    s.commit(write, TableUpdate::Policy(record)).await
 }
 
 /// A new policy needs a name no other policy of the tenant has, and room under the tenant's
@@ -120,8 +131,7 @@ pub(in crate::admin::api) async fn patch_policy(
             }
         }
     };
-    let write = TableWrite::Policy(policy_to_pb(&tenant, &record.policy));
-    let view = s.commit(write, TableUpdate::Policy(record)).await?;
+    let view = commit_policy(&s, &tenant, record).await?;
     tracing::info!(tenant, policy_id = id, changed_by = principal.object_id, fields = ?patch.fields, "admin API: policy changed");
     one_policy(&view, &tenant, &id, now)
 }
@@ -178,8 +188,7 @@ pub(in crate::admin::api) async fn delete_policy(
             policy: deleted,
         }
     };
-    let write = TableWrite::Policy(policy_to_pb(&tenant, &record.policy));
-    let view = s.commit(write, TableUpdate::Policy(record)).await?;
+    let view = commit_policy(&s, &tenant, record).await?;
     tracing::info!(
         tenant,
         policy_id = id,
