@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub mod process;
@@ -144,7 +145,17 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 /// Describes every metric once (HELP lines), and sets the build info, which never changes. The
 /// process metrics are not the recorder's (see `process`).
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_decisions();
+    describe_pipeline();
+    describe_state();
+    describe_kafka_clients();
+    describe_service();
+    // Spelled as elsewhere (`telemetry::NAME`) so that tests/dashboard.rs reads its label.
+    metrics::gauge!(crate::telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// What the engine decided, and how long it took.
+fn describe_decisions() {
     describe_counter!(
         EVENTS,
         "Activity records decided in committed transactions, by kind and outcome."
@@ -162,6 +173,10 @@ pub fn describe() {
         Unit::Seconds,
         "Activity record timestamp to transaction commit."
     );
+}
+
+/// The flow of records: transactions, routing, the consumer and its partitions.
+fn describe_pipeline() {
     describe_counter!(TRANSACTIONS, "Transactions by result.");
     describe_counter!(
         ROUTED,
@@ -175,6 +190,14 @@ pub fn describe() {
         PARTITION_STALLED,
         "1 while an owned activity partition has input waiting and nothing is consumed."
     );
+    describe_counter!(
+        REBALANCES,
+        "Rebalance callbacks of the activity consumer, by kind (assigned, revoked, lost)."
+    );
+}
+
+/// The tables and the per-partition state, and its rebuilds.
+fn describe_state() {
     describe_gauge!(POLICIES, "Policies by status.");
     describe_gauge!(
         TABLES_AGE,
@@ -196,19 +219,6 @@ pub fn describe() {
     );
     describe_gauge!(TRACKED_USERS, "Users tracked in owned partitions' state.");
     describe_counter!(
-        ADMIN_JWKS_FETCHES,
-        "Fetches of the admin API's JWKS URL, by result."
-    );
-    describe_gauge!(BUILD_INFO, "1, labelled with the version of the binary.");
-    describe_gauge!(
-        READY,
-        "1 while /readyz answers 200: partitions restored, none stalled, the loop moving."
-    );
-    describe_counter!(
-        REBALANCES,
-        "Rebalance callbacks of the activity consumer, by kind (assigned, revoked, lost)."
-    );
-    describe_counter!(
         PARTITIONS_RESTORED,
         "Activity partitions whose state was rebuilt from Kafka."
     );
@@ -216,6 +226,10 @@ pub fn describe() {
         RESTORE_RECORDS,
         "Records read to rebuild partition state, by source (changelog, directory)."
     );
+}
+
+/// librdkafka's statistics of the clients.
+fn describe_kafka_clients() {
     describe_gauge!(
         KAFKA_BROKER_RTT,
         Unit::Seconds,
@@ -229,8 +243,19 @@ pub fn describe() {
         PRODUCER_SENT,
         "Messages the transactional producer has sent to brokers."
     );
-    // Spelled as elsewhere (`telemetry::NAME`) so that tests/dashboard.rs reads its label.
-    metrics::gauge!(crate::telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// The service around the pipeline: the admin API, the build, readiness.
+fn describe_service() {
+    describe_counter!(
+        ADMIN_JWKS_FETCHES,
+        "Fetches of the admin API's JWKS URL, by result."
+    );
+    describe_gauge!(BUILD_INFO, "1, labelled with the version of the binary.");
+    describe_gauge!(
+        READY,
+        "1 while /readyz answers 200: partitions restored, none stalled, the loop moving."
+    );
 }
 
 /// Gauges per owned partition, kept here rather than in the metrics recorder, which cannot drop a
