@@ -41,18 +41,23 @@ pub enum TopicError {
     Replication(String),
 }
 
+/// A client of the cluster's metadata (a consumer or the admin client), with the cluster named
+/// when it cannot be created.
+fn admin_client<C: rdkafka::config::FromClientConfig>(kafka: &KafkaArgs) -> Result<C, TopicError> {
+    clients::admin(kafka)
+        .create()
+        .map_err(|source| TopicError::Metadata {
+            brokers: kafka.brokers.clone(),
+            source,
+        })
+}
+
 /// Partition counts of the named topics that exist.
 pub fn partition_counts(
     kafka: &KafkaArgs,
     names: &[&str],
 ) -> Result<HashMap<String, usize>, TopicError> {
-    let consumer: BaseConsumer =
-        clients::admin(kafka)
-            .create()
-            .map_err(|source| TopicError::Metadata {
-                brokers: kafka.brokers.clone(),
-                source,
-            })?;
+    let consumer: BaseConsumer = admin_client(kafka)?;
     let metadata = clients::retry_transient(clients::TRANSIENT_WINDOW, "topic metadata", || {
         consumer.fetch_metadata(None, METADATA_TIMEOUT)
     })
@@ -234,13 +239,7 @@ pub async fn create_missing_topics(
     propagation_delay: Duration,
 ) -> Result<(Vec<String>, Replication), TopicError> {
     let replication = Replication::choose(asked, broker_count(kafka)?)?;
-    let admin: AdminClient<DefaultClientContext> =
-        clients::admin(kafka)
-            .create()
-            .map_err(|source| TopicError::Metadata {
-                brokers: kafka.brokers.clone(),
-                source,
-            })?;
+    let admin: AdminClient<DefaultClientContext> = admin_client(kafka)?;
     let specs = topic_specs(topics, partitions, propagation_delay);
     let min_insync = replication.min_insync.to_string();
     let new_topics: Vec<NewTopic> = specs
@@ -290,7 +289,7 @@ fn broker_count(kafka: &KafkaArgs) -> Result<usize, TopicError> {
         brokers: kafka.brokers.clone(),
         source,
     };
-    let consumer: BaseConsumer = clients::admin(kafka).create().map_err(metadata_error)?;
+    let consumer: BaseConsumer = admin_client(kafka)?;
     let metadata = clients::retry_transient(clients::TRANSIENT_WINDOW, "cluster metadata", || {
         consumer.fetch_metadata(None, METADATA_TIMEOUT)
     })
