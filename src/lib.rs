@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error_text;
 pub mod http;
 pub mod loadgen;
+pub mod logging;
 pub mod pipeline;
 pub mod progress;
 pub mod replay;

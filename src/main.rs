@@ -1,5 +1,4 @@
 //! The `autoclaim` command line.
-use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -77,7 +76,7 @@ fn main() -> ExitCode {
         Command::Loadgen(_) => (false, "info"),
         _ => (false, "warn"),
     };
-    init_logging(log_json, default_level);
+    autoclaim::logging::init(log_json, default_level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -88,31 +87,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Every command logs the same way: to stderr, filtered by AUTOCLAIM_LOG (else `default_level`), in
-/// colour only on a terminal and never with NO_COLOR set (https://no-color.org).
-fn init_logging(json: bool, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOCLAIM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let colour = use_colour(
-        std::env::var_os("NO_COLOR"),
-        std::io::IsTerminal::is_terminal(&io::stderr()),
-    );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Colour only on a terminal, and not when NO_COLOR is set to anything but the empty string.
-fn use_colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
-    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// How long a command waits for the cluster to answer before it gives up (an authentication or TLS
@@ -189,20 +163,4 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     install_catalog(&cli.command)?;
     connect(&mut cli.command)?;
     cli.command.execute()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_color_turns_colour_off_even_on_a_terminal() {
-        assert!(use_colour(None, true));
-        assert!(!use_colour(None, false));
-        assert!(!use_colour(Some("1".into()), true));
-        assert!(
-            use_colour(Some("".into()), true),
-            "an empty NO_COLOR is unset"
-        );
-    }
 }

@@ -55,7 +55,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = args::BenchArgs::parse();
-    init_logging();
+    // The figures are the output: the log says only what went wrong unless AUTOCLAIM_LOG asks for more.
+    autoclaim::logging::init(false, "warn");
     match connect_and_run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -74,18 +75,4 @@ fn connect_and_run(mut args: args::BenchArgs) -> anyhow::Result<()> {
     args.kafka = std::mem::take(&mut args.kafka).resolve()?;
     autoclaim::pipeline::connect::check(&args.kafka, CONNECT_TIMEOUT)?;
     harness::command(args)
-}
-
-/// Logs to stderr as autoclaim's tools do: filtered by AUTOCLAIM_LOG (else warnings and errors, as
-/// the figures are the output), in colour only on a terminal and never with NO_COLOR set.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AUTOCLAIM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
 }
