@@ -47,7 +47,7 @@ const BUILD_TOOLS: &[&str] = &[
     "rustup",
 ];
 /// `AUTOCLAIM_*` variables read outside clap (so absent from `--help`), and the file that reads them.
-const NON_CLAP_ENV: &[(&str, &str)] = &[("AUTOCLAIM_LOG", "src/main.rs")];
+const NON_CLAP_ENV: &[(&str, &str)] = &[("AUTOCLAIM_LOG", "src/logging.rs")];
 /// Options that must have the same effective value in every autoclaim container that takes them.
 const SHARED_OPTIONS: &[&str] = &["brokers", "propagation-delay", "group-id"];
 /// Options that must agree among the containers that create topics.
