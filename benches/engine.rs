@@ -244,6 +244,7 @@ fn build_tables(specs: &[TenantSpec]) -> Tables {
                 } else {
                     Scope::AllEnvironments
                 },
+                low_seats_threshold: 0,
             },
         );
         // Some tenants have a settings change still propagating during the pool's time span.
@@ -254,6 +255,7 @@ fn build_tables(specs: &[TenantSpec]) -> Tables {
                 TenantSettings {
                     autoclaim_enabled: !t.enabled,
                     scope: Scope::AllEnvironments,
+                    low_seats_threshold: 0,
                 },
             );
         }
@@ -699,8 +701,8 @@ fn full_path(
         Format::Json => decode_json(bytes),
         Format::Protobuf => decode_protobuf(bytes),
     };
-    let decision = decide_and_record(tables, partition, &event);
-    encode_decision(&decision, decided_at)
+    let decided = decide_and_record(tables, partition, &event);
+    encode_decision(&decided.decision, decided_at)
 }
 
 fn outcome_name(outcome: &Outcome) -> &'static str {
@@ -722,7 +724,7 @@ fn pass(label: &str, tables: &Tables, partition: &mut PartitionState, events: &[
     let start = Instant::now();
     for event in events {
         let d = decide_and_record(tables, partition, event);
-        *mix.entry(outcome_name(&d.outcome)).or_default() += 1;
+        *mix.entry(outcome_name(&d.decision.outcome)).or_default() += 1;
     }
     let elapsed = start.elapsed();
     let shares: Vec<String> = mix
@@ -952,7 +954,7 @@ fn main() {
         let decisions: Vec<Decision> = pool
             .decoded
             .iter()
-            .map(|e| decide_and_record(&tables, &mut partition, e))
+            .map(|e| decide_and_record(&tables, &mut partition, e).decision)
             .collect();
         interleaved(
             &[
@@ -1093,7 +1095,7 @@ fn main() {
             let decisions = decisions.get_or_init(|| {
                 pool.decoded
                     .iter()
-                    .map(|e| decide_and_record(&tables, &mut partition, e))
+                    .map(|e| decide_and_record(&tables, &mut partition, e).decision)
                     .collect()
             });
             b.iter(|| {

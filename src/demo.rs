@@ -54,6 +54,8 @@ fn default_topics() -> Topics {
         failures: "autoclaim.failures.v1".into(),
         dead_letters: "autoclaim.dlq.v1".into(),
         repartition: "autoclaim.activity-repartition.v1".into(),
+        claims: "autoclaim.claims.v1".into(),
+        notices: "autoclaim.notices.v1".into(),
     }
 }
 
@@ -129,6 +131,8 @@ fn create_topics(
         &topics.failures,
         &topics.dead_letters,
         &topics.repartition,
+        &topics.claims,
+        &topics.notices,
     ] {
         cluster.create_topic(topic, partitions, 1)?;
     }
@@ -211,9 +215,7 @@ fn replay_decisions(
     let mut replayer = Replayer::new(options.propagation_delay);
     let mut decisions = Vec::new();
     for r in tables.iter().chain(activity) {
-        if let Some(d) = replayer.apply(r.clone())? {
-            decisions.push(d);
-        }
+        decisions.extend(replayer.apply(r.clone())?);
     }
     Ok(decisions)
 }
@@ -232,6 +234,7 @@ fn demo_config(
         transactional_id: Some("autoclaim-demo-1".into()),
         propagation_delay: options.propagation_delay,
         event_time: Default::default(),
+        claims: Default::default(),
         output_format: Format::Json,
         batch_max_records: 500,
         batch_max_time: Duration::from_millis(50),

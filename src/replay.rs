@@ -1,11 +1,14 @@
 //! `autoclaim replay`: applies input records in order to the same state and engine the pipeline uses,
-//! and gives one decision per activity. Deterministic: it has no clock, so decidedAt is the event's time.
+//! and gives one decision per activity, and a line for each waiting claim decided again (before the
+//! event that moved its tenant's time past what may have freed a seat, or after the table record
+//! that did). Deterministic: it has no clock, so decidedAt is the event's time.
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use crate::domain::activity::{Activity, DEFAULT_MAX_EVENT_TIME_SKEW};
+use crate::domain::claims::ClaimRules;
 use crate::domain::directory::DirectoryUser;
-use crate::state::{decide_and_record, PartitionState, Tables};
+use crate::state::{decide_and_record, redecide_waiting, PartitionState, Tables};
 use crate::wire::convert::{self, InventoryRecord, PolicyRecord, SettingsRecord};
 use crate::wire::pb::replay_record::Record;
 use crate::wire::{codec, output, pb, Format, WireError};
@@ -34,6 +37,14 @@ impl Replayer {
         }
     }
 
+    /// How long claims wait and how often notices repeat, as `run --pending-claim-ttl` and
+    /// `--notice-digest-window`.
+    pub fn with_claim_rules(mut self, rules: ClaimRules) -> Self {
+        self.tables = std::mem::replace(&mut self.tables, Tables::new(Duration::ZERO))
+            .with_claim_rules(rules);
+        self
+    }
+
     /// How much later than its record's `writtenAt` an activity may say it occurred (default 5
     /// minutes), as `run --max-event-time-skew`.
     pub fn with_max_event_time_skew(mut self, max_skew: Duration) -> Self {
@@ -41,8 +52,9 @@ impl Replayer {
         self
     }
 
-    /// Applies one record; returns the decision when the record is an activity.
-    pub fn apply(&mut self, record: pb::ReplayRecord) -> Result<Option<pb::Decision>, WireError> {
+    /// Applies one record; returns the decision when the record is an activity, after the lines of
+    /// any waiting claims decided again first (as `run` does when it sees a table change).
+    pub fn apply(&mut self, record: pb::ReplayRecord) -> Result<Vec<pb::Decision>, WireError> {
         let written_at = record
             .written_at
             .map(|t| convert::timestamp("writtenAt", Some(t)))
@@ -50,18 +62,29 @@ impl Replayer {
         let record = record
             .record
             .ok_or_else(|| WireError::field("record", "is required (one of activity, directoryUser, inventory, settings, policy, directoryUserDeleted)"))?;
+        if let Record::Activity(e) = record {
+            let event = Activity::try_from(e)?;
+            event.check_event_time(written_at, self.max_event_time_skew)?;
+            let decided = decide_and_record(&self.tables, &mut self.partition, &event);
+            let mut lines = output::redecided(&decided.redecided);
+            lines.push(output::decided(&decided, decided.decision.occurred_at));
+            return Ok(lines);
+        }
+        self.apply_table(record)?;
+        Ok(output::redecided(&redecide_waiting(
+            &self.tables,
+            &mut self.partition,
+        )))
+    }
+
+    /// Applies a table record.
+    fn apply_table(&mut self, record: Record) -> Result<(), WireError> {
         match record {
-            Record::Activity(e) => {
-                let event = Activity::try_from(e)?;
-                event.check_event_time(written_at, self.max_event_time_skew)?;
-                let decision = decide_and_record(&self.tables, &mut self.partition, &event);
-                Ok(Some(output::decision(&decision, decision.occurred_at)))
-            }
+            Record::Activity(_) => unreachable!("activity is applied by the caller"),
             Record::DirectoryUser(u) => {
                 let user = DirectoryUser::try_from(u)?;
                 self.partition
                     .upsert_directory_user(&user.tenant_id, &user.user_id, user.row());
-                Ok(None)
             }
             Record::DirectoryUserDeleted(d) => {
                 if d.tenant_id.is_empty() || d.user_id.is_empty() {
@@ -72,30 +95,27 @@ impl Replayer {
                 }
                 self.partition
                     .delete_directory_user(&d.tenant_id, &d.user_id);
-                Ok(None)
             }
             Record::Inventory(i) => {
                 let r = InventoryRecord::try_from(i)?;
                 self.tables
                     .record_inventory(&r.tenant_id, r.product, r.inventory);
-                Ok(None)
             }
             Record::Settings(s) => {
                 let r = SettingsRecord::try_from(s)?;
                 self.tables
                     .record_settings(&r.tenant_id, r.changed_at, r.settings);
-                Ok(None)
             }
             Record::Policy(p) => {
                 let r = PolicyRecord::try_from(p)?;
                 self.tables.record_policy(&r.tenant_id, r.policy);
-                Ok(None)
             }
         }
+        Ok(())
     }
 
     /// Applies one JSON line.
-    pub fn apply_line(&mut self, line: &str) -> Result<Option<pb::Decision>, WireError> {
+    pub fn apply_line(&mut self, line: &str) -> Result<Vec<pb::Decision>, WireError> {
         let record: pb::ReplayRecord = codec::decode(line.as_bytes(), Format::Json)?;
         self.apply(record)
     }
@@ -124,12 +144,13 @@ impl Replayer {
                 Err(e) => Err(WireError::field("line", format!("is not UTF-8: {e}"))),
             };
             match result {
-                Ok(Some(decision)) => {
-                    summary.decisions += 1;
-                    serde_json::to_writer(&mut out, &decision)?;
-                    out.write_all(b"\n")?;
+                Ok(lines) => {
+                    for decision in lines {
+                        summary.decisions += 1;
+                        serde_json::to_writer(&mut out, &decision)?;
+                        out.write_all(b"\n")?;
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => {
                     summary.rejected += 1;
                     writeln!(errors, "line {}: {} ({})", index + 1, e, e.code())?;

@@ -259,6 +259,7 @@ fn settings(rng: &mut SmallRng, tenant: &str, changed: Timestamp) -> pb::TenantS
         scope: scope as i32,
         changed_at: ts(changed),
         changed_by: "admin".into(),
+        low_seats_threshold: 0,
     }
 }
 

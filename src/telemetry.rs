@@ -15,6 +15,13 @@ pub const EVENTS: &str = "autoclaim_events_total";
 pub const ASSIGNMENTS: &str = "autoclaim_assignments_total";
 /// Claims that could not be fulfilled, by reason.
 pub const FAILURES: &str = "autoclaim_failures_total";
+/// Changes of pending claims published, by status (pending, fulfilled, ended_entitled,
+/// ended_not_eligible, expired).
+pub const CLAIM_CHANGES: &str = "autoclaim_claim_changes_total";
+/// Notices for administrators published, by kind.
+pub const NOTICES: &str = "autoclaim_notices_total";
+/// Claims waiting for a seat in owned partitions.
+pub const PENDING_CLAIMS: &str = "autoclaim_pending_claims";
 /// Input records sent to the dead-letter topic, by reason code.
 pub const DEAD_LETTERS: &str = "autoclaim_dead_letters_total";
 /// Time the engine takes to decide one event.
@@ -78,6 +85,9 @@ pub const ALL: &[&str] = &[
     EVENTS,
     ASSIGNMENTS,
     FAILURES,
+    CLAIM_CHANGES,
+    NOTICES,
+    PENDING_CLAIMS,
     DEAD_LETTERS,
     DECISION_SECONDS,
     EVENT_TO_COMMIT_SECONDS,
@@ -162,6 +172,15 @@ fn describe_decisions() {
     );
     describe_counter!(ASSIGNMENTS, "Licence assignments published, by product.");
     describe_counter!(FAILURES, "Claims that could not be fulfilled, by reason.");
+    describe_counter!(
+        CLAIM_CHANGES,
+        "Changes of pending claims published, by status."
+    );
+    describe_counter!(NOTICES, "Notices for administrators published, by kind.");
+    describe_gauge!(
+        PENDING_CLAIMS,
+        "Claims waiting for a seat in owned partitions."
+    );
     describe_counter!(DEAD_LETTERS, "Input records dead-lettered, by reason code.");
     describe_histogram!(
         DECISION_SECONDS,
@@ -224,7 +243,7 @@ fn describe_state() {
     );
     describe_counter!(
         RESTORE_RECORDS,
-        "Records read to rebuild partition state, by source (changelog, directory)."
+        "Records read to rebuild partition state, by source (changelog, directory, claims)."
     );
 }
 

@@ -136,6 +136,7 @@ fn fill(view: &mut AdminView, now: i64) {
         scope: pb::Scope::AllEnvironments as i32,
         changed_at: ts(now - 3 * HOUR),
         changed_by: "seed".into(),
+        ..Default::default()
     })
     .unwrap();
     view.apply_policy(policy(
@@ -803,6 +804,7 @@ fn turn_off(app: &App, changed_at: i64) {
             scope: pb::Scope::AllEnvironments as i32,
             changed_at: ts(changed_at),
             changed_by: "seed".into(),
+            ..Default::default()
         })
         .unwrap();
 }

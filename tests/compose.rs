@@ -873,8 +873,8 @@ fn topic_names_are_the_binary_defaults() {
         .collect();
     assert_eq!(
         defaults.len(),
-        8,
-        "run --help should list the eight topics: {defaults:?}"
+        10,
+        "run --help should list the ten topics: {defaults:?}"
     );
     let dockerfile = dockerfile();
     let image_env = image_env(dockerfile.last().unwrap());

@@ -325,6 +325,7 @@ fn table_messages_decode_the_same_from_both_encodings() {
         scope: pb::Scope::ManagedEnvironmentsOnly as i32,
         changed_at: wire_ts(AT_SECONDS, 0),
         changed_by: "admin".into(),
+        low_seats_threshold: 0,
     };
     let a: pb::TenantSettings = codec::decode(json.to_string().as_bytes(), Format::Json).unwrap();
     let b: pb::TenantSettings = codec::decode(&message.encode_to_vec(), Format::Protobuf).unwrap();

@@ -252,8 +252,7 @@ fn an_exempt_flow_is_not_required_before_scope_entitlement_and_eligibility_are_l
 /// Refused lines' codes, or the decision.
 fn apply_code(r: &mut Run, record: pb::ReplayRecord) -> Result<pb::Decision, &'static str> {
     match r.0.apply(record) {
-        Ok(Some(d)) => Ok(d),
-        Ok(None) => panic!("an activity gave no decision"),
+        Ok(mut lines) => Ok(lines.pop().expect("an activity gives a decision")),
         Err(e) => Err(e.code()),
     }
 }
@@ -743,10 +742,26 @@ fn backups_are_walked_in_order_when_seats_run_out() {
     assert_assigned(&d, PREMIUM, "pol");
     let d = r.decide(Ev::saved(T, "e3", "u3", LIVE + 2 * MIN));
     assert_no_licences(&d);
-    // More premium seats: the backup serves again.
-    r.feed(inventory(T, PREMIUM, 2, 1, LIVE + 3 * MIN));
+    // More premium seats: the backup serves again, first to the claim waiting for it.
+    let lines = r.feed_redeciding(inventory(T, PREMIUM, 2, 1, LIVE + 3 * MIN));
+    assert_fulfilled(&lines, "u3", PREMIUM, LIVE + 2 * MIN);
     let d = r.decide(Ev::saved(T, "e4", "u3", LIVE + 4 * MIN));
-    assert_assigned(&d, PREMIUM, "pol");
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
+}
+
+/// The lines a table record gave are one assignment, to `user`, of `product`, fulfilling the
+/// claim waiting since `since`.
+fn assert_fulfilled(lines: &[pb::Decision], user: &str, product: &str, since: i64) {
+    let [d] = lines else {
+        panic!("expected one assignment, got {lines:?}");
+    };
+    assert_assigned(d, product, "pol");
+    assert_eq!(d.subject_user_id, user, "{d:?}");
+    let a = d.assignment.as_ref().unwrap();
+    assert_eq!(a.pending_since, Some(ts(since)), "{d:?}");
+    assert_eq!(d.claims.len(), 1, "{d:?}");
+    assert_eq!(d.claims[0].status, pb::ClaimStatus::Fulfilled as i32);
+    assert_eq!(d.claims[0].assignment_id, a.assignment_id);
 }
 
 #[test]
@@ -933,10 +948,11 @@ fn no_seat_anywhere_fails_with_no_licenses_available() {
     assert_eq!(f.user_id, "u1");
     assert_eq!(f.trigger_event_id, "e1");
     assert_eq!(f.reason, R::NoLicensesAvailable as i32);
-    // A failed claim takes no seat and remembers nothing: with a seat, the user gets one.
-    r.feed(inventory(T, PER_USER, 4, 3, LIVE + MIN));
+    // A failed claim takes no seat; it waits, and gets the first seat that comes.
+    let lines = r.feed_redeciding(inventory(T, PER_USER, 4, 3, LIVE + MIN));
+    assert_fulfilled(&lines, "u1", PER_USER, LIVE);
     let d = r.decide(Ev::saved(T, "e2", "u1", LIVE + 2 * MIN));
-    assert_assigned(&d, PER_USER, "pol");
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
 }
 
 #[test]
@@ -966,9 +982,10 @@ fn no_inventory_record_means_no_seats() {
     r.feed(inventory("fabrikam", PER_USER, 100, 0, T0));
     let d = r.decide(Ev::saved(T, "e1", "u1", LIVE));
     assert_no_licences(&d);
-    r.feed(inventory(T, PREMIUM, 1, 0, T0));
+    let lines = r.feed_redeciding(inventory(T, PREMIUM, 1, 0, T0));
+    assert_fulfilled(&lines, "u1", PREMIUM, LIVE);
     let d = r.decide(Ev::saved(T, "e2", "u1", LIVE + MIN));
-    assert_assigned(&d, PREMIUM, "pol");
+    assert_outcome(&d, O::AlreadyEntitled, R::Unspecified);
 }
 
 #[test]
@@ -984,9 +1001,9 @@ fn seats_are_purchased_minus_assigned_minus_own_assignments_after_the_snapshot()
     assert_no_licences(&d);
     // Billing's next snapshot counts the three (2 + 3 = 5 assigned) and 2 more bought: 2 left.
     // Counting the three again would leave none; forgetting later ones would leave too many.
-    r.feed(inventory(T, PER_USER, 7, 5, LIVE + 10 * MIN));
-    let d = r.decide(Ev::saved(T, "b1", "u4", LIVE + 11 * MIN));
-    assert_assigned(&d, PER_USER, "pol");
+    // The first goes to u4, who has been waiting.
+    let lines = r.feed_redeciding(inventory(T, PER_USER, 7, 5, LIVE + 10 * MIN));
+    assert_fulfilled(&lines, "u4", PER_USER, LIVE + 3 * MIN);
     let d = r.decide(Ev::saved(T, "b2", "u5", LIVE + 12 * MIN));
     assert_assigned(&d, PER_USER, "pol");
     let d = r.decide(Ev::saved(T, "b3", "u6", LIVE + 13 * MIN));

@@ -577,22 +577,61 @@ fn subject_of(e: &pb::ActivityEvent) -> &str {
     }
 }
 
+/// What one record gave: decisions made again for waiting claims (each with the event it decided
+/// again), then, for an activity, its own decision.
+struct Lines {
+    again: Vec<(pb::ActivityEvent, pb::Decision)>,
+    own: Option<pb::Decision>,
+}
+
+impl Lines {
+    /// Every decision with the event it decided: the record's own event for its own decision.
+    fn with_events<'a>(
+        &'a self,
+        record: &'a pb::ReplayRecord,
+    ) -> impl Iterator<Item = (&'a pb::ActivityEvent, &'a pb::Decision)> {
+        let own = match record.record.as_ref() {
+            Some(Record::Activity(e)) => self.own.as_ref().map(|d| (e, d)),
+            _ => None,
+        };
+        self.again.iter().map(|(e, d)| (e, d)).chain(own)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &pb::Decision> {
+        self.again.iter().map(|(_, d)| d).chain(&self.own)
+    }
+}
+
 /// Applies every record; every generated record must be accepted.
-fn replay(delay: i64, records: &[pb::ReplayRecord]) -> Vec<Option<pb::Decision>> {
+fn replay(delay: i64, records: &[pb::ReplayRecord]) -> Vec<Lines> {
     let mut r = Replayer::new(delay_ms(delay));
     records
         .iter()
         .map(|rec| {
-            r.apply(rec.clone())
-                .unwrap_or_else(|e| panic!("{rec:?} refused: {e}"))
+            let mut lines = r
+                .apply(rec.clone())
+                .unwrap_or_else(|e| panic!("{rec:?} refused: {e}"));
+            let own = matches!(rec.record, Some(Record::Activity(_)))
+                .then(|| lines.pop().expect("an activity gives a decision"));
+            let again = lines
+                .into_iter()
+                .map(|d| {
+                    let trigger = d.claims[0]
+                        .trigger
+                        .clone()
+                        .expect("a claim names its trigger");
+                    (trigger, d)
+                })
+                .collect();
+            Lines { again, own }
         })
         .collect()
 }
 
-fn decision_lines(decisions: &[Option<pb::Decision>], tenant: Option<&str>) -> Vec<String> {
+fn decision_lines(decisions: &[Lines], tenant: Option<&str>) -> Vec<String> {
     decisions
         .iter()
-        .flatten()
+        .flat_map(Lines::all)
         .filter(|d| tenant.is_none_or(|t| d.tenant_id == t))
         .map(|d| serde_json::to_string(d).unwrap())
         .collect()
@@ -690,7 +729,7 @@ proptest! {
                     snapshot.insert(key, (as_of, seats, 0));
                 }
             }
-            if let Some(d) = decision.as_ref().filter(|d| is_assigned(d)) {
+            for d in decision.all().filter(|d| is_assigned(d)) {
                 let key = (d.tenant_id.clone(), d.product.clone());
                 let entry = snapshot.get_mut(&key);
                 prop_assert!(entry.is_some(), "assigned without any inventory: {:?}", d);
@@ -722,8 +761,10 @@ proptest! {
                 Record::DirectoryUserDeleted(u) => {
                     directory.remove(&(u.tenant_id.clone(), u.user_id.clone()));
                 }
-                Record::Activity(_) => {
-                    let d = decision.as_ref().expect("an activity gives a decision");
+                _ => {}
+            }
+            for (_, d) in decision.with_events(record) {
+                {
                     let key = (d.tenant_id.clone(), d.subject_user_id.clone());
                     if d.reason == pb::Reason::GrantingPlanDisabled as i32 {
                         let product = d.failure.as_ref().map(|f| f.product.as_str()).unwrap_or_default();
@@ -739,7 +780,6 @@ proptest! {
                     prop_assert!(!own.holds(&key, &d.product), "assigned twice before the directory reflected it: {:?}", d);
                     own.assigned(d);
                 }
-                _ => {}
             }
         }
     }
@@ -769,8 +809,10 @@ proptest! {
                 Record::DirectoryUserDeleted(u) => {
                     directory.remove(&(u.tenant_id.clone(), u.user_id.clone()));
                 }
-                Record::Activity(e) => {
-                    let d = decision.as_ref().expect("an activity gives a decision");
+                _ => {}
+            }
+            for (e, d) in decision.with_events(record) {
+                {
                     let subject = subject_of(e);
                     prop_assert_eq!(&d.subject_user_id, subject);
                     let key = (e.tenant_id.clone(), subject.to_owned());
@@ -795,7 +837,6 @@ proptest! {
                         own.assigned(d);
                     }
                 }
-                _ => {}
             }
         }
     }

@@ -254,6 +254,7 @@ fn tenant_settings(g: &mut Gen) -> pb::TenantSettings {
         scope: g.enum_number(2),
         changed_at: g.opt_timestamp(),
         changed_by: g.string(),
+        low_seats_threshold: g.u32(),
     }
 }
 
@@ -296,6 +297,7 @@ fn license_assignment(g: &mut Gen) -> pb::LicenseAssignment {
         occurred_at: g.opt_timestamp(),
         decided_at: g.opt_timestamp(),
         seats_counted_from: g.opt_timestamp(),
+        pending_since: g.opt_timestamp(),
     }
 }
 
@@ -310,6 +312,42 @@ fn autoclaim_failure(g: &mut Gen) -> pb::AutoclaimFailure {
         reason: g.enum_number(5),
         occurred_at: g.opt_timestamp(),
         decided_at: g.opt_timestamp(),
+        pending_since: g.opt_timestamp(),
+    }
+}
+
+fn license_claim(g: &mut Gen) -> pb::LicenseClaim {
+    pb::LicenseClaim {
+        tenant_id: g.string(),
+        user_id: g.string(),
+        needs: g.strings(),
+        status: g.enum_number(5),
+        trigger: g.opt(activity_event),
+        first_seen: g.opt_timestamp(),
+        last_seen: g.opt_timestamp(),
+        events: g.u32(),
+        product: g.string(),
+        policy_id: g.string(),
+        changed_at: g.opt_timestamp(),
+        assignment_id: g.string(),
+        ended_outcome: g.enum_number(8),
+        ended_reason: g.enum_number(6),
+        expires_at: g.opt_timestamp(),
+    }
+}
+
+fn admin_notice(g: &mut Gen) -> pb::AdminNotice {
+    pb::AdminNotice {
+        notice_id: g.string(),
+        tenant_id: g.string(),
+        kind: g.enum_number(3),
+        product: g.string(),
+        at: g.opt_timestamp(),
+        users_waiting: g.u32(),
+        seats_available: g.u64(),
+        claims_fulfilled: g.u32(),
+        digest: g.bool(),
+        low_seats_threshold: g.u32(),
     }
 }
 
@@ -324,6 +362,8 @@ fn decision(g: &mut Gen) -> pb::Decision {
         policy_id: g.string(),
         assignment: g.opt(license_assignment),
         failure: g.opt(autoclaim_failure),
+        claims: g.repeated(license_claim),
+        notices: g.repeated(admin_notice),
     }
 }
 
@@ -744,6 +784,8 @@ fn generate(batch: &mut Batch, g: &mut Gen) {
         "autoclaim.v1.LicenseAssignment" => license_assignment,
         "autoclaim.v1.AutoclaimFailure" => autoclaim_failure,
         "autoclaim.v1.Decision" => decision,
+        "autoclaim.v1.LicenseClaim" => license_claim,
+        "autoclaim.v1.AdminNotice" => admin_notice,
         "autoclaim.v1.DirectoryUserDeleted" => directory_user_deleted,
     );
     for member in 0..=6 {

@@ -145,15 +145,18 @@ const QUICKSTART_EXPECTED: &[(&str, &str, &str, &str, &str, &str)] = &[
         "power_automate_premium",
         "pol-flows",
     ),
-    // New snapshot at 11:00: 5 - 3 = 2 (frank's and grace's are in its 3, not counted again).
+    // New snapshot at 11:00: 5 - 3 = 2 (frank's and grace's are in its 3, not counted again);
+    // heidi's claim, waiting since evt-012, is decided again at once and gets one.
     (
-        "evt-013",
+        "evt-012",
         "heidi",
         "ASSIGNED",
         "",
         "power_automate_premium",
         "pol-flows",
     ),
+    // Her own assignment.
+    ("evt-013", "heidi", "ALREADY_ENTITLED", "", "", ""),
     // 12:00: scope change and pol-flows' disabling (11:00) not in force until 13:00.
     (
         "evt-014",
@@ -183,7 +186,7 @@ fn check_quickstart(ds: &[Value]) {
     assert_eq!(
         ds.len(),
         QUICKSTART_EXPECTED.len(),
-        "one decision per activity: {ds:#?}"
+        "one decision per activity, and one per waiting claim decided again: {ds:#?}"
     );
     for (d, &(event, subject, outcome, reason, product, policy)) in
         ds.iter().zip(QUICKSTART_EXPECTED)

@@ -16,6 +16,8 @@ pub(crate) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &st
         failures: format!("{prefix}.{outputs}.failures"),
         dead_letters: format!("{prefix}.{outputs}.dlq"),
         repartition: format!("{prefix}.{outputs}.repartition"),
+        claims: format!("{prefix}.{outputs}.claims"),
+        notices: format!("{prefix}.{outputs}.notices"),
     }
 }
 

@@ -397,6 +397,7 @@ pub fn settings_to_pb(tenant: &str, version: &SettingsVersion) -> pb::TenantSett
         tenant_id: tenant.to_owned(),
         autoclaim_enabled: version.settings.autoclaim_enabled,
         scope: scope_to_pb(version.settings.scope) as i32,
+        low_seats_threshold: version.settings.low_seats_threshold,
         changed_at: Some(convert::to_wire_timestamp(version.changed_at)),
         changed_by: version.changed_by.clone(),
     }

@@ -1,9 +1,10 @@
-//! `autoclaim replay`: input records applied in order, one Decision printed a line.
+//! `autoclaim replay`: input records applied in order, one Decision printed a line (one per activity,
+//! and one per waiting claim decided again).
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use autoclaim::pipeline::config::{CatalogArgs, EventTimeArgs};
+use autoclaim::pipeline::config::{CatalogArgs, ClaimArgs, EventTimeArgs};
 use autoclaim::replay::Replayer;
 
 #[derive(clap::Args)]
@@ -18,13 +19,16 @@ pub struct ReplayArgs {
     #[command(flatten)]
     event_time: EventTimeArgs,
     #[command(flatten)]
+    claims: ClaimArgs,
+    #[command(flatten)]
     pub catalog: CatalogArgs,
 }
 
 impl ReplayArgs {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let mut replayer = Replayer::new(self.propagation_delay)
-            .with_max_event_time_skew(self.event_time.max_skew);
+            .with_max_event_time_skew(self.event_time.max_skew)
+            .with_claim_rules(self.claims.rules());
         let input = super::input_lines(&self.input)?;
         let summary = replayer
             .run(input, std::io::stdout().lock(), std::io::stderr().lock())

@@ -35,6 +35,11 @@ impl Capabilities {
         self.0 == 0
     }
 
+    /// The set as bits, for keys and ordering.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
     /// How many capabilities the set holds: the measure of a product's breadth.
     pub const fn count(self) -> u32 {
         self.0.count_ones()

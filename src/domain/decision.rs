@@ -113,6 +113,10 @@ pub struct Decision {
     pub trigger_kind: ActivityKind,
     pub occurred_at: Timestamp,
     pub outcome: Outcome,
+    /// When the user's claim for this need first waited for a seat, if it did: set on an assignment
+    /// that fulfils a pending claim and on a refusal that leaves one pending (by `state`, which
+    /// keeps the claims; the engine leaves it empty).
+    pub pending_since: Option<Timestamp>,
 }
 
 /// Decides what the event calls for. Pure: all it reads is `view` (the state of the event's tenant)
@@ -126,6 +130,7 @@ pub fn decide(view: &impl StateView, event: &Activity) -> Decision {
         trigger_kind: event.kind,
         occurred_at: event.occurred_at,
         outcome: outcome(view, event, subject),
+        pending_since: None,
     }
 }
 

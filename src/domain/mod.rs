@@ -2,6 +2,7 @@
 //! no I/O, no clock.
 pub mod activity;
 pub mod catalog;
+pub mod claims;
 pub mod decision;
 pub mod directory;
 pub mod ids;

@@ -56,6 +56,14 @@ impl<T> Versioned<T> {
         self.versions.last().map(|(t, v)| (*t, v))
     }
 
+    /// When the version in force at `at` came into force.
+    pub fn in_force_since(&self, at: Timestamp, delay: Duration) -> Option<Timestamp> {
+        let cutoff = at.saturating_sub(delay);
+        let n = self.versions.partition_point(|(t, _)| *t <= cutoff);
+        n.checked_sub(1)
+            .map(|i| self.versions[i].0.saturating_add(delay))
+    }
+
     /// Whether any version is still waiting for the delay at `at`.
     pub fn pending_until(&self, at: Timestamp, delay: Duration) -> Option<Timestamp> {
         self.versions

@@ -12,4 +12,6 @@ pub enum Scope {
 pub struct TenantSettings {
     pub autoclaim_enabled: bool,
     pub scope: Scope,
+    /// LOW_SEATS is published when an assignment leaves this many seats or fewer; 0 sends none.
+    pub low_seats_threshold: u32,
 }

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use super::security::{is_secret_property, SecurityArgs, SecurityError};
 use crate::domain::catalog::{Catalog, CatalogError};
+use crate::domain::claims::ClaimRules;
 use crate::wire::Format;
 
 /// The product catalog of a command that decides or validates.
@@ -90,6 +91,21 @@ pub struct Topics {
         default_value = "autoclaim.activity-repartition.v1"
     )]
     pub repartition: String,
+    /// Output: pending claims, each change of one (co-partitioned with activity; compacted, keyed
+    /// by "<tenantId>/<userId>/<need>"); also the changelog pending claims are restored from.
+    #[arg(
+        long = "claims-topic",
+        env = "AUTOCLAIM_CLAIMS_TOPIC",
+        default_value = "autoclaim.claims.v1"
+    )]
+    pub claims: String,
+    /// Output: notices for tenants' administrators (co-partitioned with activity).
+    #[arg(
+        long = "notices-topic",
+        env = "AUTOCLAIM_NOTICES_TOPIC",
+        default_value = "autoclaim.notices.v1"
+    )]
+    pub notices: String,
 }
 
 impl Topics {
@@ -105,6 +121,8 @@ impl Topics {
             ("--failures-topic", &self.failures),
             ("--dlq-topic", &self.dead_letters),
             ("--repartition-topic", &self.repartition),
+            ("--claims-topic", &self.claims),
+            ("--notices-topic", &self.notices),
         ]
         .into_iter()
         .flat_map(|(flag, topic)| [flag.to_owned(), topic.clone()])
@@ -250,6 +268,39 @@ impl Default for EventTimeArgs {
     }
 }
 
+/// How long pending claims wait and how often notices repeat: the same for `run` and `replay`, so
+/// that they decide the same.
+#[derive(Args, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimArgs {
+    /// How long a claim refused for want of a seat stays pending without another event for it
+    /// (e.g. 30d, 12h); it is assigned if a seat frees up in that time, and expires after.
+    #[arg(long = "pending-claim-ttl", env = "AUTOCLAIM_PENDING_CLAIM_TTL", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub ttl: Duration,
+    /// The least time between two SEATS_EXHAUSTED digests (or LOW_SEATS notices) of one tenant's
+    /// product, by event time.
+    #[arg(long = "notice-digest-window", env = "AUTOCLAIM_NOTICE_DIGEST_WINDOW", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub digest_window: Duration,
+}
+
+impl Default for ClaimArgs {
+    fn default() -> Self {
+        let rules = ClaimRules::default();
+        ClaimArgs {
+            ttl: rules.ttl,
+            digest_window: rules.digest_window,
+        }
+    }
+}
+
+impl ClaimArgs {
+    pub fn rules(&self) -> ClaimRules {
+        ClaimRules {
+            ttl: self.ttl,
+            digest_window: self.digest_window,
+        }
+    }
+}
+
 /// Everything `autoclaim run` needs.
 #[derive(Args, Clone, Debug)]
 pub struct RunConfig {
@@ -270,6 +321,8 @@ pub struct RunConfig {
     pub propagation_delay: Duration,
     #[command(flatten)]
     pub event_time: EventTimeArgs,
+    #[command(flatten)]
+    pub claims: ClaimArgs,
     /// Encoding of the records the processor writes.
     #[arg(
         long,
@@ -419,6 +472,8 @@ mod tests {
             failures: "f".into(),
             dead_letters: "dl".into(),
             repartition: "r".into(),
+            claims: "c".into(),
+            notices: "n".into(),
         };
         let parsed = TopicsOnly::try_parse_from(
             std::iter::once("autoclaim".to_owned()).chain(topics.command_line_args()),

@@ -9,6 +9,7 @@ use metrics::{counter, histogram};
 use super::restore::RestoreStats;
 use crate::domain::activity::ActivityKind;
 use crate::domain::catalog::Catalog;
+use crate::domain::claims::{ClaimChange, ClaimStatus, Notice, NoticeKind};
 use crate::domain::decision::{Decision, FailureReason, Ineligibility, Outcome};
 use crate::telemetry;
 
@@ -46,6 +47,24 @@ fn failure_label(reason: FailureReason) -> &'static str {
     }
 }
 
+fn claim_status_label(status: &ClaimStatus) -> &'static str {
+    match status {
+        ClaimStatus::Pending => "pending",
+        ClaimStatus::Fulfilled { .. } => "fulfilled",
+        ClaimStatus::Entitled => "ended_entitled",
+        ClaimStatus::NotEligible(_) => "ended_not_eligible",
+        ClaimStatus::Expired => "expired",
+    }
+}
+
+fn notice_label(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::SeatsExhausted { .. } => "seats_exhausted",
+        NoticeKind::LowSeats { .. } => "low_seats",
+        NoticeKind::SeatsAvailableAgain { .. } => "seats_available_again",
+    }
+}
+
 /// Counts of the open batch.
 #[derive(Default)]
 pub struct BatchMetrics {
@@ -53,6 +72,8 @@ pub struct BatchMetrics {
     assignments: HashMap<&'static str, u64>,
     failures: HashMap<&'static str, u64>,
     dead_letters: HashMap<&'static str, u64>,
+    claims: HashMap<&'static str, u64>,
+    notices: HashMap<&'static str, u64>,
     routed: u64,
     /// Kafka timestamps (ms) of the batch's records, for event-to-commit latency.
     record_times: Vec<i64>,
@@ -77,6 +98,17 @@ impl BatchMetrics {
             Outcome::Failed(f) => *self.failures.entry(failure_label(f.reason)).or_default() += 1,
             _ => {}
         }
+    }
+
+    pub fn claim_changed(&mut self, change: &ClaimChange) {
+        *self
+            .claims
+            .entry(claim_status_label(&change.status))
+            .or_default() += 1;
+    }
+
+    pub fn noticed(&mut self, notice: &Notice) {
+        *self.notices.entry(notice_label(notice.kind)).or_default() += 1;
     }
 
     pub fn dead_lettered(&mut self, code: &'static str) {
@@ -106,6 +138,12 @@ impl BatchMetrics {
         }
         for (reason, n) in self.dead_letters.drain() {
             counter!(telemetry::DEAD_LETTERS, "reason" => reason).increment(n);
+        }
+        for (status, n) in self.claims.drain() {
+            counter!(telemetry::CLAIM_CHANGES, "status" => status).increment(n);
+        }
+        for (kind, n) in self.notices.drain() {
+            counter!(telemetry::NOTICES, "kind" => kind).increment(n);
         }
         if self.routed > 0 {
             counter!(telemetry::ROUTED).increment(std::mem::take(&mut self.routed));
@@ -160,4 +198,5 @@ pub fn restored(partitions: usize, stats: &RestoreStats) {
     counter!(telemetry::PARTITIONS_RESTORED).increment(partitions as u64);
     counter!(telemetry::RESTORE_RECORDS, "source" => "changelog").increment(stats.changelog_read);
     counter!(telemetry::RESTORE_RECORDS, "source" => "directory").increment(stats.directory_read);
+    counter!(telemetry::RESTORE_RECORDS, "source" => "claims").increment(stats.claims_read);
 }

@@ -8,6 +8,7 @@ use crate::domain::catalog::{Catalog, ProductId};
 use crate::domain::directory::DirectoryUser;
 use crate::domain::ids;
 use crate::domain::time::Timestamp;
+use crate::wire::claims::{ClaimRecord, NoticeRecord};
 use crate::wire::convert::{self, InventoryRecord, PolicyRecord, SettingsRecord};
 use crate::wire::{codec, pb, Format, WireError};
 
@@ -210,6 +211,24 @@ pub fn assignment_record(raw: &RawRecord<'_>) -> Result<PastAssignment, WireErro
         tenant_id: ids::canonical(a.tenant_id),
         user_id: ids::canonical(a.user_id),
     })
+}
+
+/// A record of the claims topic: a claim's latest change.
+pub fn claim_record(raw: &RawRecord<'_>) -> Result<ClaimRecord, WireError> {
+    let value = raw
+        .value
+        .ok_or_else(|| WireError::field("value", "a claim cannot be a tombstone"))?;
+    let claim: pb::LicenseClaim = codec::decode(value, raw.format()?)?;
+    ClaimRecord::try_from(claim)
+}
+
+/// A record of the notices topic.
+pub fn notice_record(raw: &RawRecord<'_>) -> Result<NoticeRecord, WireError> {
+    let value = raw
+        .value
+        .ok_or_else(|| WireError::field("value", "a notice cannot be a tombstone"))?;
+    let notice: pb::AdminNotice = codec::decode(value, raw.format()?)?;
+    NoticeRecord::try_from(notice)
 }
 
 /// When a record was written to Kafka: its timestamp (the producer's CreateTime, or the broker's

@@ -52,6 +52,8 @@ pub struct RestoreStats {
     /// directory is read whole and filtered to the tenants of the restored partitions.
     pub changelog_read: u64,
     pub directory_read: u64,
+    /// Records read from the claims and notices topics.
+    pub claims_read: u64,
     pub assignments: u64,
     pub directory_rows: u64,
     pub skipped: u64,
@@ -79,7 +81,9 @@ pub fn restore_partitions(
     }
     // Transactions still open on the changelog (a crashed instance's, until the broker times them
     // out) hide what was committed after them from a read_committed reader: wait for them to end.
-    wait_for_open_transactions(kafka, &topics.assignments, partitions, started)?;
+    for topic in [&topics.assignments, &topics.claims, &topics.notices] {
+        wait_for_open_transactions(kafka, topic, partitions, started)?;
+    }
     // The changelog first: what this processor assigned in these partitions.
     let changelog: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
     restore_changelog(
@@ -90,6 +94,7 @@ pub fn restore_partitions(
         &mut states,
         &mut stats,
     )?;
+    restore_claims(kafka, topics, &changelog, started, &mut states, &mut stats)?;
     // Then the directory rows of the tenants these partitions own.
     let directory = DirectoryRead {
         kafka,
@@ -142,6 +147,59 @@ fn restore_changelog(
             }
         }
     })
+}
+
+/// Applies the pending claims (the claims topic, the latest change of each claim last) and what the
+/// notices said (for the first-then-digest rule) of `partitions` to their states.
+fn restore_claims(
+    kafka: &KafkaArgs,
+    topics: &Topics,
+    partitions: &[(i32, Option<i64>)],
+    started: Instant,
+    states: &mut HashMap<i32, PartitionState>,
+    stats: &mut RestoreStats,
+) -> Result<(), RestoreError> {
+    read_to_end(
+        kafka,
+        &topics.claims,
+        partitions,
+        started,
+        |p, raw, offset| {
+            stats.claims_read += 1;
+            match (records::claim_record(raw), states.get_mut(&p)) {
+                (Ok(r), Some(state)) => {
+                    state
+                        .claims_mut(&r.tenant_id)
+                        .restore(r.claim, r.pending, r.changed_at)
+                }
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    stats.skipped += 1;
+                    warn!(partition = p, offset, error = %e, "skipping unreadable claim record");
+                }
+            }
+        },
+    )?;
+    read_to_end(
+        kafka,
+        &topics.notices,
+        partitions,
+        started,
+        |p, raw, offset| {
+            stats.claims_read += 1;
+            match (records::notice_record(raw), states.get_mut(&p)) {
+                (Ok(n), Some(state)) => state
+                    .claims_mut(&n.tenant_id)
+                    .notices(n.product)
+                    .apply(n.kind, n.at),
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    stats.skipped += 1;
+                    warn!(partition = p, offset, error = %e, "skipping unreadable notice record");
+                }
+            }
+        },
+    )
 }
 
 /// The directory read of a restore: every directory partition up to where the live feed stands.

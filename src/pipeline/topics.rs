@@ -93,6 +93,14 @@ pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicErro
             &topics.repartition,
             "a routed record goes to the partition number that owns its tenant",
         ),
+        (
+            &topics.claims,
+            "pending claims are written to the partition number of their tenant and restored from it",
+        ),
+        (
+            &topics.notices,
+            "notices are written to the partition number of their tenant and restored from it",
+        ),
     ];
     for (other, why) in co_partitioned {
         if counts[other] != activity_partitions {
@@ -118,6 +126,8 @@ fn all_names(topics: &Topics) -> Vec<&str> {
         &topics.failures,
         &topics.dead_letters,
         &topics.repartition,
+        &topics.claims,
+        &topics.notices,
     ]
 }
 
@@ -169,6 +179,20 @@ pub fn topic_specs(
         spec(&topics.assignments, partitions, retained()),
         spec(&topics.failures, partitions, retained()),
         spec(&topics.dead_letters, partitions, retained()),
+        // The latest change of each claim is kept (compaction) for as long as the changelog:
+        // longer than a claim waits (--pending-claim-ttl, 30 days by default).
+        spec(
+            &topics.claims,
+            partitions,
+            vec![
+                ("cleanup.policy", "compact,delete".to_owned()),
+                (
+                    "retention.ms",
+                    ASSIGNMENTS_RETENTION.as_millis().to_string(),
+                ),
+            ],
+        ),
+        spec(&topics.notices, partitions, retained()),
         // Routed records are read within moments; a week covers an instance down for days, and
         // `verify` reads them back as long as the activity they came from.
         spec(
@@ -355,6 +379,8 @@ mod spec_tests {
             failures: "f".into(),
             dead_letters: "x".into(),
             repartition: "r".into(),
+            claims: "c".into(),
+            notices: "n".into(),
         };
         let specs = topic_specs(&topics, 6, Duration::from_secs(7200));
         let lag: u128 = config(&specs, &topics.directory, "min.compaction.lag.ms")

@@ -221,6 +221,16 @@ impl TransactionalProducer {
         open.next_offsets.insert((input, partition), offset + 1);
     }
 
+    /// Commits an input's position, unchanged, with the open transaction, unless a record of it was
+    /// processed in it: outputs that no input record caused (claims decided again) then still go
+    /// through the group's generation check, so a member that lost the partition cannot commit them.
+    pub fn hold_position(&self, input: Input, partition: i32, next_offset: i64) {
+        self.lock()
+            .next_offsets
+            .entry((input, partition))
+            .or_insert(next_offset);
+    }
+
     /// Whether the open batch has reached its size or time bound.
     pub fn batch_full(&self, max_records: usize, max_time: Duration) -> bool {
         let open = self.lock();

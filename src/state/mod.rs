@@ -1,21 +1,25 @@
 //! State the engine reads: global tables (settings, policies, inventory) and per-partition state
-//! (directory rows, own assignments, seat usage), and the one place where a decision is made and
-//! recorded, shared by `replay` and the Kafka pipeline.
+//! (directory rows, own assignments, seat usage, pending claims), and the one place where a decision
+//! is made and recorded (`claiming`), shared by `replay` and the Kafka pipeline.
+mod claiming;
+pub mod claims;
 mod id_map;
 pub mod partition;
 pub mod tables;
 
 use std::time::Duration;
 
-use crate::domain::activity::Activity;
 use crate::domain::catalog::ProductId;
-use crate::domain::decision::{decide, Decision, Outcome, StateView, Subject};
+use crate::domain::decision::{StateView, Subject};
 use crate::domain::policy::Policy;
 use crate::domain::seats;
 use crate::domain::settings::TenantSettings;
 use crate::domain::time::Timestamp;
 use id_map::IdKey;
 
+pub use claiming::{
+    decide_and_record, redecide_if_due, redecide_tenant, redecide_waiting, Decided, Redecided,
+};
 pub use partition::{PartitionState, TenantState};
 pub use tables::{Tables, TenantTables};
 
@@ -65,26 +69,4 @@ impl StateView for TenantView<'_> {
             self.partition.and_then(|p| p.seat_usage(product)),
         )
     }
-}
-
-/// Decides one event and records an assignment in the partition's state, so that the next event
-/// sees it. The only way the pipeline and replay change state in response to activity.
-pub fn decide_and_record(
-    tables: &Tables,
-    partition: &mut PartitionState,
-    event: &Activity,
-) -> Decision {
-    let decision = decide(
-        &TenantView::new(tables, &*partition, &event.tenant_id),
-        event,
-    );
-    if let Outcome::Assigned(a) = &decision.outcome {
-        partition.record_assignment(
-            &decision.tenant_id,
-            &decision.subject_user_id,
-            a.product,
-            a.counts_from,
-        );
-    }
-    decision
 }

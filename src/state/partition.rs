@@ -3,6 +3,7 @@
 //! assignments changelog when the partition is assigned to an instance.
 use std::collections::HashMap;
 
+use super::claims::TenantClaims;
 use super::id_map::{IdKey, IdMap};
 use crate::domain::catalog::{Capabilities, Catalog, ProductId, ProductSet};
 use crate::domain::decision::{OwnGrants, Subject};
@@ -52,6 +53,8 @@ fn capabilities_of(products: ProductSet) -> Capabilities {
 #[derive(Debug, Default)]
 pub struct PartitionState {
     tenants: IdMap<TenantState>,
+    /// Tenants with pending claims or notices sent, by id: few tenants, walked by the re-decisions.
+    claims: HashMap<String, TenantClaims>,
 }
 
 impl PartitionState {
@@ -68,6 +71,7 @@ impl PartitionState {
     /// the assignment) stop counting: from then on the directory alone decides, so a licence removed
     /// by an administrator is needed again rather than taken as held.
     pub fn upsert_directory_user(&mut self, tenant: &str, user: &str, row: UserRow) {
+        self.mark_if_waiting(tenant, user, row.as_of);
         let tenant = self.tenants.get_or_default(tenant);
         let entry = tenant.users.get_or_default(user);
         entry.directory = Some(row);
@@ -89,6 +93,45 @@ impl PartitionState {
         if since.is_empty() {
             tenant.unreflected_since.remove(user);
         }
+    }
+
+    /// A waiting user's row changed: their claims are decided again (they may be entitled now, or
+    /// no longer eligible).
+    fn mark_if_waiting(&mut self, tenant: &str, user: &str, at: Timestamp) {
+        if let Some(claims) = self.claims.get_mut(tenant) {
+            if claims.has_user(user) {
+                claims.dirty_at = Some(claims.dirty_at.map_or(at, |d| d.max(at)));
+            }
+        }
+    }
+
+    pub fn claims(&self, tenant: &str) -> Option<&TenantClaims> {
+        self.claims.get(tenant)
+    }
+
+    pub fn claims_mut_if_any(&mut self, tenant: &str) -> Option<&mut TenantClaims> {
+        self.claims.get_mut(tenant)
+    }
+
+    pub fn claims_mut(&mut self, tenant: &str) -> &mut TenantClaims {
+        if !self.claims.contains_key(tenant) {
+            self.claims
+                .insert(tenant.to_owned(), TenantClaims::default());
+        }
+        self.claims.get_mut(tenant).expect("inserted above")
+    }
+
+    /// Tenants with pending claims.
+    pub fn tenants_waiting(&self) -> impl Iterator<Item = (&str, &TenantClaims)> {
+        self.claims
+            .iter()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(t, c)| (t.as_str(), c))
+    }
+
+    /// Pending claims in the partition.
+    pub fn pending_claims(&self) -> usize {
+        self.claims.values().map(TenantClaims::len).sum()
     }
 
     /// A directory tombstone: the user is gone (what this processor assigned is remembered).

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::id_map::{IdKey, IdMap};
 use crate::domain::catalog::ProductId;
+use crate::domain::claims::ClaimRules;
 use crate::domain::policy::Policy;
 use crate::domain::propagation::Versioned;
 use crate::domain::seats::Inventory;
@@ -41,11 +42,25 @@ impl TenantTables {
     pub fn inventory(&self, product: ProductId) -> Option<&Inventory> {
         self.inventory.get(&product)
     }
+
+    /// The time of the latest change that may have freed seats for waiting claims by `now`: the
+    /// newest inventory snapshot, or a settings or policy version coming into force.
+    pub fn last_change_in_force(&self, now: Timestamp, delay: Duration) -> Option<Timestamp> {
+        let inventory = self.inventory.values().map(|i| i.as_of).max();
+        let settings = self.settings.in_force_since(now, delay);
+        let policies = self
+            .policies
+            .values()
+            .filter_map(|v| v.in_force_since(now, delay))
+            .max();
+        inventory.max(settings).max(policies)
+    }
 }
 
 #[derive(Debug)]
 pub struct Tables {
     propagation_delay: Duration,
+    claim_rules: ClaimRules,
     tenants: IdMap<TenantTables>,
 }
 
@@ -53,12 +68,29 @@ impl Tables {
     pub fn new(propagation_delay: Duration) -> Self {
         Tables {
             propagation_delay,
+            claim_rules: ClaimRules::default(),
             tenants: IdMap::default(),
         }
     }
 
+    /// How long claims wait and how often notices may repeat (the defaults otherwise).
+    pub fn with_claim_rules(mut self, rules: ClaimRules) -> Self {
+        self.claim_rules = rules;
+        self
+    }
+
     pub fn propagation_delay(&self) -> Duration {
         self.propagation_delay
+    }
+
+    pub fn claim_rules(&self) -> ClaimRules {
+        self.claim_rules
+    }
+
+    /// See `TenantTables::last_change_in_force`.
+    pub fn last_change_in_force(&self, tenant: &str, now: Timestamp) -> Option<Timestamp> {
+        self.tenant(tenant)?
+            .last_change_in_force(now, self.propagation_delay)
     }
 
     /// The tenant's tables, if any record about the tenant has been seen.

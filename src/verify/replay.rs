@@ -226,30 +226,38 @@ fn expected_outputs(
     let (mut expected_assignments, mut expected_failures) = (0, 0);
     for r in order {
         let (event, processed) = (r.event, r.processed);
-        let decision = state::decide_and_record(tables, state, event);
-        let due = |what, tenant: &str, user: &str, product: &str| Due {
-            partition: r.source.0,
-            offset: r.source.1,
-            processed,
-            what,
-            event_id: event.event_id.clone(),
-            tenant: tenant.to_owned(),
-            user: user.to_owned(),
-            product: product.to_owned(),
-        };
-        if let Some(a) = output::assignment(&decision, decision.occurred_at) {
-            if processed {
-                expected_assignments += 1;
+        let decided = state::decide_and_record(tables, state, event);
+        // Waiting claims decided again before the event are due with it.
+        for decision in decided
+            .redecided
+            .assignments
+            .iter()
+            .chain([&decided.decision])
+        {
+            let due = |what, tenant: &str, user: &str, product: &str| Due {
+                partition: r.source.0,
+                offset: r.source.1,
+                processed,
+                what,
+                event_id: decision.event_id.clone(),
+                tenant: tenant.to_owned(),
+                user: user.to_owned(),
+                product: product.to_owned(),
+            };
+            if let Some(a) = output::assignment(decision, decision.occurred_at) {
+                if processed {
+                    expected_assignments += 1;
+                }
+                let d = due("assignment", &a.tenant_id, &a.user_id, &a.product);
+                slots.entry(assignment_key(a)).or_default().due.push(d);
             }
-            let d = due("assignment", &a.tenant_id, &a.user_id, &a.product);
-            slots.entry(assignment_key(a)).or_default().due.push(d);
-        }
-        if let Some(f) = output::failure(&decision, decision.occurred_at) {
-            if processed {
-                expected_failures += 1;
+            if let Some(f) = output::failure(decision, decision.occurred_at) {
+                if processed {
+                    expected_failures += 1;
+                }
+                let d = due("failure", &f.tenant_id, &f.user_id, &f.product);
+                slots.entry(failure_key(f)).or_default().due.push(d);
             }
-            let d = due("failure", &f.tenant_id, &f.user_id, &f.product);
-            slots.entry(failure_key(f)).or_default().due.push(d);
         }
     }
     findings.counts.expected_assignments = Some(expected_assignments);

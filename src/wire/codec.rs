@@ -174,6 +174,8 @@ mod tests {
             "autoclaim.v1.LicenseAssignment" => check::<pb::LicenseAssignment>(json),
             "autoclaim.v1.AutoclaimFailure" => check::<pb::AutoclaimFailure>(json),
             "autoclaim.v1.Decision" => check::<pb::Decision>(json),
+            "autoclaim.v1.LicenseClaim" => check::<pb::LicenseClaim>(json),
+            "autoclaim.v1.AdminNotice" => check::<pb::AdminNotice>(json),
             "autoclaim.v1.ReplayRecord" => check::<pb::ReplayRecord>(json),
             "autoclaim.v1.DirectoryUserDeleted" => check::<pb::DirectoryUserDeleted>(json),
             other => panic!("{other} is new in the schema: add it here"),

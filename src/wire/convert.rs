@@ -300,6 +300,7 @@ impl TryFrom<pb::TenantSettings> for SettingsRecord {
             settings: TenantSettings {
                 autoclaim_enabled: s.autoclaim_enabled,
                 scope,
+                low_seats_threshold: s.low_seats_threshold,
             },
         })
     }

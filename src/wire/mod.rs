@@ -1,4 +1,5 @@
 //! The wire: generated types, their two encodings, and conversion into and out of the domain.
+pub mod claims;
 pub mod codec;
 pub mod convert;
 pub mod error;

@@ -1,12 +1,15 @@
 //! From decisions to the wire messages the processor publishes.
 use uuid::Uuid;
 
+use super::claims::{claim_record, notice_record};
 use super::convert::to_wire_timestamp;
 use super::generated as pb;
 use crate::domain::activity::ActivityKind;
 use crate::domain::catalog::{Catalog, ProductId};
+use crate::domain::claims::{ClaimChange, ClaimStatus};
 use crate::domain::decision::{Decision, FailureReason, Ineligibility, Outcome};
 use crate::domain::time::Timestamp;
+use crate::state::{Decided, Redecided};
 
 /// Namespace of assignment ids (UUID v5 of tenant, user and product).
 const ASSIGNMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1c_0f5e_8a8b_4f4e_9a53_3c2a_7b51_9e02);
@@ -39,7 +42,7 @@ pub fn activity_kind(kind: ActivityKind) -> pb::ActivityKind {
     }
 }
 
-fn outcome_and_reason(outcome: &Outcome) -> (pb::Outcome, pb::Reason) {
+pub(super) fn outcome_and_reason(outcome: &Outcome) -> (pb::Outcome, pb::Reason) {
     match outcome {
         Outcome::Assigned(_) => (pb::Outcome::Assigned, pb::Reason::Unspecified),
         Outcome::AlreadyEntitled => (pb::Outcome::AlreadyEntitled, pb::Reason::Unspecified),
@@ -102,6 +105,7 @@ pub fn assignment(decision: &Decision, decided_at: Timestamp) -> Option<pb::Lice
         occurred_at: Some(to_wire_timestamp(decision.occurred_at)),
         decided_at: Some(to_wire_timestamp(decided_at)),
         seats_counted_from: Some(to_wire_timestamp(a.counts_from)),
+        pending_since: decision.pending_since.map(to_wire_timestamp),
     })
 }
 
@@ -124,6 +128,7 @@ pub fn failure(decision: &Decision, decided_at: Timestamp) -> Option<pb::Autocla
         reason: reason as i32,
         occurred_at: Some(to_wire_timestamp(decision.occurred_at)),
         decided_at: Some(to_wire_timestamp(decided_at)),
+        pending_since: decision.pending_since.map(to_wire_timestamp),
     })
 }
 
@@ -147,5 +152,58 @@ pub fn decision(decision: &Decision, decided_at: Timestamp) -> pb::Decision {
         policy_id,
         assignment,
         failure,
+        claims: Vec::new(),
+        notices: Vec::new(),
     }
+}
+
+/// The full decision message with the claim changes and notices it gave.
+pub fn decided(decided: &Decided, decided_at: Timestamp) -> pb::Decision {
+    let mut message = decision(&decided.decision, decided_at);
+    message.claims = decided.claims.iter().map(claim_record).collect();
+    message.notices = decided.notices.iter().map(notice_record).collect();
+    message
+}
+
+/// Decisions made again for waiting claims, as `replay` prints them: each assignment with the claim
+/// it fulfilled, then a line for each claim that ended otherwise (with the outcome that ended it);
+/// the notices go with the last line.
+pub fn redecided(redecided: &Redecided) -> Vec<pb::Decision> {
+    let mut lines: Vec<pb::Decision> = redecided
+        .assignments
+        .iter()
+        .map(|d| {
+            let mut line = decision(d, d.occurred_at);
+            line.claims = redecided
+                .claims
+                .iter()
+                .filter(|c| c.claim.user_id == d.subject_user_id && is_fulfilled(c))
+                .map(claim_record)
+                .collect();
+            line
+        })
+        .collect();
+    for change in redecided.claims.iter().filter(|c| !is_fulfilled(c)) {
+        let outcome = match &change.status {
+            ClaimStatus::Entitled => pb::Outcome::AlreadyEntitled,
+            ClaimStatus::NotEligible(o) => outcome_and_reason(o).0,
+            _ => pb::Outcome::Unspecified,
+        };
+        lines.push(pb::Decision {
+            event_id: change.claim.trigger.event_id.clone(),
+            tenant_id: change.tenant_id.clone(),
+            subject_user_id: change.claim.user_id.clone(),
+            outcome: outcome as i32,
+            claims: vec![claim_record(change)],
+            ..Default::default()
+        });
+    }
+    if let Some(last) = lines.last_mut() {
+        last.notices = redecided.notices.iter().map(notice_record).collect();
+    }
+    lines
+}
+
+fn is_fulfilled(change: &ClaimChange) -> bool {
+    matches!(change.status, ClaimStatus::Fulfilled { .. })
 }

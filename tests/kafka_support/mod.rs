@@ -53,6 +53,8 @@ pub fn unique_topics(test: &str) -> Topics {
         failures: format!("failures-{suffix}"),
         dead_letters: format!("dlq-{suffix}"),
         repartition: format!("repartition-{suffix}"),
+        claims: format!("claims-{suffix}"),
+        notices: format!("notices-{suffix}"),
     }
 }
 
@@ -211,8 +213,8 @@ pub fn expected(records: &[pb::ReplayRecord], delay: Duration) -> Expected {
     let mut replayer = Replayer::new(delay);
     let mut decisions = Vec::new();
     for r in records {
-        if let Ok(Some(d)) = replayer.apply(r.clone()) {
-            decisions.push(d);
+        if let Ok(lines) = replayer.apply(r.clone()) {
+            decisions.extend(lines);
         }
     }
     let mut assignments: Vec<_> = decisions

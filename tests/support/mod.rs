@@ -142,6 +142,7 @@ pub fn settings(
         scope: scope as i32,
         changed_at: Some(ts(changed_at)),
         changed_by: "admin".into(),
+        low_seats_threshold: 0,
     }))
 }
 
@@ -414,12 +415,20 @@ impl Run {
         Run(Replayer::new(delay))
     }
 
-    /// Applies a table record, which must be accepted and give no decision.
+    /// Applies a table record, which must be accepted and decide no waiting claim again.
     pub fn feed(&mut self, record: pb::ReplayRecord) -> &mut Self {
         match self.0.apply(record.clone()) {
-            Ok(None) => self,
+            Ok(lines) if lines.is_empty() => self,
             other => panic!("{record:?} gave {other:?}"),
         }
+    }
+
+    /// Applies a table record, which must be accepted; returns the lines of the waiting claims it
+    /// decided again.
+    pub fn feed_redeciding(&mut self, record: pb::ReplayRecord) -> Vec<pb::Decision> {
+        self.0
+            .apply(record.clone())
+            .unwrap_or_else(|e| panic!("{record:?} refused: {e}"))
     }
 
     pub fn feed_all(&mut self, records: impl IntoIterator<Item = pb::ReplayRecord>) -> &mut Self {
@@ -429,12 +438,13 @@ impl Run {
         self
     }
 
-    /// Applies an activity, which must be accepted and give a decision.
+    /// Applies an activity, which must be accepted and give a decision (and decide no waiting
+    /// claim again first).
     pub fn decide(&mut self, event: Ev) -> pb::Decision {
-        match self.0.apply(event.record()) {
-            Ok(Some(d)) => {
+        match self.0.apply(event.record()).as_deref() {
+            Ok([d]) => {
                 assert_eq!(d.event_id, event.0.event_id, "decision for another event");
-                d
+                d.clone()
             }
             other => panic!("{event:?} gave {other:?}"),
         }

@@ -102,6 +102,7 @@ impl ChangeBody for WantedSettings {
         Ok(WantedSettings(TenantSettings {
             autoclaim_enabled: request.autoclaim_enabled,
             scope,
+            low_seats_threshold: request.low_seats_threshold,
         }))
     }
 }

@@ -106,6 +106,7 @@ use headers::{content_type, with_producer_headers};
 pub use headers::{is_service_header, ROUTE_OFFSET_HEADER, ROUTE_PARTITION_HEADER};
 use rebalance::{partition_numbers, PartitionEvent, RebalanceContext};
 
+mod claims;
 mod headers;
 mod rebalance;
 
@@ -118,6 +119,9 @@ pub struct LoopCounts {
     pub assignments: u64,
     pub failures: u64,
     pub dead_letters: u64,
+    /// Changes of pending claims, and notices, published.
+    pub claim_changes: u64,
+    pub notices: u64,
     pub commits: u64,
     pub aborts: u64,
 }
@@ -145,6 +149,8 @@ struct LoopState {
     /// Looked up once: the `histogram!` macro resolves its key in the registry on every call.
     decision_seconds: metrics::Histogram,
     decisions_seen: u64,
+    /// A table changed or partitions were restored: waiting claims may be due a re-decision.
+    redecide_soon: bool,
 }
 
 /// The transactional producer, which fences any earlier incarnation with the same id.
@@ -203,7 +209,8 @@ impl Processor {
             repartition: config.topics.repartition.clone(),
         };
         let transactions = Arc::new(init_transactions(&config, inputs.clone())?);
-        let mut tables = Tables::new(config.propagation_delay);
+        let mut tables =
+            Tables::new(config.propagation_delay).with_claim_rules(config.claims.rules());
         let mut states = HashMap::new();
         let feed = load_tables(&config, &mut tables, &mut states, activity_partitions)?;
         let context = RebalanceContext::new(&config, &inputs, &transactions, &health);
@@ -227,6 +234,7 @@ impl Processor {
                 last_gauges: Instant::now(),
                 decision_seconds: histogram!(telemetry::DECISION_SECONDS),
                 decisions_seen: 0,
+                redecide_soon: true,
             },
         })
     }
@@ -266,6 +274,7 @@ impl Processor {
             }
             let drained = self.process_burst()?;
             self.state.take_partition_events(&self.consumer)?;
+            self.state.redecide_if_due(&self.consumer)?;
             self.state.report_gauges();
             self.state.commit_if_due(&self.consumer, drained)?;
         }
@@ -331,13 +340,15 @@ impl LoopState {
     }
 
     fn poll_feed(&mut self) -> Result<(), PipelineError> {
-        self.feed.poll(
+        let applied = self.feed.poll(
             &mut self.tables,
             &mut self.states,
             self.activity_partitions,
             Duration::ZERO,
             1000,
         )?;
+        // A table change may have freed seats: look at the waiting claims without waiting.
+        self.redecide_soon |= applied > 0;
         Ok(())
     }
 
@@ -379,6 +390,12 @@ impl LoopState {
             .map(PartitionState::tracked_users)
             .sum();
         gauge!(telemetry::TRACKED_USERS).set(users as f64);
+        let pending: usize = self
+            .states
+            .values()
+            .map(PartitionState::pending_claims)
+            .sum();
+        gauge!(telemetry::PENDING_CLAIMS).set(pending as f64);
         let counts = self.tables.policy_status_counts(Timestamp::now());
         gauge!(telemetry::POLICIES, "status" => "active").set(counts.active as f64);
         gauge!(telemetry::POLICIES, "status" => "propagating").set(counts.propagating as f64);
@@ -442,6 +459,7 @@ impl LoopState {
             )
         })?;
         self.states.extend(restored);
+        self.redecide_soon = true;
         super::metrics::restored(partitions.len(), &stats);
         gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
         Ok(())
@@ -555,10 +573,15 @@ impl LoopState {
             self.decision_seconds
                 .record(started.elapsed().as_secs_f64());
         }
-        self.batch.decided(&decision);
-        if output::has_output(&decision) {
-            self.send_outputs(&decision, partition, &event.tenant_id)?;
+        if !decision.redecided.is_empty() {
+            self.send_redecided(&decision.redecided, partition)?;
         }
+        self.batch.decided(&decision.decision);
+        if output::has_output(&decision.decision) {
+            self.send_outputs(&decision.decision, partition, &event.tenant_id)?;
+        }
+        self.send_claims(&decision.claims, partition)?;
+        self.send_notices(&decision.notices, partition)?;
         Ok(())
     }
 
