@@ -367,3 +367,29 @@ proptest! {
         prop_assert_eq!(alone, mixed);
     }
 }
+
+/// Two products' snapshots taken at the same time: the second frees seats too, although it brings
+/// no later time than the first (the fault test found replay missing it).
+#[test]
+fn a_second_snapshot_of_the_same_time_frees_its_seats_too() {
+    let mut r = Run::new(delay_ms(DELAY));
+    r.feed_all([
+        autoclaim_on(T, T0),
+        PolicySpec::new(T, "pol", PER_USER, T0).record(),
+        PolicySpec::new(T, "rpa", PREMIUM, T0).record(),
+        inventory(T, PER_USER, 0, 0, T0),
+        inventory(T, PREMIUM, 0, 0, T0),
+        UserSpec::member(T, "u1").record(),
+        UserSpec::member(T, "u2").record(),
+    ]);
+    assert_no_licences(&r.decide(Ev::saved(T, "e1", "u1", LIVE)));
+    assert_no_licences(&r.decide(Ev::saved(T, "e2", "u2", LIVE + MIN).rpa()));
+    let at = LIVE + 10 * MIN;
+    let per_user = r.feed_redeciding(inventory(T, PER_USER, 1, 0, at));
+    assert_eq!(per_user.len(), 1, "{per_user:?}");
+    assert_eq!(per_user[0].subject_user_id, "u1");
+    let premium = r.feed_redeciding(inventory(T, PREMIUM, 1, 0, at));
+    assert_eq!(premium.len(), 1, "{premium:?}");
+    assert_eq!(premium[0].subject_user_id, "u2");
+    assert_eq!(premium[0].product, PREMIUM);
+}

@@ -138,7 +138,10 @@ pub fn redecide_if_due(
     }
     let rules = tables.claim_rules();
     let changed = tables.last_change_in_force(tenant, now);
-    let due = claims.dirty_at.is_some() || changed > claims.swept_through;
+    let records = tables.records_of(tenant);
+    let due = claims.dirty_at.is_some()
+        || changed > claims.swept_through
+        || claims.swept_records != Some(records);
     let trigger = if due {
         changed.max(claims.dirty_at)
     } else {
@@ -154,6 +157,7 @@ pub fn redecide_if_due(
         let claims = partition.claims_mut(tenant);
         claims.dirty_at = None;
         claims.swept_through = claims.swept_through.max(Some(at));
+        claims.swept_records = Some(records);
     }
     if expiring || trigger.is_some() {
         out.claims.extend(expire(rules, partition, tenant, now));

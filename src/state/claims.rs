@@ -42,8 +42,10 @@ pub struct TenantClaims {
     notices: HashMap<ProductId, NoticeState>,
     /// A directory row of a waiting user changed at this time: decide the claims again.
     pub(super) dirty_at: Option<Timestamp>,
-    /// The latest trigger the claims have been decided again for, in this process.
+    /// The latest trigger the claims have been decided again for, in this process, and how many
+    /// records the tenant's tables had taken then.
     pub(super) swept_through: Option<Timestamp>,
+    pub(super) swept_records: Option<u64>,
     /// The latest event time seen for the tenant while it had claims: the time claims expire by
     /// and policies come into force by.
     time: Option<Timestamp>,

@@ -21,6 +21,9 @@ pub struct TenantTables {
     settings: Versioned<TenantSettings>,
     policies: HashMap<String, Versioned<Policy>>,
     inventory: HashMap<ProductId, Inventory>,
+    /// Records applied to the tenant's tables: a change waiting claims have not seen yet may have
+    /// freed a seat, even one with the same time as the last (two products' snapshots).
+    records: u64,
 }
 
 impl TenantTables {
@@ -102,8 +105,16 @@ impl Tables {
         self.tenants.get_by_key(tenant)
     }
 
+    /// The tenant's tables, to record a change in.
     fn tenant_mut(&mut self, tenant: &str) -> &mut TenantTables {
-        self.tenants.get_or_default(tenant)
+        let tables = self.tenants.get_or_default(tenant);
+        tables.records += 1;
+        tables
+    }
+
+    /// How many records the tenant's tables have taken (see `TenantTables::records`).
+    pub fn records_of(&self, tenant: &str) -> u64 {
+        self.tenant(tenant).map_or(0, |t| t.records)
     }
 
     pub fn record_settings(

@@ -2,12 +2,12 @@
 //! event of the tenant does so itself, in `state::decide_and_record`), and publishing claim changes
 //! and notices in the open transaction, on the tenant's partition number (the claims topic is also
 //! what a restore rebuilds them from).
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::headers::content_type;
 use super::rebalance::RebalanceContext;
@@ -18,6 +18,9 @@ use crate::state::{self, Redecided};
 use crate::wire::claims::{claim_key, claim_record, notice_record};
 use crate::wire::codec;
 
+/// How soon a re-decision that could not commit (no input position known yet) is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
 impl LoopState {
     /// After a table change (or a restore), decides waiting claims again where it may have freed a
     /// seat; an abort while sending their outputs rewinds like any other.
@@ -25,10 +28,11 @@ impl LoopState {
         &mut self,
         consumer: &BaseConsumer<RebalanceContext>,
     ) -> Result<(), PipelineError> {
-        if !self.redecide_soon {
+        if !self.redecide_soon || self.redecide_after.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
         self.redecide_soon = false;
+        self.redecide_after = None;
         match self.redecide(consumer) {
             Err(PipelineError::Transaction(TxnError::Aborted(e))) => {
                 warn!(error = %e, "sending the outputs of waiting claims failed; aborting and rewinding");
@@ -50,7 +54,13 @@ impl LoopState {
             .collect();
         for partition in waiting {
             let Some(next_offset) = self.input_position(consumer, partition) else {
-                debug!(partition, "no position to commit with waiting claims yet");
+                // Look again shortly: the table change must not be forgotten.
+                warn!(
+                    partition,
+                    "no position to commit waiting claims with yet; trying again"
+                );
+                self.redecide_soon = true;
+                self.redecide_after = Some(Instant::now() + RETRY_AFTER);
                 continue;
             };
             let state = self.states.get_mut(&partition).expect("listed above");
@@ -61,6 +71,12 @@ impl LoopState {
             self.transactions.ensure_begun()?;
             self.transactions
                 .hold_position(Input::Activity, partition, next_offset);
+            info!(
+                partition,
+                assignments = redecided.assignments.len(),
+                claim_changes = redecided.claims.len(),
+                "waiting claims decided again after a table change"
+            );
             self.send_redecided(&redecided, partition)?;
         }
         Ok(())

@@ -151,6 +151,7 @@ struct LoopState {
     decisions_seen: u64,
     /// A table changed or partitions were restored: waiting claims may be due a re-decision.
     redecide_soon: bool,
+    redecide_after: Option<Instant>,
 }
 
 /// The transactional producer, which fences any earlier incarnation with the same id.
@@ -235,6 +236,7 @@ impl Processor {
                 decision_seconds: histogram!(telemetry::DECISION_SECONDS),
                 decisions_seen: 0,
                 redecide_soon: true,
+                redecide_after: None,
             },
         })
     }
