@@ -53,6 +53,7 @@ fn default_topics() -> Topics {
         assignments: "autoclaim.assignments.v1".into(),
         failures: "autoclaim.failures.v1".into(),
         dead_letters: "autoclaim.dlq.v1".into(),
+        audit: "autoclaim.audit.v1".into(),
         repartition: "autoclaim.activity-repartition.v1".into(),
         claims: "autoclaim.claims.v1".into(),
         notices: "autoclaim.notices.v1".into(),
@@ -84,7 +85,12 @@ pub fn run(options: &DemoOptions, out: &mut impl Write) -> anyhow::Result<()> {
     // that the page can be opened while the workload flows.
     let admin = if options.serve {
         let delay = options.propagation_delay;
-        Some(serve::DemoAdmin::start(&kafka, &topics, delay)?)
+        Some(serve::DemoAdmin::start(
+            &kafka,
+            &topics,
+            delay,
+            DEMO_TRANSACTIONAL_ID,
+        )?)
     } else {
         None
     };
@@ -138,6 +144,7 @@ fn create_topics(
     }
     cluster.create_topic(&topics.inventory, 1, 1)?;
     cluster.create_topic(&topics.policies, 1, 1)?;
+    cluster.create_topic(&topics.audit, 1, 1)?;
     Ok(())
 }
 
@@ -231,7 +238,7 @@ fn demo_config(
         kafka: kafka.clone(),
         topics: topics.clone(),
         group_id: DEMO_GROUP.into(),
-        transactional_id: Some("autoclaim-demo-1".into()),
+        transactional_id: Some(DEMO_TRANSACTIONAL_ID.into()),
         propagation_delay: options.propagation_delay,
         event_time: Default::default(),
         claims: Default::default(),
@@ -248,6 +255,7 @@ fn demo_config(
         create_topics: false,
         partitions,
         replication: Default::default(),
+        retention: Default::default(),
     }
 }
 
@@ -506,6 +514,8 @@ fn serve_metrics(
 }
 
 const DEMO_GROUP: &str = "autoclaim-demo";
+/// The processor's transactional id; the admin API's writer derives its own from it.
+const DEMO_TRANSACTIONAL_ID: &str = "autoclaim-demo-1";
 /// Events published at a time; the pipeline must have consumed one chunk before the next is sent.
 const PUBLISH_CHUNK: usize = 4_000;
 

@@ -443,6 +443,12 @@ fn endpoints(tenant: &str) -> Vec<Endpoint> {
             None,
             StatusCode::OK,
         ),
+        e(
+            "GET",
+            format!("/v1/tenants/{tenant}/audit"),
+            None,
+            StatusCode::OK,
+        ),
     ]
 }
 
@@ -616,7 +622,7 @@ async fn authorization_matrix_of_every_endpoint() {
             if !reply.headers.contains_key(header::WWW_AUTHENTICATE) {
                 failures.push(format!("{what}: no WWW-Authenticate challenge"));
             }
-            if !app.writer.writes().is_empty() {
+            if !app.writer.writes().is_empty() || !app.writer.audit_entries().is_empty() {
                 failures.push(format!("{what}: something was written on a refusal"));
             }
             if reply.text().contains(OTHER_SECRET_NAME) || reply.text().contains("Flows") {
@@ -1856,6 +1862,7 @@ async fn unknown_routes_and_methods_are_problems_and_the_api_describes_itself() 
             vec!["get", "patch", "delete"],
         ),
         ("/v1/tenants/{tenantId}/report", vec!["get"]),
+        ("/v1/tenants/{tenantId}/audit", vec!["get"]),
         ("/v1/catalog", vec!["get"]),
     ];
     for (path, methods) in routes {

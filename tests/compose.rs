@@ -51,7 +51,12 @@ const NON_CLAP_ENV: &[(&str, &str)] = &[("AUTOCLAIM_LOG", "src/logging.rs")];
 /// Options that must have the same effective value in every autoclaim container that takes them.
 const SHARED_OPTIONS: &[&str] = &["brokers", "propagation-delay", "group-id"];
 /// Options that must agree among the containers that create topics.
-const TOPIC_CREATION_OPTIONS: &[&str] = &["partitions", "replication-factor", "propagation-delay"];
+const TOPIC_CREATION_OPTIONS: &[&str] = &[
+    "partitions",
+    "replication-factor",
+    "propagation-delay",
+    "audit-retention",
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -873,8 +878,8 @@ fn topic_names_are_the_binary_defaults() {
         .collect();
     assert_eq!(
         defaults.len(),
-        10,
-        "run --help should list the ten topics: {defaults:?}"
+        11,
+        "run --help should list the eleven topics: {defaults:?}"
     );
     let dockerfile = dockerfile();
     let image_env = image_env(dockerfile.last().unwrap());

@@ -374,6 +374,40 @@ fn directory_user_deleted(g: &mut Gen) -> pb::DirectoryUserDeleted {
     }
 }
 
+fn audit_actor(g: &mut Gen) -> pb::AuditActor {
+    pb::AuditActor {
+        object_id: g.string(),
+        display_name: g.string(),
+    }
+}
+
+/// An audited version with either member of its oneof (or none), default or not.
+fn audited_version(g: &mut Gen) -> pb::AuditedVersion {
+    use pb::audited_version::Version;
+    let version = match g.0.random_range(0..5) {
+        0 => None,
+        1 => Some(Version::Settings(pb::TenantSettings::default())),
+        2 => Some(Version::Policy(pb::Policy::default())),
+        3 => Some(Version::Settings(tenant_settings(g))),
+        _ => Some(Version::Policy(policy(g))),
+    };
+    pb::AuditedVersion { version }
+}
+
+fn audit_entry(g: &mut Gen) -> pb::AuditEntry {
+    pb::AuditEntry {
+        entry_id: g.string(),
+        tenant_id: g.string(),
+        actor: g.opt(audit_actor),
+        action: g.enum_number(6),
+        policy_id: g.string(),
+        before: g.opt(audited_version),
+        after: g.opt(audited_version),
+        made_at: g.opt_timestamp(),
+        in_force_at: g.opt_timestamp(),
+    }
+}
+
 /// A replay record with the `member`th member of its oneof (or none, past the last), default or not.
 fn replay_record(g: &mut Gen, member: usize) -> pb::ReplayRecord {
     use pb::replay_record::Record;
@@ -787,6 +821,9 @@ fn generate(batch: &mut Batch, g: &mut Gen) {
         "autoclaim.v1.LicenseClaim" => license_claim,
         "autoclaim.v1.AdminNotice" => admin_notice,
         "autoclaim.v1.DirectoryUserDeleted" => directory_user_deleted,
+        "autoclaim.v1.AuditActor" => audit_actor,
+        "autoclaim.v1.AuditedVersion" => audited_version,
+        "autoclaim.v1.AuditEntry" => audit_entry,
     );
     for member in 0..=6 {
         for _ in 0..MESSAGES_PER_TYPE / 3 {

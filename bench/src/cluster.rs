@@ -15,6 +15,7 @@ pub(crate) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &st
         assignments: format!("{prefix}.{outputs}.assignments"),
         failures: format!("{prefix}.{outputs}.failures"),
         dead_letters: format!("{prefix}.{outputs}.dlq"),
+        audit: format!("{prefix}.{tables}.audit"),
         repartition: format!("{prefix}.{outputs}.repartition"),
         claims: format!("{prefix}.{outputs}.claims"),
         notices: format!("{prefix}.{outputs}.notices"),
@@ -35,6 +36,7 @@ impl Cluster {
             partitions,
             Default::default(),
             Duration::from_secs(7200),
+            Default::default(),
         ))?;
         self.created.extend(created.0);
         topics::check_topics(&self.kafka, topics)?;

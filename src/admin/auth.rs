@@ -2,7 +2,8 @@
 //! (RS256 with a key of the configured JWKS, or HS256 with the configured development secret), it is
 //! within `nbf`..`exp`, and its issuer and audience are the configured ones. It then authorizes a
 //! request when its `tid` is the tenant in the path and its `wids` hold the Global Administrator role
-//! template id. Its `oid` is recorded as who made a change.
+//! template id. Its `oid` is recorded as who made a change, and its `name` (when it has one) in the
+//! audit log beside it.
 //!
 //! The RS256 keys come from a JWKS file or URL ([`super::jwks`]). Until a JWKS URL has been fetched
 //! once, RS256 tokens are answered 503 (HS256 ones still work).
@@ -36,6 +37,8 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const LEEWAY_SECONDS: u64 = 60;
 /// `Retry-After` of an RS256 token refused because the JWKS has not been fetched yet.
 const KEYS_RETRY_AFTER_SECONDS: u32 = 5;
+/// A display name longer than this is cut: it is recorded, not checked, and must stay small.
+const MAX_DISPLAY_NAME_CHARS: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum AuthConfigError {
@@ -77,6 +80,8 @@ pub struct AuthSettings {
 pub struct Principal {
     pub tenant_id: String,
     pub object_id: String,
+    /// The token's `name` claim (Entra's display name of the user), when it has one.
+    pub display_name: Option<String>,
     pub roles: Vec<String>,
 }
 
@@ -98,7 +103,21 @@ struct TokenClaims {
     #[serde(default)]
     oid: Option<String>,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     wids: Option<Vec<String>>,
+}
+
+/// A display name as it may be recorded: without control characters, trimmed, bounded; `None`
+/// when nothing is left. A name is only ever shown, so it is tidied rather than refused.
+fn display_name(name: Option<String>) -> Option<String> {
+    let name: String = name?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_DISPLAY_NAME_CHARS)
+        .collect();
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Where RS256 keys are looked up.
@@ -289,6 +308,7 @@ impl Authenticator {
         Ok(Principal {
             tenant_id: ids::canonical(tid),
             object_id: ids::canonical(oid),
+            display_name: display_name(claims.name),
             roles: claims.wids.unwrap_or_default(),
         })
     }
@@ -340,6 +360,9 @@ pub struct DevClaims {
     pub aud: String,
     pub tid: String,
     pub oid: String,
+    /// The user's display name, as Entra puts it in `name`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub wids: Vec<String>,
     pub iat: u64,
@@ -363,6 +386,7 @@ impl DevClaims {
             aud: audience.to_owned(),
             tid: tenant.to_owned(),
             oid: object_id.to_owned(),
+            name: None,
             wids: roles,
             iat: now,
             nbf: now,
@@ -383,4 +407,21 @@ pub fn mint_hs256<C: Serialize>(secret: &[u8], claims: &C) -> Result<String, Aut
     header.typ = Some("JWT".into());
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret))
         .map_err(|e| AuthConfigError::Invalid(format!("cannot sign the token: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{display_name, MAX_DISPLAY_NAME_CHARS};
+
+    #[test]
+    fn a_display_name_is_tidied_for_the_record_never_refused() {
+        assert_eq!(display_name(None), None);
+        assert_eq!(display_name(Some("  \t ".into())), None);
+        assert_eq!(
+            display_name(Some(" Megan\u{0} Bowen\n".into())).as_deref(),
+            Some("Megan Bowen")
+        );
+        let long = display_name(Some("é".repeat(1000))).unwrap();
+        assert_eq!(long.chars().count(), MAX_DISPLAY_NAME_CHARS);
+    }
 }

@@ -209,6 +209,9 @@ pub struct TokenArgs {
     /// The user (`oid`) recorded as who made changes; a new random id if left out.
     #[arg(long)]
     pub oid: Option<String>,
+    /// The user's display name (`name`), recorded in the audit log beside the oid.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Directory roles (`wids`): global-administrator or a role template id. Repeatable.
     #[arg(long = "role", default_value = "global-administrator")]
     pub roles: Vec<String>,
@@ -247,7 +250,8 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<(String, DevClaims)> {
         .oid
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let claims = DevClaims::new(&args.issuer, audience, &args.tenant, &oid, roles, args.ttl);
+    let mut claims = DevClaims::new(&args.issuer, audience, &args.tenant, &oid, roles, args.ttl);
+    claims.name = args.name.clone();
     let token = auth::mint_hs256(args.secret.as_bytes(), &claims)?;
     Ok((token, claims))
 }

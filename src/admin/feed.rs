@@ -1,7 +1,9 @@
 //! The admin view's feed: a thread of its own (librdkafka's calls block; the async runtime is never
-//! held up) that reads the policies, inventory and assignments topics from their beginning and keeps
-//! reading, applying each record to the shared view. The view is marked loaded once every topic has
-//! been read to the end it had when the feed started.
+//! held up) that reads the policies, inventory, assignments and audit topics from their beginning
+//! and keeps reading, applying each record to the shared view. The view is marked loaded once every
+//! topic has been read to the end it had when the feed started. Every reader is `read_committed`
+//! (`clients::table_reader`), so a change whose transaction was aborted is never seen, neither its
+//! version nor its audit entry.
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,11 +34,14 @@ enum Table {
     Policies,
     Inventory,
     Assignments,
+    Audit,
 }
 
 enum Update {
     Table(TableUpdate),
     Assignment(pb::LicenseAssignment),
+    /// An entry and its offset: its place in the log. Boxed: an entry holds two versions.
+    Audit(Box<pb::AuditEntry>, i64),
 }
 
 struct Reader {
@@ -71,18 +76,26 @@ fn open(kafka: &KafkaArgs, table: Table, topic: &str) -> Result<Option<Reader>, 
     }))
 }
 
-fn decode(table: Table, raw: &RawRecord<'_>) -> Result<Option<Update>, WireError> {
+/// A record of `table` at `offset`, decoded.
+fn decode(table: Table, raw: &RawRecord<'_>, offset: i64) -> Result<Option<Update>, WireError> {
     match table {
         Table::Policies => Ok(records::policies_record(raw)?.map(Update::Table)),
         Table::Inventory => Ok(records::inventory_record(raw)?.map(Update::Table)),
-        Table::Assignments => {
-            let Some(value) = raw.value else {
-                return Ok(None);
-            };
-            let format = Format::from_content_type(raw.content_type)?;
-            Ok(Some(Update::Assignment(codec::decode(value, format)?)))
-        }
+        Table::Assignments => Ok(message(raw)?.map(Update::Assignment)),
+        Table::Audit => Ok(message(raw)?.map(|e| Update::Audit(Box::new(e), offset))),
     }
+}
+
+/// A record's value in the format its content type names; `None` for a tombstone.
+fn message<M>(raw: &RawRecord<'_>) -> Result<Option<M>, WireError>
+where
+    M: prost::Message + serde::de::DeserializeOwned + Default,
+{
+    let Some(value) = raw.value else {
+        return Ok(None);
+    };
+    let format = Format::from_content_type(raw.content_type)?;
+    Ok(Some(codec::decode(value, format)?))
 }
 
 /// Reads one batch of a topic; returns how many records were read.
@@ -102,7 +115,7 @@ fn poll(reader: &mut Reader, view: &SharedView) -> Result<usize, KafkaError> {
         };
         wait = Duration::ZERO;
         read += 1;
-        match decode(reader.table, &RawRecord::of(&message)) {
+        match decode(reader.table, &RawRecord::of(&message), message.offset()) {
             Ok(Some(update)) => updates.push(update),
             Ok(None) => {}
             Err(e) => warn!(
@@ -122,6 +135,11 @@ fn poll(reader: &mut Reader, view: &SharedView) -> Result<usize, KafkaError> {
                 Update::Assignment(a) => {
                     if let Err(e) = view.apply_assignment(a) {
                         warn!(topic = reader.topic, error = %e, "admin view: skipping an unreadable assignment");
+                    }
+                }
+                Update::Audit(entry, offset) => {
+                    if let Err(e) = view.apply_audit(*entry, offset) {
+                        warn!(topic = reader.topic, error = %e, "admin view: skipping an unreadable audit entry");
                     }
                 }
             }
@@ -147,6 +165,7 @@ fn run(kafka: &KafkaArgs, topics: &Topics, view: &SharedView, stop: &AtomicBool)
         (Table::Policies, topics.policies.as_str()),
         (Table::Inventory, topics.inventory.as_str()),
         (Table::Assignments, topics.assignments.as_str()),
+        (Table::Audit, topics.audit.as_str()),
     ];
     let mut readers: Vec<Reader> = Vec::new();
     let mut waiting_since = Instant::now();

@@ -5,8 +5,8 @@
 //!   see [`jwks`]; HS256 for development), 401 for a bad token and 403 for another tenant or role;
 //! - [`view`]: the API's own view of the policies, inventory and assignments topics, fed by
 //!   [`feed`] on a thread of its own;
-//! - [`writer`]: changes go to the policies topic (idempotent producer, acks from all in-sync
-//!   replicas) and take effect after the propagation delay, like every other change;
+//! - [`writer`]: changes go to the policies topic and take effect after the propagation delay, like
+//!   every other change; each with its [`audit`] entry on the audit topic, in one transaction;
 //! - [`api`]: routes, validation and problem details ([`problem`]); [`feature`] says whether the
 //!   tenant's autoclaim setting lets its policies assign licences;
 //! - [`report`] and [`cli`]: the report, and the `autoclaim report` and `autoclaim token` commands;
@@ -15,6 +15,7 @@
 //!
 //! The API is on when a token key is configured and off otherwise: it never runs open.
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
@@ -155,12 +156,14 @@ pub struct AdminService {
 
 impl AdminService {
     /// Starts the admin API if a token key is configured (`None` otherwise); fails on a partial or
-    /// invalid configuration rather than run open.
+    /// invalid configuration rather than run open. Its writer's transactional id is derived from
+    /// the service's `transactional_id`.
     pub fn start(
         args: &AdminArgs,
         kafka: &KafkaArgs,
         topics: &Topics,
         propagation_delay: Duration,
+        transactional_id: &str,
     ) -> anyhow::Result<Option<AdminService>> {
         let Some(settings) = args.auth_settings().context("admin API")? else {
             tracing::warn!(
@@ -179,7 +182,7 @@ impl AdminService {
                  (503) until it is, HS256 tokens are accepted if configured"
             );
         }
-        let writer = writer::KafkaPolicyWriter::new(kafka, topics)
+        let writer = writer::KafkaPolicyWriter::new(kafka, topics, transactional_id)
             .context("admin API: cannot create the policies producer")?;
         let view = view::SharedView::new(view::AdminView::new(propagation_delay));
         let stop = Arc::new(AtomicBool::new(false));

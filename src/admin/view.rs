@@ -1,11 +1,12 @@
 //! The admin API's own view of the tables: settings and policy versions and inventory (read whole
-//! from their topics) and the assignments of the last 90 days (for the report and for the licences
-//! still available). Filled by the admin feed, by the API's own writes (read-your-writes), or
-//! directly by tests.
+//! from their topics), the assignments of the last 90 days (for the report and for the licences
+//! still available) and the newest audit entries of each tenant. Filled by the admin feed, by the
+//! API's own writes (read-your-writes), or directly by tests.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use super::audit::AuditLog;
 use crate::domain::catalog::{Catalog, ProductId};
 use crate::domain::ids;
 use crate::domain::policy::Policy;
@@ -96,6 +97,7 @@ pub struct PolicyState<'a> {
 pub struct AdminView {
     propagation_delay: Duration,
     tenants: HashMap<String, TenantView>,
+    audit: AuditLog,
     loaded: bool,
 }
 
@@ -123,6 +125,7 @@ impl AdminView {
         AdminView {
             propagation_delay,
             tenants: HashMap::new(),
+            audit: AuditLog::default(),
             loaded: false,
         }
     }
@@ -203,6 +206,17 @@ impl AdminView {
     pub fn apply_inventory(&mut self, inventory: pb::LicenseInventory) -> Result<(), WireError> {
         self.apply(TableUpdate::Inventory(inventory.try_into()?));
         Ok(())
+    }
+
+    /// Records an audit entry at its offset on the audit topic (read from it, or the API's own
+    /// write); one already kept is ignored.
+    pub fn apply_audit(&mut self, entry: pb::AuditEntry, offset: i64) -> Result<(), WireError> {
+        self.audit.record(entry, offset)
+    }
+
+    /// The newest audit entries of every tenant.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// Records an assignment read from the assignments topic; one already seen is ignored.

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use autoclaim::pipeline::config::{KafkaArgs, ReplicationArgs, Topics};
+use autoclaim::pipeline::config::{KafkaArgs, ReplicationArgs, RetentionArgs, Topics};
 use autoclaim::pipeline::topics;
 
 #[derive(clap::Args)]
@@ -16,6 +16,8 @@ pub struct CreateTopicsArgs {
     partitions: i32,
     #[command(flatten)]
     replication: ReplicationArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
     /// Propagation delay the policies topic must keep superseded versions for.
     #[arg(long, env = "AUTOCLAIM_PROPAGATION_DELAY", value_parser = humantime::parse_duration, default_value = "2h")]
     propagation_delay: Duration,
@@ -30,6 +32,7 @@ impl CreateTopicsArgs {
             self.partitions,
             self.replication,
             self.propagation_delay,
+            self.retention,
         ))?;
         eprintln!(
             "created {} topics ({replication}): {}",

@@ -60,6 +60,7 @@ impl RunArgs {
             &config.kafka,
             &config.topics,
             config.propagation_delay,
+            &config.transactional_id(),
         )?;
         let health = Arc::new(Health::default());
         autoclaim::pipeline::health::spawn_watchdog(Arc::clone(&health), config.watchdog_timeout)
@@ -100,6 +101,7 @@ fn create_topics(runtime: &Runtime, config: &RunConfig) -> anyhow::Result<()> {
         config.partitions,
         config.replication,
         config.propagation_delay,
+        config.retention,
     ))?;
     if !created.is_empty() {
         info!(?created, %replication, "created topics");

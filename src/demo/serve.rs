@@ -35,6 +35,7 @@ impl DemoAdmin {
         kafka: &KafkaArgs,
         topics: &Topics,
         propagation_delay: Duration,
+        transactional_id: &str,
     ) -> anyhow::Result<DemoAdmin> {
         // 64 hex digits of the system's randomness (two v4 UUIDs): a secret of this run only.
         let secret = format!(
@@ -50,8 +51,9 @@ impl DemoAdmin {
             audience: vec![AUDIENCE.into()],
             max_policies: crate::admin::api::DEFAULT_MAX_POLICIES,
         };
-        let service = AdminService::start(&args, kafka, topics, propagation_delay)?
-            .context("the demo's admin API did not start")?;
+        let service =
+            AdminService::start(&args, kafka, topics, propagation_delay, transactional_id)?
+                .context("the demo's admin API did not start")?;
         Ok(DemoAdmin { service, secret })
     }
 
@@ -63,6 +65,7 @@ impl DemoAdmin {
             audience: AUDIENCE.into(),
             tenant: tenant.into(),
             oid: Some("demo-admin".into()),
+            name: Some("Demo administrator".into()),
             roles: vec!["global-administrator".into()],
             no_roles: false,
             ttl: TOKEN_TTL,

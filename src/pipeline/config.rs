@@ -82,6 +82,14 @@ pub struct Topics {
         default_value = "autoclaim.dlq.v1"
     )]
     pub dead_letters: String,
+    /// Output of the admin API: every change made through it, with who made it and the versions
+    /// before and after (never compacted; written in the same transaction as the change).
+    #[arg(
+        long = "audit-topic",
+        env = "AUTOCLAIM_AUDIT_TOPIC",
+        default_value = "autoclaim.audit.v1"
+    )]
+    pub audit: String,
     /// Internal: activity records that arrived on a partition that does not own their tenant,
     /// routed to the one that does (co-partitioned with activity; written and read only by
     /// autoclaim).
@@ -120,6 +128,7 @@ impl Topics {
             ("--assignments-topic", &self.assignments),
             ("--failures-topic", &self.failures),
             ("--dlq-topic", &self.dead_letters),
+            ("--audit-topic", &self.audit),
             ("--repartition-topic", &self.repartition),
             ("--claims-topic", &self.claims),
             ("--notices-topic", &self.notices),
@@ -245,6 +254,26 @@ pub struct ReplicationArgs {
     /// acknowledged. Default: 2 with three or more replicas (one broker may be lost), else 1.
     #[arg(long, env = "AUTOCLAIM_MIN_INSYNC_REPLICAS")]
     pub min_insync_replicas: Option<i32>,
+}
+
+/// How long created topics keep their records, where the operator chooses.
+#[derive(Args, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionArgs {
+    /// `retention.ms` of the audit topic when it is created (e.g. 365d, 2years): how far back the
+    /// admin API's audit log reaches. The topic is never compacted.
+    #[arg(id = "audit_retention", long = "audit-retention", value_name = "AUDIT_RETENTION", env = "AUTOCLAIM_AUDIT_RETENTION", value_parser = humantime::parse_duration, default_value = "365d")]
+    pub audit: Duration,
+}
+
+/// A year of audit records, unless the operator chooses otherwise.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        RetentionArgs {
+            audit: DEFAULT_AUDIT_RETENTION,
+        }
+    }
 }
 
 /// How far an activity's event time may be ahead of the time its record was written: the same for
@@ -383,6 +412,8 @@ pub struct RunConfig {
     pub partitions: i32,
     #[command(flatten)]
     pub replication: ReplicationArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 impl RunConfig {
@@ -471,6 +502,7 @@ mod tests {
             assignments: "as".into(),
             failures: "f".into(),
             dead_letters: "dl".into(),
+            audit: "au".into(),
             repartition: "r".into(),
             claims: "c".into(),
             notices: "n".into(),
@@ -570,5 +602,33 @@ mod kafka_args_tests {
             shown.contains("svc") && shown.contains("client.id"),
             "{shown}"
         );
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use clap::Parser;
+
+    use super::{RetentionArgs, DEFAULT_AUDIT_RETENTION};
+
+    #[derive(Parser)]
+    struct RetentionOnly {
+        #[command(flatten)]
+        retention: RetentionArgs,
+    }
+
+    #[test]
+    fn the_audit_retention_is_a_year_unless_the_flag_says_otherwise() {
+        let parse = |args: &[&str]| {
+            RetentionOnly::try_parse_from(std::iter::once("autoclaim").chain(args.iter().copied()))
+                .map(|p| p.retention)
+        };
+        if std::env::var_os("AUTOCLAIM_AUDIT_RETENTION").is_none() {
+            assert_eq!(parse(&[]).unwrap().audit, DEFAULT_AUDIT_RETENTION);
+            assert_eq!(RetentionArgs::default().audit, DEFAULT_AUDIT_RETENTION);
+        }
+        let two_years = parse(&["--audit-retention", "730d"]).unwrap();
+        assert_eq!(two_years.audit, 2 * DEFAULT_AUDIT_RETENTION);
+        assert!(parse(&["--audit-retention", "forever"]).is_err());
     }
 }

@@ -10,7 +10,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use thiserror::Error;
 
 use super::clients;
-use super::config::{KafkaArgs, ReplicationArgs, Topics};
+use super::config::{KafkaArgs, ReplicationArgs, RetentionArgs, Topics};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// Assignments must stay readable for the 90-day report.
@@ -33,6 +33,12 @@ pub enum TopicError {
         activity_partitions: usize,
         other: String,
         other_partitions: usize,
+        why: &'static str,
+    },
+    #[error("topic {topic} has {partitions} partitions; it must have one: {why}")]
+    NotOnePartition {
+        topic: String,
+        partitions: usize,
         why: &'static str,
     },
     #[error("cannot create topic {topic}: {reason}")]
@@ -73,8 +79,9 @@ pub fn partition_counts(
         .collect())
 }
 
-/// Checks that every topic exists and that activity, assignments and the repartition topic are
-/// co-partitioned; returns the number of activity partitions.
+/// Checks that every topic exists, that activity, assignments and the repartition topic are
+/// co-partitioned, and that the audit topic has one partition; returns the number of activity
+/// partitions.
 pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicError> {
     let names = all_names(topics);
     let counts = partition_counts(kafka, &names)?;
@@ -113,6 +120,13 @@ pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicErro
             });
         }
     }
+    if counts[&topics.audit] != 1 {
+        return Err(TopicError::NotOnePartition {
+            topic: topics.audit.clone(),
+            partitions: counts[&topics.audit],
+            why: "the audit log's order is the order of its one partition",
+        });
+    }
     Ok(activity_partitions as i32)
 }
 
@@ -125,6 +139,7 @@ fn all_names(topics: &Topics) -> Vec<&str> {
         &topics.assignments,
         &topics.failures,
         &topics.dead_letters,
+        &topics.audit,
         &topics.repartition,
         &topics.claims,
         &topics.notices,
@@ -143,6 +158,7 @@ pub fn topic_specs(
     topics: &Topics,
     partitions: i32,
     propagation_delay: Duration,
+    retention: RetentionArgs,
 ) -> Vec<TopicSpec> {
     let compacted = || vec![("cleanup.policy", "compact".to_owned())];
     // Superseded policy versions must stay until the version after them is in force.
@@ -193,6 +209,16 @@ pub fn topic_specs(
             ],
         ),
         spec(&topics.notices, partitions, retained()),
+        // The audit log of administration outlives the versions compaction removes from the
+        // policies topic. Admin changes are rare: one partition gives them one order.
+        spec(
+            &topics.audit,
+            1,
+            vec![
+                ("cleanup.policy", "delete".to_owned()),
+                ("retention.ms", retention.audit.as_millis().to_string()),
+            ],
+        ),
         // Routed records are read within moments; a week covers an instance down for days, and
         // `verify` reads them back as long as the activity they came from.
         spec(
@@ -261,10 +287,11 @@ pub async fn create_missing_topics(
     partitions: i32,
     asked: ReplicationArgs,
     propagation_delay: Duration,
+    retention: RetentionArgs,
 ) -> Result<(Vec<String>, Replication), TopicError> {
     let replication = Replication::choose(asked, broker_count(kafka)?)?;
     let admin: AdminClient<DefaultClientContext> = admin_client(kafka)?;
-    let specs = topic_specs(topics, partitions, propagation_delay);
+    let specs = topic_specs(topics, partitions, propagation_delay, retention);
     let min_insync = replication.min_insync.to_string();
     let new_topics: Vec<NewTopic> = specs
         .iter()
@@ -378,11 +405,12 @@ mod spec_tests {
             assignments: "o".into(),
             failures: "f".into(),
             dead_letters: "x".into(),
+            audit: "au".into(),
             repartition: "r".into(),
             claims: "c".into(),
             notices: "n".into(),
         };
-        let specs = topic_specs(&topics, 6, Duration::from_secs(7200));
+        let specs = topic_specs(&topics, 6, Duration::from_secs(7200), Default::default());
         let lag: u128 = config(&specs, &topics.directory, "min.compaction.lag.ms")
             .unwrap()
             .parse()
@@ -396,5 +424,36 @@ mod spec_tests {
             config(&specs, &topics.directory, "cleanup.policy"),
             Some("compact")
         );
+    }
+
+    #[test]
+    fn the_audit_log_is_never_compacted_and_kept_as_long_as_configured() {
+        let topics = Topics {
+            activity: "a".into(),
+            directory: "d".into(),
+            inventory: "i".into(),
+            policies: "p".into(),
+            assignments: "o".into(),
+            failures: "f".into(),
+            dead_letters: "x".into(),
+            audit: "au".into(),
+            repartition: "r".into(),
+            claims: "c".into(),
+            notices: "n".into(),
+        };
+        let delay = Duration::from_secs(7200);
+        let year = topic_specs(&topics, 6, delay, Default::default());
+        let audit = year.iter().find(|s| s.name == "au").expect("an audit spec");
+        assert_eq!(audit.partitions, 1, "one partition: one order of changes");
+        assert_eq!(config(&year, "au", "cleanup.policy"), Some("delete"));
+        assert_eq!(
+            config(&year, "au", "retention.ms"),
+            Some((365 * 24 * 3_600_000u64).to_string().as_str())
+        );
+        let two_days = RetentionArgs {
+            audit: Duration::from_secs(2 * 24 * 3600),
+        };
+        let short = topic_specs(&topics, 6, delay, two_days);
+        assert_eq!(config(&short, "au", "retention.ms"), Some("172800000"));
     }
 }

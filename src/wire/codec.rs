@@ -178,6 +178,9 @@ mod tests {
             "autoclaim.v1.AdminNotice" => check::<pb::AdminNotice>(json),
             "autoclaim.v1.ReplayRecord" => check::<pb::ReplayRecord>(json),
             "autoclaim.v1.DirectoryUserDeleted" => check::<pb::DirectoryUserDeleted>(json),
+            "autoclaim.v1.AuditActor" => check::<pb::AuditActor>(json),
+            "autoclaim.v1.AuditedVersion" => check::<pb::AuditedVersion>(json),
+            "autoclaim.v1.AuditEntry" => check::<pb::AuditEntry>(json),
             other => panic!("{other} is new in the schema: add it here"),
         }
     }

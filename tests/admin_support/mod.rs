@@ -93,8 +93,18 @@ impl Drop for AdminService {
 
 /// A development token from `autoclaim token` for the tenant's Global Administrator.
 pub fn token(tenant: &str, oid: &str) -> String {
+    token_with(tenant, oid, &[])
+}
+
+/// As `token`, with the user's display name (`name`) too.
+pub fn named_token(tenant: &str, oid: &str, name: &str) -> String {
+    token_with(tenant, oid, &["--name", name])
+}
+
+fn token_with(tenant: &str, oid: &str, extra: &[&str]) -> String {
     let out = bin()
         .args(["token", "--tenant", tenant, "--oid", oid, "--ttl", "1h"])
+        .args(extra)
         .env("AUTOCLAIM_ADMIN_HS256_SECRET", SECRET)
         .env("AUTOCLAIM_ADMIN_ISSUER", ISSUER)
         .env("AUTOCLAIM_ADMIN_AUDIENCE", AUDIENCE)

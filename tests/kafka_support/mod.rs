@@ -52,6 +52,7 @@ pub fn unique_topics(test: &str) -> Topics {
         assignments: format!("assignments-{suffix}"),
         failures: format!("failures-{suffix}"),
         dead_letters: format!("dlq-{suffix}"),
+        audit: format!("audit-{suffix}"),
         repartition: format!("repartition-{suffix}"),
         claims: format!("claims-{suffix}"),
         notices: format!("notices-{suffix}"),
@@ -74,6 +75,7 @@ pub fn create_topics(topics: &Topics, partitions: i32) {
             partitions,
             Default::default(),
             Duration::from_secs(3600),
+            Default::default(),
         ))
         .expect("create topics");
 }

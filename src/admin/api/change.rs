@@ -1,28 +1,46 @@
-//! How an accepted change is recorded: written to the policies topic, then applied to the local
-//! view so that a read right after the write sees it. A change is checked by the same conversion
-//! the processor reads the topic with, so that the API never writes what the processor refuses.
+//! How an accepted change is recorded: written to the policies topic with its audit entry (one
+//! transaction), then both applied to the local view so that a read right after the write sees
+//! them. A change is checked by the same conversion the processor reads the topic with, so that
+//! the API never writes what the processor refuses.
 use std::sync::RwLockWriteGuard;
 
 use super::AdminState;
+use crate::admin::audit;
+use crate::admin::auth::Principal;
 use crate::admin::problem::Problem;
 use crate::admin::view::AdminView;
-use crate::admin::writer::{TableWrite, WriteError};
+use crate::admin::writer::{RecordedChange, TableWrite, WriteError};
 use crate::domain::policy::PolicyError;
 use crate::domain::time::Timestamp;
 use crate::pipeline::records::TableUpdate;
 use crate::wire::WireError;
 
 impl AdminState {
-    /// Writes a change (503 if the write is not confirmed), then applies it to the view; the view
-    /// is returned locked, so that the answer shows the change and nothing newer.
+    /// Writes a change made by `principal`, with its audit entry (503 if the write is not
+    /// confirmed: then neither is recorded), then applies both to the view; the view is returned
+    /// locked, so that the answer shows the change and nothing newer. `before` is the newest
+    /// version the change replaces.
     pub(super) async fn commit(
         &self,
+        principal: &Principal,
+        before: Option<TableWrite>,
         write: TableWrite,
         update: TableUpdate,
     ) -> Result<RwLockWriteGuard<'_, AdminView>, Problem> {
-        self.0.writer.write(write).await.map_err(write_failed)?;
+        let delay = self.0.view.read().propagation_delay();
+        let entry = audit::entry(principal, before.as_ref(), &write, delay);
+        let change = RecordedChange {
+            version: write,
+            audit: entry.clone(),
+        };
+        let written = self.0.writer.write(change).await.map_err(write_failed)?;
         let mut view = self.0.view.write();
         view.apply(update);
+        if let Err(e) = view.apply_audit(entry, written.audit_offset) {
+            // Built here from a version that was just checked: not expected, and not worth
+            // failing a change the topics already hold.
+            tracing::warn!(error = %e, "admin API: the audit entry of a change is malformed");
+        }
         Ok(view)
     }
 }

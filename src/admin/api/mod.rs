@@ -7,7 +7,8 @@
 //! - `extract`: the admission of a request and the checks of its body, as axum extractors: a
 //!   handler starts from an admitted caller, a parsed and checked body, in one fixed order;
 //! - `change`: how an accepted change is written and applied, and what a failed write answers;
-//! - `settings`, `policies` and `report`: the handlers of each resource.
+//! - `settings`, `policies`, `report` and `audit`: the handlers of each resource.
+mod audit;
 mod change;
 mod extract;
 mod policies;
@@ -28,6 +29,7 @@ use super::problem::Problem;
 use super::view::SharedView;
 use super::writer::PolicyWriter;
 
+pub use audit::{AuditList, DEFAULT_LIMIT as AUDIT_DEFAULT_LIMIT, MAX_LIMIT as AUDIT_MAX_LIMIT};
 pub(in crate::admin) use extract::{check_query, NO_PARAMETERS};
 pub use policies::{PolicyList, PolicyView, ProductSeats};
 pub use settings::SettingsView;
@@ -102,6 +104,7 @@ pub fn router(state: AdminState) -> Router {
                 .delete(policies::delete_policy),
         )
         .route("/v1/tenants/{tenant}/report", get(report::get_report))
+        .route("/v1/tenants/{tenant}/audit", get(audit::get_audit))
         .route("/v1", any(not_found))
         .route("/v1/", any(not_found))
         .route("/v1/{*rest}", any(not_found))

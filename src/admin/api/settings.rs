@@ -118,14 +118,15 @@ pub(super) async fn put_settings(
 ) -> Result<Json<SettingsView>, Problem> {
     let _gate = s.0.write_gate.lock().await;
     let now = Timestamp::now();
-    let changed_at = {
+    let (before, changed_at) = {
         let view = s.view().read();
         let latest = view.latest_settings(&tenant);
         if latest.is_some_and(|l| l.settings == wanted) {
             // Nothing changes: no new version, and no new propagation delay.
             return Ok(Json(settings_view(&view, &tenant, now)));
         }
-        next_change_time(now, latest.map(|l| l.changed_at))
+        let before = latest.map(|l| TableWrite::Settings(settings_to_pb(&tenant, l)));
+        (before, next_change_time(now, latest.map(|l| l.changed_at)))
     };
     let record = settings_to_pb(
         &tenant,
@@ -137,7 +138,12 @@ pub(super) async fn put_settings(
     );
     let update = SettingsRecord::try_from(record.clone()).map_err(wire_problem)?;
     let view = s
-        .commit(TableWrite::Settings(record), TableUpdate::Settings(update))
+        .commit(
+            &principal,
+            before,
+            TableWrite::Settings(record),
+            TableUpdate::Settings(update),
+        )
         .await?;
     tracing::info!(
         tenant,

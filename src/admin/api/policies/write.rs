@@ -13,6 +13,7 @@ use super::one_policy;
 use crate::admin::api::change::{next_change_time, wire_problem};
 use crate::admin::api::extract::{Admitted, Change, PolicyId};
 use crate::admin::api::AdminState;
+use crate::admin::auth::Principal;
 use crate::admin::problem::Problem;
 use crate::admin::view::{policy_to_pb, AdminView};
 use crate::admin::writer::TableWrite;
@@ -20,6 +21,7 @@ use crate::domain::policy::Policy;
 use crate::domain::time::Timestamp;
 use crate::pipeline::records::TableUpdate;
 use crate::wire::convert::{to_wire_timestamp, PolicyRecord};
+use crate::wire::pb;
 
 pub(in crate::admin::api) async fn create_policy(
     State(s): State<AdminState>,
@@ -36,7 +38,7 @@ pub(in crate::admin::api) async fn create_policy(
     let record = PolicyRecord::try_from(version).map_err(wire_problem)?;
     check_room(&s, &tenant, &record.policy.name)?;
     let id = record.policy.policy_id.clone();
-    let view = commit_policy(&s, &tenant, record).await?;
+    let view = commit_policy(&s, &principal, None, record).await?;
     tracing::info!(
         tenant,
         policy_id = id,
@@ -51,14 +53,18 @@ pub(in crate::admin::api) async fn create_policy(
     Ok(response)
 }
 
-/// Writes a policy version in its canonical wire form, then applies it to the view.
+/// Writes a policy version in its canonical wire form (with its audit entry: who, and the version
+/// `before` it), then applies it to the view.
 async fn commit_policy<'s>(
     s: &'s AdminState,
-    tenant: &str,
+    principal: &Principal,
+    before: Option<pb::Policy>,
     record: PolicyRecord,
 ) -> Result<RwLockWriteGuard<'s, AdminView>, Problem> {
-    let write = TableWrite::Policy(policy_to_pb(tenant, &record.policy));
-    s.commit(write, TableUpdate::Policy(record)).await
+    let write = TableWrite::Policy(policy_to_pb(&record.tenant_id, &record.policy));
+    let before = before.map(TableWrite::Policy);
+    s.commit(principal, before, write, TableUpdate::Policy(record))
+        .await
 }
 
 /// A new policy needs a name no other policy of the tenant has, and room under the tenant's
@@ -120,18 +126,19 @@ pub(in crate::admin::api) async fn patch_policy(
 ) -> Result<Response, Problem> {
     let _gate = s.0.write_gate.lock().await;
     let now = Timestamp::now();
-    let record = {
+    let (before, record) = {
         let view = s.view().read();
         match patched_version(&view, &tenant, &id, &patch, &principal.object_id, now)? {
             // Nothing changes: no new version, and no new propagation delay.
             None => return one_policy(&view, &tenant, &id, now),
             Some(record) => {
                 check_name_unique(&view, &tenant, &record.policy.name, Some(&id))?;
-                record
+                let before = live_policy(&view, &tenant, &id)?;
+                (policy_to_pb(&tenant, before), record)
             }
         }
     };
-    let view = commit_policy(&s, &tenant, record).await?;
+    let view = commit_policy(&s, &principal, Some(before), record).await?;
     tracing::info!(tenant, policy_id = id, changed_by = principal.object_id, fields = ?patch.fields, "admin API: policy changed");
     one_policy(&view, &tenant, &id, now)
 }
@@ -176,19 +183,20 @@ pub(in crate::admin::api) async fn delete_policy(
 ) -> Result<Response, Problem> {
     let _gate = s.0.write_gate.lock().await;
     let now = Timestamp::now();
-    let record = {
+    let (before, record) = {
         let view = s.view().read();
         let latest = live_policy(&view, &tenant, &id)?;
         let mut deleted = latest.clone();
         deleted.deleted = true;
         deleted.changed_at = next_change_time(now, Some(latest.changed_at));
         deleted.changed_by = principal.object_id.clone();
-        PolicyRecord {
+        let record = PolicyRecord {
             tenant_id: tenant.clone(),
             policy: deleted,
-        }
+        };
+        (policy_to_pb(&tenant, latest), record)
     };
-    let view = commit_policy(&s, &tenant, record).await?;
+    let view = commit_policy(&s, &principal, Some(before), record).await?;
     tracing::info!(
         tenant,
         policy_id = id,
