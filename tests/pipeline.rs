@@ -51,6 +51,53 @@ fn assert_outputs(topics: &kafka_support::Topics, expected: &Expected) {
         expected.failures,
         "failures differ from replay"
     );
+    // Claim changes and notices too: through restarts, what a restored instance knows of the
+    // waiting claims and of the notices already sent gives the same records, none twice.
+    let claims = |records: Vec<pb::LicenseClaim>| -> Vec<String> {
+        let mut out: Vec<String> = records
+            .into_iter()
+            .map(|c| serde_json::to_string(&c).unwrap())
+            .collect();
+        out.sort();
+        out
+    };
+    let replayed = |f: fn(&pb::Decision) -> Vec<String>| -> Vec<String> {
+        let mut out: Vec<String> = expected.decisions.iter().flat_map(f).collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        claims(decoded(&topics.claims)),
+        replayed(|d| d
+            .claims
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap())
+            .collect()),
+        "claim changes differ from replay"
+    );
+    let notices: Vec<pb::AdminNotice> = decoded(&topics.notices);
+    let mut notices: Vec<String> = notices
+        .iter()
+        .map(|n| serde_json::to_string(n).unwrap())
+        .collect();
+    notices.sort();
+    assert_eq!(
+        notices,
+        replayed(|d| d
+            .notices
+            .iter()
+            .map(|n| serde_json::to_string(n).unwrap())
+            .collect()),
+        "notices differ from replay"
+    );
+}
+
+/// Every committed record of `topic`, decoded.
+fn decoded<M: prost::Message + serde::de::DeserializeOwned + Default>(topic: &str) -> Vec<M> {
+    read_committed(topic)
+        .iter()
+        .map(|r| autoclaim::wire::codec::decode(r.value.as_deref().unwrap(), Format::Json).unwrap())
+        .collect()
 }
 
 fn options<'a>(

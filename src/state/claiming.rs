@@ -271,28 +271,30 @@ fn record(
     again: bool,
     changes: &mut Changes,
 ) {
-    let tenant = decision.tenant_id.clone();
-    let user = decision.subject_user_id.clone();
-    let need = event.required_capabilities();
-    let at = event.occurred_at;
+    let ends = match effect_of(&decision.outcome) {
+        ClaimEffect::None => return,
+        ClaimEffect::Refused if again => return,
+        ClaimEffect::Refused => return refused(tables, partition, event, decision, changes),
+        ClaimEffect::Fulfilled => return assigned(tables, partition, event, decision, changes),
+        ClaimEffect::Ends(status) => (status, false),
+        ClaimEffect::EndsAllOfUser(status) => (status, true),
+    };
+    // Most decisions are of tenants with no waiting claim: nothing to look at, nothing to allocate.
+    let (tenant, user) = (&decision.tenant_id, &decision.subject_user_id);
+    let Some(claims) = partition.claims_mut_if_any(tenant) else {
+        return;
+    };
+    let ended = match ends {
+        (_, true) => claims.take_user(user),
+        (_, false) => claims
+            .take(user, event.required_capabilities())
+            .into_iter()
+            .collect(),
+    };
     let rules = tables.claim_rules();
-    match effect_of(&decision.outcome) {
-        ClaimEffect::Refused if again => {}
-        ClaimEffect::Refused => refused(tables, partition, event, decision, changes),
-        ClaimEffect::Fulfilled => assigned(tables, partition, event, decision, changes),
-        ClaimEffect::Ends(status) => {
-            if let Some(claim) = partition.claims_mut(&tenant).take(&user, need) {
-                let expires_at = claim.expires_at(&rules);
-                changes.push(&tenant, claim, status, at, expires_at);
-            }
-        }
-        ClaimEffect::EndsAllOfUser(status) => {
-            for claim in partition.claims_mut(&tenant).take_user(&user) {
-                let expires_at = claim.expires_at(&rules);
-                changes.push(&tenant, claim, status.clone(), at, expires_at);
-            }
-        }
-        ClaimEffect::None => {}
+    for claim in ended {
+        let expires_at = claim.expires_at(&rules);
+        changes.push(tenant, claim, ends.0.clone(), event.occurred_at, expires_at);
     }
 }
 
@@ -355,25 +357,52 @@ fn assigned(
     };
     let (product, counts_from) = (a.product, a.counts_from);
     let again_from = a.reassigned.then_some(counts_from);
-    let tenant = decision.tenant_id.clone();
-    let user = decision.subject_user_id.clone();
-    let at = event.occurred_at;
-    let seats_before = TenantView::new(tables, &*partition, &tenant).seats_available(product);
-    partition.record_assignment(&tenant, &user, product, counts_from);
+    let (tenant, user, at) = (
+        &decision.tenant_id,
+        &decision.subject_user_id,
+        event.occurred_at,
+    );
+    let seats_before = TenantView::new(tables, &*partition, tenant).seats_available(product);
+    partition.record_assignment(tenant, user, product, counts_from);
     let rules = tables.claim_rules();
-    let claims = partition.claims_mut(&tenant);
-    if let Some(claim) = claims.take(&user, event.required_capabilities()) {
-        decision.pending_since = Some(claim.first_seen);
+    let fulfilled = partition
+        .claims_mut_if_any(tenant)
+        .and_then(|claims| claims.take(user, event.required_capabilities()));
+    let pending_since = fulfilled.as_ref().map(|claim| claim.first_seen);
+    if let Some(claim) = fulfilled {
         *changes.fulfilled.entry(product).or_default() += 1;
         let expires_at = claim.expires_at(&rules);
         let status = ClaimStatus::Fulfilled {
             product,
             again_from,
         };
-        changes.push(&tenant, claim, status, at, expires_at);
+        changes.push(tenant, claim, status, at, expires_at);
     }
+    low_seats(
+        tables,
+        partition,
+        tenant,
+        product,
+        at,
+        seats_before,
+        changes,
+    );
+    decision.pending_since = pending_since;
+}
+
+/// LOW_SEATS, when an assignment of `product` (with `seats_before` free before it) left the
+/// tenant's threshold or fewer, at most once per digest window.
+fn low_seats(
+    tables: &Tables,
+    partition: &mut PartitionState,
+    tenant: &str,
+    product: ProductId,
+    at: Timestamp,
+    seats_before: u64,
+    changes: &mut Changes,
+) {
     let threshold = tables
-        .settings_in_force(&tenant, at)
+        .settings_in_force(tenant, at)
         .map_or(0, |s| s.low_seats_threshold);
     let seats_after = seats_before.saturating_sub(1);
     let crossed =
@@ -381,7 +410,8 @@ fn assigned(
     if !crossed {
         return;
     }
-    let claims = partition.claims_mut(&tenant);
+    let rules = tables.claim_rules();
+    let claims = partition.claims_mut(tenant);
     let users_waiting = claims.waiting_for(product);
     let state = claims.notices(product);
     if state
@@ -393,7 +423,7 @@ fn assigned(
     let kind = NoticeKind::LowSeats { threshold };
     state.apply(kind, at);
     changes.notices.push(Notice {
-        tenant_id: tenant,
+        tenant_id: tenant.to_owned(),
         kind,
         product,
         at,

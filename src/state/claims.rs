@@ -37,6 +37,8 @@ impl NoticeState {
 
 #[derive(Debug, Default)]
 pub struct TenantClaims {
+    /// Whose claims these are (the map they are in is keyed by a packed form of it).
+    tenant: String,
     pending: BTreeMap<ClaimOrder, PendingClaim>,
     by_user_and_need: HashMap<(String, u8), ClaimOrder>,
     notices: HashMap<ProductId, NoticeState>,
@@ -54,6 +56,16 @@ pub struct TenantClaims {
 impl TenantClaims {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub(super) fn name_tenant(&mut self, tenant: &str) {
+        if self.tenant.is_empty() {
+            self.tenant = tenant.to_owned();
+        }
     }
 
     /// Moves the tenant's time to `at`, never back; returns it.

@@ -53,8 +53,8 @@ fn capabilities_of(products: ProductSet) -> Capabilities {
 #[derive(Debug, Default)]
 pub struct PartitionState {
     tenants: IdMap<TenantState>,
-    /// Tenants with pending claims or notices sent, by id: few tenants, walked by the re-decisions.
-    claims: HashMap<String, TenantClaims>,
+    /// Tenants with pending claims or notices sent, looked up once per event like the tenants.
+    claims: IdMap<TenantClaims>,
 }
 
 impl PartitionState {
@@ -114,19 +114,17 @@ impl PartitionState {
     }
 
     pub fn claims_mut(&mut self, tenant: &str) -> &mut TenantClaims {
-        if !self.claims.contains_key(tenant) {
-            self.claims
-                .insert(tenant.to_owned(), TenantClaims::default());
-        }
-        self.claims.get_mut(tenant).expect("inserted above")
+        let claims = self.claims.get_or_default(tenant);
+        claims.name_tenant(tenant);
+        claims
     }
 
     /// Tenants with pending claims.
     pub fn tenants_waiting(&self) -> impl Iterator<Item = (&str, &TenantClaims)> {
         self.claims
-            .iter()
-            .filter(|(_, c)| !c.is_empty())
-            .map(|(t, c)| (t.as_str(), c))
+            .values()
+            .filter(|c| !c.is_empty())
+            .map(|c| (c.tenant(), c))
     }
 
     /// Pending claims in the partition.
