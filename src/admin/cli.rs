@@ -1,26 +1,18 @@
-//! Operator commands: `autoclaim report` (the report read straight from the assignments topic, so it
-//! works without the API) and `autoclaim token` (a development token for a tenant and role, signed
-//! with the configured HS256 secret).
+//! Operator commands: `autoclaim report` (the report read straight from the topics, so it works
+//! without the API: see `report_source`) and `autoclaim token` (a development token for a tenant
+//! and role, signed with the configured HS256 secret).
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::auth::{self, DevClaims, GLOBAL_ADMINISTRATOR};
-use super::report::{self, Report};
-use super::view::AdminView;
-use crate::domain::ids;
+use super::report::{self, CsvTable};
+use super::report_source::{report_from_topics, ReportTopics};
 use crate::domain::time::Timestamp;
-use crate::pipeline::clients;
 use crate::pipeline::config::KafkaArgs;
-use crate::pipeline::records::RawRecord;
-use crate::pipeline::topic_reader::{OpenTopic, ReadError};
-use crate::wire::{codec, pb, Format, WireError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -36,7 +28,8 @@ fn parse_days(s: &str) -> Result<u32, String> {
         .ok_or_else(|| "days must be 1, 7, 30 or 90".to_owned())
 }
 
-/// `autoclaim report`: licences assigned by each policy of a tenant in the last N days.
+/// `autoclaim report`: licences assigned by each policy of a tenant in the last N days, failures
+/// per policy and reason, and the claims waiting for a licence.
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     #[command(flatten)]
@@ -48,6 +41,20 @@ pub struct ReportArgs {
         default_value = "autoclaim.assignments.v1"
     )]
     pub assignments_topic: String,
+    /// The claims topic (pending claims and what became of them).
+    #[arg(
+        long = "claims-topic",
+        env = "AUTOCLAIM_CLAIMS_TOPIC",
+        default_value = "autoclaim.claims.v1"
+    )]
+    pub claims_topic: String,
+    /// The failures topic.
+    #[arg(
+        long = "failures-topic",
+        env = "AUTOCLAIM_FAILURES_TOPIC",
+        default_value = "autoclaim.failures.v1"
+    )]
+    pub failures_topic: String,
     /// The tenant to report on.
     #[arg(long)]
     pub tenant: String,
@@ -56,119 +63,23 @@ pub struct ReportArgs {
     pub days: u32,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
+    /// With --format csv: which table (the JSON and the table hold them all).
+    #[arg(long, value_enum, default_value = "assignments")]
+    pub table: CsvTable,
     /// Give up if the topic cannot be read to its end within this time.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub timeout: Duration,
 }
 
-/// Reads a tenant's assignments of the last `days` days from the assignments topic (records
-/// written before the window are skipped by timestamp) and builds the report.
-pub fn report_from_topic(
-    kafka: &KafkaArgs,
-    topic: &str,
-    tenant: &str,
-    days: u32,
-    now: Timestamp,
-    timeout: Duration,
-) -> anyhow::Result<Report> {
-    let tenant = &*ids::canonical_str(tenant);
-    let read_error = |e| report_read_error(e, kafka);
-    let open = OpenTopic::new(&clients::table_reader(kafka), topic, timeout).map_err(read_error)?;
-    // Records are timestamped when the processor writes them; an hour of margin for clock skew.
-    let from = report::window_start(now, days).saturating_sub(Duration::from_secs(3600));
-    let starts = offsets_by_time(&open, topic, from, timeout)?;
-    let mut reader = open
-        .read_from(timeout, |p, marks| {
-            start_offset(starts.find_partition(topic, p).map(|e| e.offset()), marks)
-        })
-        .map_err(read_error)?;
-    let mut view = AdminView::new(Duration::ZERO);
-    let mut skipped = 0u64;
-    while let Some(message) = reader.next_record().map_err(read_error)? {
-        match tenant_assignment(&message, tenant) {
-            Ok(Some(a)) => {
-                if view.apply_assignment(a).is_err() {
-                    skipped += 1;
-                }
-            }
-            Ok(None) => {}
-            Err(_) => skipped += 1,
-        }
-    }
-    if skipped > 0 {
-        eprintln!("autoclaim report: skipped {skipped} unreadable records");
-    }
-    let rows = view.assignments_since(tenant, report::window_start(now, days));
-    Ok(report::build(tenant, days, now, rows, &[]))
-}
-
-/// The first offset of each partition written at or after `from`.
-fn offsets_by_time(
-    open: &OpenTopic,
-    topic: &str,
-    from: Timestamp,
-    timeout: Duration,
-) -> anyhow::Result<TopicPartitionList> {
-    let mut by_time = TopicPartitionList::new();
-    for p in open.watermarks().keys() {
-        by_time.add_partition_offset(topic, *p, Offset::Offset(from.as_millis()))?;
-    }
-    clients::retry_transient(timeout, topic, || {
-        open.consumer().offsets_for_times(by_time.clone(), timeout)
-    })
-    .context("cannot look up offsets by time")
-}
-
-/// Where a partition with watermarks `(low, high)` is read from, given the offset found by time:
-/// nothing to read when no record is that recent, the beginning when the lookup found none.
-fn start_offset(found: Option<Offset>, (low, high): (i64, i64)) -> Option<Offset> {
-    match found.unwrap_or(Offset::Beginning) {
-        Offset::End => None,
-        Offset::Offset(o) if o >= high => None,
-        Offset::Offset(o) => Some(Offset::Offset(o.max(low))),
-        _ => Some(Offset::Beginning),
-    }
-}
-
-/// The tenant's assignment a record holds, if it holds one. Assignments are keyed by tenant: other
-/// tenants' records are skipped undecoded.
-fn tenant_assignment(
-    message: &BorrowedMessage<'_>,
-    tenant: &str,
-) -> Result<Option<pb::LicenseAssignment>, WireError> {
-    if message
-        .key()
-        .is_some_and(|k| !std::str::from_utf8(k).is_ok_and(|k| ids::same(k, tenant)))
-    {
-        return Ok(None);
-    }
-    let raw = RawRecord::of(message);
-    let Some(value) = raw.value else {
-        return Ok(None);
-    };
-    let format = Format::from_content_type(raw.content_type)?;
-    let a: pb::LicenseAssignment = codec::decode(value, format)?;
-    Ok(ids::same(&a.tenant_id, tenant).then_some(a))
-}
-
-/// The report's wording of the errors it has its own words for.
-fn report_read_error(error: ReadError, kafka: &KafkaArgs) -> anyhow::Error {
-    match error {
-        ReadError::Partitions { topic, source } => anyhow::Error::new(source).context(format!(
-            "cannot read the partitions and offsets of {topic} from {}",
-            kafka.brokers
-        )),
-        ReadError::Timeout { topic, timeout, .. } => {
-            anyhow!("{topic} could not be read to its end within {timeout:?}")
-        }
-        other => other.into(),
-    }
-}
-
 pub fn report_command(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = report_from_topic(
+    let topics = ReportTopics {
+        assignments: &args.assignments_topic,
+        claims: &args.claims_topic,
+        failures: &args.failures_topic,
+    };
+    let report = report_from_topics(
         &args.kafka,
-        &args.assignments_topic,
+        topics,
         &args.tenant,
         args.days,
         Timestamp::now(),
@@ -176,7 +87,7 @@ pub fn report_command(args: ReportArgs) -> anyhow::Result<ExitCode> {
     )?;
     let text = match args.format {
         ReportFormat::Table => report::to_table(&report),
-        ReportFormat::Csv => report::to_csv(&report),
+        ReportFormat::Csv => report::to_csv_table(&report, args.table),
         ReportFormat::Json => {
             let mut s = serde_json::to_string_pretty(&report)?;
             s.push('\n');

@@ -1,9 +1,9 @@
 //! The admin view's feed: a thread of its own (librdkafka's calls block; the async runtime is never
-//! held up) that reads the policies, inventory, assignments and audit topics from their beginning
-//! and keeps reading, applying each record to the shared view. The view is marked loaded once every
-//! topic has been read to the end it had when the feed started. Every reader is `read_committed`
-//! (`clients::table_reader`), so a change whose transaction was aborted is never seen, neither its
-//! version nor its audit entry.
+//! held up) that reads the policies, inventory, assignments, audit, claims and failures topics from
+//! their beginning and keeps reading, applying each record to the shared view. The view is marked
+//! loaded once every topic has been read to the end it had when the feed started. Every reader is
+//! `read_committed` (`clients::table_reader`), so a change whose transaction was aborted is never
+//! seen, neither its version nor its audit entry.
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::claims::ClaimsUpdate;
 use super::view::SharedView;
 use crate::domain::time::Timestamp;
 use crate::pipeline::clients::{self, QuietContext};
@@ -35,6 +36,8 @@ enum Table {
     Inventory,
     Assignments,
     Audit,
+    Claims,
+    Failures,
 }
 
 enum Update {
@@ -42,6 +45,7 @@ enum Update {
     Assignment(pb::LicenseAssignment),
     /// An entry and its offset: its place in the log. Boxed: an entry holds two versions.
     Audit(Box<pb::AuditEntry>, i64),
+    Claims(ClaimsUpdate),
 }
 
 struct Reader {
@@ -83,6 +87,8 @@ fn decode(table: Table, raw: &RawRecord<'_>, offset: i64) -> Result<Option<Updat
         Table::Inventory => Ok(records::inventory_record(raw)?.map(Update::Table)),
         Table::Assignments => Ok(message(raw)?.map(Update::Assignment)),
         Table::Audit => Ok(message(raw)?.map(|e| Update::Audit(Box::new(e), offset))),
+        Table::Claims => Ok(ClaimsUpdate::claim(raw)?.map(Update::Claims)),
+        Table::Failures => Ok(ClaimsUpdate::failure(raw)?.map(Update::Claims)),
     }
 }
 
@@ -142,6 +148,11 @@ fn poll(reader: &mut Reader, view: &SharedView) -> Result<usize, KafkaError> {
                         warn!(topic = reader.topic, error = %e, "admin view: skipping an unreadable audit entry");
                     }
                 }
+                Update::Claims(u) => {
+                    if let Err(e) = view.claim_tables_mut().apply(u) {
+                        warn!(topic = reader.topic, error = %e, "admin view: skipping an unreadable record");
+                    }
+                }
             }
         }
     }
@@ -166,6 +177,8 @@ fn run(kafka: &KafkaArgs, topics: &Topics, view: &SharedView, stop: &AtomicBool)
         (Table::Inventory, topics.inventory.as_str()),
         (Table::Assignments, topics.assignments.as_str()),
         (Table::Audit, topics.audit.as_str()),
+        (Table::Claims, topics.claims.as_str()),
+        (Table::Failures, topics.failures.as_str()),
     ];
     let mut readers: Vec<Reader> = Vec::new();
     let mut waiting_since = Instant::now();

@@ -9,7 +9,11 @@
 //!   every other change; each with its [`audit`] entry on the audit topic, in one transaction;
 //! - [`api`]: routes, validation and problem details ([`problem`]); [`feature`] says whether the
 //!   tenant's autoclaim setting lets its policies assign licences;
-//! - [`report`] and [`cli`]: the report, and the `autoclaim report` and `autoclaim token` commands;
+//! - [`claims`]: the view's tables of claims and failures, and [`claim_rows`], what the API shows
+//!   of them (the claims listing, a user's history);
+//! - [`report`] and [`cli`]: the report (with [`report_claims`], its failures and pending claims),
+//!   and the `autoclaim report` (read by [`report_source`]) and `autoclaim token` commands; [`csv`]
+//!   is how both write CSV;
 //! - [`catalog`]: the products and service plans a policy may name (`GET /v1/catalog`);
 //! - [`console`]: the admin console, a web page at `/` built only on this API.
 //!
@@ -18,13 +22,18 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod claim_rows;
+pub mod claims;
 pub mod cli;
 pub mod console;
+pub mod csv;
 pub mod feature;
 pub mod feed;
 pub mod jwks;
 pub mod problem;
 pub mod report;
+pub mod report_claims;
+pub mod report_source;
 pub mod view;
 pub mod writer;
 

@@ -1,6 +1,7 @@
 //! The report: every licence assigned by each policy in the last 1, 7, 30 or 90 days, with the count
-//! per policy and the rows (user, product, assigned at, trigger). Built from the admin view by the
-//! API, and from the assignments topic by `autoclaim report`; rendered as JSON, CSV or a table.
+//! per policy and the rows (user, product, assigned at, trigger), and beside them the failures per
+//! policy and reason and the claims pending per product (`report_claims`). Built from the admin
+//! view by the API, and from the topics by `autoclaim report`; rendered as JSON, CSV or a table.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,6 +9,10 @@ use std::time::Duration;
 use pbjson_types::Timestamp as WireTimestamp;
 use serde::Serialize;
 
+use super::claim_rows::PolicyNames;
+use super::claims::ClaimTables;
+use super::csv;
+use super::report_claims::{self, FailureReport, PendingClaims};
 use super::view::AssignmentRow;
 use crate::domain::catalog::Catalog;
 use crate::domain::time::Timestamp;
@@ -57,6 +62,33 @@ pub struct Report {
     pub to: WireTimestamp,
     pub total: u64,
     pub policies: Vec<PolicyReport>,
+    /// Failures per policy and reason, of users last refused in the window.
+    pub failures: Vec<FailureReport>,
+    /// Claims waiting for a licence now, per product.
+    pub pending_claims: Vec<PendingClaims>,
+}
+
+/// The tables the report's CSV can hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CsvTable {
+    /// One line per assignment.
+    #[default]
+    Assignments,
+    /// One line per user, product, policy and reason refused in the window.
+    Failures,
+    /// One line per product with claims waiting.
+    Pending,
+}
+
+impl CsvTable {
+    pub fn parse(name: &str) -> Option<CsvTable> {
+        match name {
+            "assignments" => Some(CsvTable::Assignments),
+            "failures" => Some(CsvTable::Failures),
+            "pending" => Some(CsvTable::Pending),
+            _ => None,
+        }
+    }
 }
 
 /// The start of a window of `days` ending at `now`.
@@ -128,31 +160,41 @@ pub fn build<'a>(
         to: to_wire_timestamp(now),
         total,
         policies,
+        failures: Vec::new(),
+        pending_claims: Vec::new(),
     }
+}
+
+/// Adds the failures of the window and the pending claims. Failures of a policy that `names`
+/// does not know take the name the report shows for it, if any.
+pub fn add_claims(
+    report: &mut Report,
+    tables: &ClaimTables,
+    now: Timestamp,
+    names: PolicyNames<'_>,
+) {
+    let from = window_start(now, report.days);
+    let shown: Vec<(&str, &str)> = report
+        .policies
+        .iter()
+        .map(|p| (p.policy_id.as_str(), p.policy_name.as_str()))
+        .collect();
+    let order: Vec<&str> = shown.iter().map(|(id, _)| *id).collect();
+    let name_of = |id: &str| {
+        names(id).or_else(|| {
+            shown
+                .iter()
+                .find(|(shown_id, _)| *shown_id == id)
+                .map(|(_, name)| (*name).to_owned())
+        })
+    };
+    report.failures = report_claims::failures(tables, &report.tenant_id, from, &order, &name_of);
+    report.pending_claims = report_claims::pending(tables, &report.tenant_id);
 }
 
 fn rfc3339(t: &WireTimestamp) -> String {
     let millis = t.seconds * 1000 + i64::from(t.nanos / 1_000_000);
     Timestamp::from_millis(millis).to_string()
-}
-
-/// One CSV field: quoted when needed, and with a leading `'` when a spreadsheet would read it as a
-/// formula (OWASP's advice against CSV injection).
-fn csv_field(out: &mut String, value: &str) {
-    let guarded;
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        guarded = format!("'{value}");
-        guarded.as_str()
-    } else {
-        value
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
 }
 
 pub const CSV_HEADER: &str =
@@ -176,16 +218,19 @@ pub fn to_csv(report: &Report) -> String {
                 &rfc3339(&row.triggered_at),
                 row.assignment_id.as_str(),
             ];
-            for (i, f) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                csv_field(&mut out, f);
-            }
-            out.push_str("\r\n");
+            csv::line(&mut out, &fields);
         }
     }
     out
+}
+
+/// The CSV of one of the report's tables.
+pub fn to_csv_table(report: &Report, table: CsvTable) -> String {
+    match table {
+        CsvTable::Assignments => to_csv(report),
+        CsvTable::Failures => report_claims::failures_csv(&report.failures),
+        CsvTable::Pending => report_claims::pending_csv(&report.pending_claims),
+    }
 }
 
 /// A plain-text table for a terminal.
@@ -242,6 +287,12 @@ pub fn to_table(report: &Report) -> String {
             let _ = writeln!(out, "{}", line([&row[0], &row[1], &row[2], &row[3]]));
         }
     }
+    report_claims::table_lines(
+        &mut out,
+        &report.failures,
+        &report.pending_claims,
+        printable,
+    );
     out
 }
 
@@ -268,6 +319,7 @@ mod tests {
             trigger_event_id: format!("e-{id}"),
             occurred_at: Timestamp::from_millis(at),
             assigned_at: Timestamp::from_millis(at),
+            pending_since: None,
         }
     }
 
@@ -299,13 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_and_guards_formulas() {
-        let mut out = String::new();
-        csv_field(&mut out, "a,\"b\"");
-        assert_eq!(out, "\"a,\"\"b\"\"\"");
-        let mut out = String::new();
-        csv_field(&mut out, "=HYPERLINK(1)");
-        assert_eq!(out, "'=HYPERLINK(1)");
+    fn csv_has_a_header_and_a_line_per_assignment() {
         let now = Timestamp::from_millis(10_000_000);
         let r = build("t", 1, now, &[row("x", "p", 9_000_000)], &[]);
         let csv = to_csv(&r);

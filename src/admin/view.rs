@@ -1,12 +1,14 @@
 //! The admin API's own view of the tables: settings and policy versions and inventory (read whole
 //! from their topics), the assignments of the last 90 days (for the report and for the licences
-//! still available) and the newest audit entries of each tenant. Filled by the admin feed, by the
-//! API's own writes (read-your-writes), or directly by tests.
+//! still available), the newest audit entries of each tenant, and beside them the claims and
+//! failures (`claims`). Filled by the admin feed, by the API's own writes (read-your-writes), or
+//! directly by tests.
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::audit::AuditLog;
+use super::claims::ClaimTables;
 use crate::domain::catalog::{Catalog, ProductId};
 use crate::domain::ids;
 use crate::domain::policy::Policy;
@@ -43,6 +45,8 @@ pub struct AssignmentRow {
     pub occurred_at: Timestamp,
     /// When the processor decided the assignment (`decidedAt`; `occurredAt` if absent).
     pub assigned_at: Timestamp,
+    /// Set when it fulfilled a claim that waited for a seat: since when the claim waited.
+    pub pending_since: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +103,8 @@ pub struct AdminView {
     tenants: HashMap<String, TenantView>,
     audit: AuditLog,
     loaded: bool,
+    /// Claims and failures, from their topics (kept apart: they are not policy tables).
+    claims: ClaimTables,
 }
 
 /// The view shared by the feed thread and the HTTP handlers. Locks are held only for short,
@@ -127,6 +133,7 @@ impl AdminView {
             tenants: HashMap::new(),
             audit: AuditLog::default(),
             loaded: false,
+            claims: ClaimTables::default(),
         }
     }
 
@@ -232,6 +239,10 @@ impl AdminView {
         }
         let trigger_kind =
             pb::ActivityKind::try_from(a.trigger_kind).unwrap_or(pb::ActivityKind::Unspecified);
+        let pending_since = a
+            .pending_since
+            .map(|t| convert::timestamp("pendingSince", Some(t)))
+            .transpose()?;
         let tenant = self.tenant_mut(&ids::canonical_str(&a.tenant_id));
         if !tenant.assignment_ids.insert(a.assignment_id.clone()) {
             return Ok(());
@@ -256,6 +267,7 @@ impl AdminView {
             trigger_event_id: a.trigger_event_id,
             occurred_at,
             assigned_at,
+            pending_since,
         };
         let at = tenant
             .assignments
@@ -275,6 +287,7 @@ impl AdminView {
                 tenant.assignment_ids.remove(&row.assignment_id);
             }
         }
+        self.claims.prune(now);
     }
 
     /// The newest settings version, in force or not.
@@ -402,6 +415,17 @@ impl AdminView {
             }
             None => &[],
         }
+    }
+}
+
+impl AdminView {
+    /// The claims and failures of every tenant.
+    pub fn claim_tables(&self) -> &ClaimTables {
+        &self.claims
+    }
+
+    pub fn claim_tables_mut(&mut self) -> &mut ClaimTables {
+        &mut self.claims
     }
 }
 

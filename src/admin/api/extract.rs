@@ -179,7 +179,7 @@ fn check_loaded(state: &AdminState) -> Result<(), Problem> {
         return Ok(());
     }
     Err(Problem::unavailable(
-        "the admin API is still reading the policies, inventory, assignments and audit topics",
+        "the admin API is still reading its topics (policies, inventory, assignments, audit, claims, failures)",
         5,
     ))
 }

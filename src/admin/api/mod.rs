@@ -7,9 +7,11 @@
 //! - `extract`: the admission of a request and the checks of its body, as axum extractors: a
 //!   handler starts from an admitted caller, a parsed and checked body, in one fixed order;
 //! - `change`: how an accepted change is written and applied, and what a failed write answers;
-//! - `settings`, `policies`, `report` and `audit`: the handlers of each resource.
+//! - `settings`, `policies`, `report` and `audit`: the handlers of each resource; `claims`, the
+//!   claims listing and a user's history.
 mod audit;
 mod change;
+mod claims;
 mod extract;
 mod policies;
 mod report;
@@ -105,6 +107,11 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/tenants/{tenant}/report", get(report::get_report))
         .route("/v1/tenants/{tenant}/audit", get(audit::get_audit))
+        .route("/v1/tenants/{tenant}/claims", get(claims::list_claims))
+        .route(
+            "/v1/tenants/{tenant}/users/{user}/history",
+            get(claims::user_history),
+        )
         .route("/v1", any(not_found))
         .route("/v1/", any(not_found))
         .route("/v1/{*rest}", any(not_found))

@@ -1,5 +1,6 @@
-//! `/v1/tenants/{tenant}/report`: the licences assigned over a window, per policy, as JSON or as a
-//! CSV attachment.
+//! `/v1/tenants/{tenant}/report`: the licences assigned over a window, per policy, the failures
+//! per policy and reason and the claims pending per product, as JSON or as a CSV attachment (one
+//! table of them: `table`).
 use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Uri};
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use super::extract::{Admitted, RouteQuery};
 use super::AdminState;
 use crate::admin::problem::Problem;
-use crate::admin::report::{self, Report};
+use crate::admin::report::{self, CsvTable, Report};
 use crate::admin::view::AdminView;
 use crate::domain::time::Timestamp;
 
@@ -19,16 +20,18 @@ use crate::domain::time::Timestamp;
 struct ReportQuery {
     days: Option<String>,
     format: Option<String>,
+    table: Option<String>,
 }
 
-/// The report's query: the window and the format.
+/// The report's query: the window, the format and the CSV's table.
 pub(super) struct ReportOptions {
     days: u32,
     csv: bool,
+    table: CsvTable,
 }
 
 impl RouteQuery for ReportOptions {
-    const NAMES: &'static [&'static str] = &["days", "format"];
+    const NAMES: &'static [&'static str] = &["days", "format", "table"];
 
     fn read(uri: &Uri) -> Result<Self, Problem> {
         let Query(query) = Query::<ReportQuery>::try_from_uri(uri)
@@ -46,7 +49,14 @@ impl RouteQuery for ReportOptions {
             Some("csv") => true,
             Some(_) => return Err(Problem::bad_request("format must be json or csv")),
         };
-        Ok(ReportOptions { days, csv })
+        // Accepted with JSON too, which holds every table.
+        let table = match query.table.as_deref() {
+            None => CsvTable::Assignments,
+            Some(t) => CsvTable::parse(t).ok_or_else(|| {
+                Problem::bad_request("table must be assignments, failures or pending")
+            })?,
+        };
+        Ok(ReportOptions { days, csv, table })
     }
 }
 
@@ -54,14 +64,19 @@ pub(super) async fn get_report(
     State(s): State<AdminState>,
     Admitted {
         tenant,
-        query: ReportOptions { days, csv },
+        query: ReportOptions { days, csv, table },
         ..
     }: Admitted<(), ReportOptions>,
 ) -> Response {
     let now = Timestamp::now();
     let report = tenant_report(&s.view().read(), &tenant, days, now);
     if csv {
-        return csv_attachment(&report, &tenant, days);
+        let stem = match table {
+            CsvTable::Assignments => "autoclaim-report",
+            CsvTable::Failures => "autoclaim-failures",
+            CsvTable::Pending => "autoclaim-pending",
+        };
+        return csv_attachment(report::to_csv_table(&report, table), stem, &tenant, days);
     }
     Json(report).into_response()
 }
@@ -82,18 +97,20 @@ fn tenant_report(view: &AdminView, tenant: &str, days: u32, now: Timestamp) -> R
             p.policy_name = current.name.clone();
         }
     }
+    let names = |id: &str| view.latest_policy(tenant, id).map(|p| p.name.clone());
+    report::add_claims(&mut report, view.claim_tables(), now, &names);
     report
 }
 
-/// The report as a CSV file to save, named after the tenant (only its safe characters) and window.
-fn csv_attachment(report: &Report, tenant: &str, days: u32) -> Response {
+/// CSV as a file to save, named `<stem>-<tenant>-<days>d.csv` (only the tenant's safe characters).
+pub(super) fn csv_attachment(csv: String, stem: &str, tenant: &str, days: u32) -> Response {
     let safe: String = tenant
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .take(64)
         .collect();
-    let disposition = format!("attachment; filename=\"autoclaim-report-{safe}-{days}d.csv\"");
-    let mut response = report::to_csv(report).into_response();
+    let disposition = format!("attachment; filename=\"{stem}-{safe}-{days}d.csv\"");
+    let mut response = csv.into_response();
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
