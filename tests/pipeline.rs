@@ -96,7 +96,7 @@ fn assert_outputs(topics: &kafka_support::Topics, expected: &Expected) {
 fn decoded<M: prost::Message + serde::de::DeserializeOwned + Default>(topic: &str) -> Vec<M> {
     read_committed(topic)
         .iter()
-        .map(|r| autoclaim::wire::codec::decode(r.value.as_deref().unwrap(), Format::Json).unwrap())
+        .map(|r| autoclaim::wire::codec::decode(r.value.as_deref().unwrap(), format_of(r)).unwrap())
         .collect()
 }
 

@@ -112,9 +112,8 @@ pub enum ClaimEffect {
     /// The claim is (or stays) pending.
     Refused,
     Fulfilled,
-    /// Every claim of the user ends (ineligibility is about the user, not the need).
-    EndsAllOfUser(ClaimStatus),
-    /// The claim for this need ends.
+    /// The claim for this need ends. (Only this one: the user's claims for other needs are decided
+    /// on their own, and one of them may be covered, which comes before eligibility.)
     Ends(ClaimStatus),
     None,
 }
@@ -128,12 +127,11 @@ pub fn effect_of(outcome: &Outcome) -> ClaimEffect {
         }
         Outcome::Assigned(_) => ClaimEffect::Fulfilled,
         Outcome::AlreadyEntitled => ClaimEffect::Ends(ClaimStatus::Entitled),
-        Outcome::NotEligible(_) | Outcome::Failed(_) => {
-            ClaimEffect::EndsAllOfUser(ClaimStatus::NotEligible(outcome.clone()))
-        }
-        Outcome::AutoclaimOff | Outcome::NoPolicy | Outcome::OutOfScope => {
-            ClaimEffect::Ends(ClaimStatus::NotEligible(outcome.clone()))
-        }
+        Outcome::NotEligible(_)
+        | Outcome::Failed(_)
+        | Outcome::AutoclaimOff
+        | Outcome::NoPolicy
+        | Outcome::OutOfScope => ClaimEffect::Ends(ClaimStatus::NotEligible(outcome.clone())),
         Outcome::NotRequired => ClaimEffect::None,
     }
 }

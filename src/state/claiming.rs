@@ -85,13 +85,6 @@ pub fn redecide_tenant(
     let mut changes = Changes::default();
     let mut assignments = Vec::new();
     for claim in waiting {
-        let still_waiting = partition
-            .claims(tenant)
-            .is_some_and(|c| c.get(&claim.user_id, claim.need).is_some());
-        if !still_waiting {
-            // Ended by an earlier claim of the same user in this pass.
-            continue;
-        }
         let expires_at = claim.expires_at(&rules);
         if expires_at <= at {
             partition
@@ -138,7 +131,7 @@ pub fn redecide_if_due(
     }
     let rules = tables.claim_rules();
     let changed = tables.last_change_in_force(tenant, now);
-    let records = tables.records_of(tenant);
+    let records = tables.inventory_records_of(tenant);
     let due = claims.dirty_at.is_some()
         || changed > claims.swept_through
         || claims.swept_records != Some(records);
@@ -271,30 +264,21 @@ fn record(
     again: bool,
     changes: &mut Changes,
 ) {
-    let ends = match effect_of(&decision.outcome) {
+    let status = match effect_of(&decision.outcome) {
         ClaimEffect::None => return,
         ClaimEffect::Refused if again => return,
         ClaimEffect::Refused => return refused(tables, partition, event, decision, changes),
         ClaimEffect::Fulfilled => return assigned(tables, partition, event, decision, changes),
-        ClaimEffect::Ends(status) => (status, false),
-        ClaimEffect::EndsAllOfUser(status) => (status, true),
+        ClaimEffect::Ends(status) => status,
     };
     // Most decisions are of tenants with no waiting claim: nothing to look at, nothing to allocate.
     let (tenant, user) = (&decision.tenant_id, &decision.subject_user_id);
     let Some(claims) = partition.claims_mut_if_any(tenant) else {
         return;
     };
-    let ended = match ends {
-        (_, true) => claims.take_user(user),
-        (_, false) => claims
-            .take(user, event.required_capabilities())
-            .into_iter()
-            .collect(),
-    };
-    let rules = tables.claim_rules();
-    for claim in ended {
-        let expires_at = claim.expires_at(&rules);
-        changes.push(tenant, claim, ends.0.clone(), event.occurred_at, expires_at);
+    if let Some(claim) = claims.take(user, event.required_capabilities()) {
+        let expires_at = claim.expires_at(&tables.claim_rules());
+        changes.push(tenant, claim, status, event.occurred_at, expires_at);
     }
 }
 

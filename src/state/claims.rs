@@ -45,7 +45,7 @@ pub struct TenantClaims {
     /// A directory row of a waiting user changed at this time: decide the claims again.
     pub(super) dirty_at: Option<Timestamp>,
     /// The latest trigger the claims have been decided again for, in this process, and how many
-    /// records the tenant's tables had taken then.
+    /// inventory records the tenant's tables had taken then.
     pub(super) swept_through: Option<Timestamp>,
     pub(super) swept_records: Option<u64>,
     /// The latest event time seen for the tenant while it had claims: the time claims expire by
@@ -154,20 +154,6 @@ impl TenantClaims {
             .by_user_and_need
             .remove(&(user.to_owned(), need.bits()))?;
         self.pending.remove(&order)
-    }
-
-    /// Ends every claim of the user.
-    pub fn take_user(&mut self, user: &str) -> Vec<PendingClaim> {
-        let needs: Vec<Capabilities> = self
-            .pending
-            .values()
-            .filter(|c| c.user_id == user)
-            .map(|c| c.need)
-            .collect();
-        needs
-            .into_iter()
-            .filter_map(|need| self.take(user, need))
-            .collect()
     }
 
     /// A claim read back from the claims topic: a pending one is (again) waiting, any other status

@@ -134,6 +134,10 @@ impl PartitionState {
 
     /// A directory tombstone: the user is gone (what this processor assigned is remembered).
     pub fn delete_directory_user(&mut self, tenant: &str, user: &str) {
+        // A tombstone has no time of its own: the tenant's time stands for it.
+        if let Some(at) = self.claims(tenant).and_then(|c| c.time()) {
+            self.mark_if_waiting(tenant, user, at);
+        }
         let Some(t) = self.tenants.get_mut(tenant) else {
             return;
         };

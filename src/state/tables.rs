@@ -21,9 +21,10 @@ pub struct TenantTables {
     settings: Versioned<TenantSettings>,
     policies: HashMap<String, Versioned<Policy>>,
     inventory: HashMap<ProductId, Inventory>,
-    /// Records applied to the tenant's tables: a change waiting claims have not seen yet may have
-    /// freed a seat, even one with the same time as the last (two products' snapshots).
-    records: u64,
+    /// Inventory records applied: one waiting claims have not seen yet may have freed a seat, even
+    /// with the same time as the last (two products' snapshots). Settings and policy versions
+    /// count by the time they come into force instead: one not yet in force changes nothing.
+    inventory_records: u64,
 }
 
 impl TenantTables {
@@ -105,16 +106,14 @@ impl Tables {
         self.tenants.get_by_key(tenant)
     }
 
-    /// The tenant's tables, to record a change in.
     fn tenant_mut(&mut self, tenant: &str) -> &mut TenantTables {
-        let tables = self.tenants.get_or_default(tenant);
-        tables.records += 1;
-        tables
+        self.tenants.get_or_default(tenant)
     }
 
-    /// How many records the tenant's tables have taken (see `TenantTables::records`).
-    pub fn records_of(&self, tenant: &str) -> u64 {
-        self.tenant(tenant).map_or(0, |t| t.records)
+    /// How many inventory records the tenant's tables have taken (see
+    /// `TenantTables::inventory_records`).
+    pub fn inventory_records_of(&self, tenant: &str) -> u64 {
+        self.tenant(tenant).map_or(0, |t| t.inventory_records)
     }
 
     pub fn record_settings(
@@ -141,7 +140,9 @@ impl Tables {
 
     /// Keeps the newest snapshot: an older one arriving late does not roll the count back.
     pub fn record_inventory(&mut self, tenant: &str, product: ProductId, inventory: Inventory) {
-        let slot = self.tenant_mut(tenant).inventory.entry(product);
+        let tables = self.tenant_mut(tenant);
+        tables.inventory_records += 1;
+        let slot = tables.inventory.entry(product);
         match slot {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 if inventory.as_of >= e.get().as_of {

@@ -171,7 +171,7 @@ pub fn activity_watermarks(topics: &Topics) -> clients::Watermarks {
     .expect("activity watermarks")
 }
 
-fn format_of(read: &Read) -> Format {
+pub fn format_of(read: &Read) -> Format {
     Format::from_content_type(read.headers.get("content-type").map(|s| s.as_bytes())).unwrap()
 }
 
