@@ -79,12 +79,32 @@ pub fn partition_counts(
         .collect())
 }
 
+/// How long a topic missing from the metadata is looked for again: one created a moment ago (by
+/// `create-topics` just before the service starts) may not be in every broker's metadata yet.
+const NEW_TOPIC_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The partition counts of `names`, asked again for up to `NEW_TOPIC_GRACE` while some are missing.
+fn counts_once_all_known(
+    kafka: &KafkaArgs,
+    names: &[&str],
+) -> Result<HashMap<String, usize>, TopicError> {
+    let deadline = std::time::Instant::now() + NEW_TOPIC_GRACE;
+    loop {
+        let counts = partition_counts(kafka, names)?;
+        let all_known = names.iter().all(|n| counts.contains_key(*n));
+        if all_known || std::time::Instant::now() >= deadline {
+            return Ok(counts);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 /// Checks that every topic exists, that activity, assignments and the repartition topic are
 /// co-partitioned, and that the audit topic has one partition; returns the number of activity
 /// partitions.
 pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicError> {
     let names = all_names(topics);
-    let counts = partition_counts(kafka, &names)?;
+    let counts = counts_once_all_known(kafka, &names)?;
     for name in &names {
         if !counts.contains_key(*name) {
             return Err(TopicError::Missing((*name).to_owned()));
