@@ -369,7 +369,8 @@ proptest! {
 }
 
 /// Two products' snapshots taken at the same time: the second frees seats too, although it brings
-/// no later time than the first (the fault test found replay missing it).
+/// no later time than the first (re-decisions are due on a new inventory record, not only a later
+/// time).
 #[test]
 fn a_second_snapshot_of_the_same_time_frees_its_seats_too() {
     let mut r = Run::new(delay_ms(DELAY));
