@@ -47,7 +47,7 @@ use autoclaim::domain::settings::{Scope, TenantSettings};
 use autoclaim::domain::time::Timestamp;
 use autoclaim::state::tables::DEFAULT_PROPAGATION_DELAY;
 use autoclaim::state::{decide_and_record, PartitionState, Tables};
-use autoclaim::wire::{codec, output, pb, Format};
+use autoclaim::wire::{activity_json, codec, output, pb, Format};
 
 // ------------------------------------------------------------------------------------------ scale
 
@@ -674,7 +674,13 @@ fn first_claim_batch(specs: &[TenantSpec], batch: usize, size: usize) -> FirstCl
 
 // ---------------------------------------------------------------------------------------- the path
 
+/// What the pipeline does with a JSON activity record: the fast path, or the general decoder.
 fn decode_json(bytes: &[u8]) -> Activity {
+    activity_json::decode(bytes).expect("valid JSON event")
+}
+
+/// The general decoder alone (serde_json into the pbjson message, then validation).
+fn decode_json_general(bytes: &[u8]) -> Activity {
     let event: pb::ActivityEvent = codec::decode(bytes, Format::Json).expect("valid JSON event");
     Activity::try_from(event).expect("valid event")
 }
@@ -703,6 +709,50 @@ fn full_path(
     };
     let decided = decide_and_record(tables, partition, &event);
     encode_decision(&decided.decision, decided_at)
+}
+
+/// Runs one stage over the whole pool once, for instruction counts
+/// (`valgrind --tool=callgrind --toggle-collect='*count_stage*'`, BENCHMARKS.md): the setup before
+/// it is not collected, so the count divided by the pool's size is the stage's cost per event.
+#[inline(never)]
+fn count_stage(
+    stage: &str,
+    tables: &Tables,
+    partition: &mut PartitionState,
+    pool: &Pool,
+    decided_at: Timestamp,
+) {
+    for i in 0..pool.json.len() {
+        match stage {
+            "full_path_json" => drop(black_box(full_path(
+                tables,
+                partition,
+                &pool.json[i],
+                Format::Json,
+                decided_at,
+            ))),
+            "full_path_protobuf" => drop(black_box(full_path(
+                tables,
+                partition,
+                &pool.protobuf[i],
+                Format::Protobuf,
+                decided_at,
+            ))),
+            "decide" => drop(black_box(decide_and_record(
+                tables,
+                partition,
+                &pool.decoded[i],
+            ))),
+            "decode_json" => drop(black_box(decode_json(black_box(&pool.json[i])))),
+            "decode_protobuf" => drop(black_box(decode_protobuf(black_box(&pool.protobuf[i])))),
+            "decode_json_general" => drop(black_box(decode_json_general(black_box(&pool.json[i])))),
+            other => panic!(
+                "AUTOCLAIM_BENCH_COUNT={other:?}: expected full_path_json, full_path_protobuf, \
+                 decide, decode_json, decode_json_general or decode_protobuf"
+            ),
+        }
+    }
+    eprintln!("{stage}: {} events", pool.json.len());
 }
 
 fn outcome_name(outcome: &Outcome) -> &'static str {
@@ -950,6 +1000,11 @@ fn main() {
     let decided_at = t0();
     let n = pool.json.len();
 
+    if let Ok(stage) = std::env::var("AUTOCLAIM_BENCH_COUNT") {
+        count_stage(&stage, &tables, &mut partition, &pool, decided_at);
+        return;
+    }
+
     if bench_mode {
         let decisions: Vec<Decision> = pool
             .decoded
@@ -965,6 +1020,7 @@ fn main() {
                 "decode/json_without_schema_version",
                 "decode/protobuf",
                 "encode/decision_protobuf",
+                "decode/json_general_decoder",
             ],
             n,
             |variant, i| match variant {
@@ -990,10 +1046,11 @@ fn main() {
                 3 => drop(black_box(decode_json(black_box(&pool.json[i])))),
                 4 => drop(black_box(decode_json(black_box(&pool.json_unversioned[i])))),
                 5 => drop(black_box(decode_protobuf(black_box(&pool.protobuf[i])))),
-                _ => drop(black_box(encode_decision(
+                6 => drop(black_box(encode_decision(
                     black_box(&decisions[i]),
                     decided_at,
                 ))),
+                _ => drop(black_box(decode_json_general(black_box(&pool.json[i])))),
             },
         );
     }

@@ -10,7 +10,7 @@ use crate::domain::ids;
 use crate::domain::time::Timestamp;
 use crate::wire::claims::{ClaimRecord, NoticeRecord};
 use crate::wire::convert::{self, InventoryRecord, PolicyRecord, SettingsRecord};
-use crate::wire::{codec, pb, Format, WireError};
+use crate::wire::{activity_json, codec, pb, Format, WireError};
 
 /// The raw parts of a Kafka record that decoding needs.
 pub struct RawRecord<'a> {
@@ -261,8 +261,10 @@ pub fn activity_record(
     let value = raw
         .value
         .ok_or_else(|| WireError::field("value", "is empty (a tombstone is not an activity)"))?;
-    let event: pb::ActivityEvent = codec::decode(value, raw.format()?)?;
-    let event: crate::domain::activity::Activity = event.try_into()?;
+    let event: crate::domain::activity::Activity = match raw.format()? {
+        Format::Json => activity_json::decode(value)?,
+        format => codec::decode::<pb::ActivityEvent>(value, format)?.try_into()?,
+    };
     if let Some(key) = raw.key {
         let names_tenant =
             std::str::from_utf8(key).is_ok_and(|key| ids::same(key, &event.tenant_id));

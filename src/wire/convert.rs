@@ -1,6 +1,9 @@
 //! From wire messages to validated domain values. Each check says which field is wrong and why.
+use std::borrow::Cow;
+
 use pbjson_types::Timestamp as WireTimestamp;
 
+use super::activity_fields::{ActivityFields, FlowFields};
 use super::error::WireError;
 use super::generated as pb;
 use crate::domain::activity::{Activity, ActivityKind, ActivitySource, FlowInfo, TriggerType};
@@ -20,7 +23,8 @@ pub const MAX_PLANS: usize = 64;
 /// The schema version this build reads. 0 (absent) is read as 1.
 pub const SCHEMA_VERSION: u32 = 1;
 
-fn id(field: &'static str, value: String) -> Result<String, WireError> {
+fn id<'a>(field: &'static str, value: impl Into<Cow<'a, str>>) -> Result<String, WireError> {
+    let value = value.into();
     if value.is_empty() {
         return Err(WireError::field(field, "is required"));
     }
@@ -29,11 +33,19 @@ fn id(field: &'static str, value: String) -> Result<String, WireError> {
 
 /// A required tenant or user id, in its canonical form (a GUID in lowercase: Entra's ids are
 /// case-insensitive).
-pub fn entity_id(field: &'static str, value: String) -> Result<String, WireError> {
+pub fn entity_id<'a>(
+    field: &'static str,
+    value: impl Into<Cow<'a, str>>,
+) -> Result<String, WireError> {
     id(field, value).map(crate::domain::ids::canonical)
 }
 
-fn optional_id(field: &'static str, value: String) -> Result<String, WireError> {
+/// Checked while borrowed, so that a borrowed id that is refused is never copied.
+fn optional_id<'a>(
+    field: &'static str,
+    value: impl Into<Cow<'a, str>>,
+) -> Result<String, WireError> {
+    let value = value.into();
     if value.len() > MAX_ID_LEN {
         return Err(WireError::field(
             field,
@@ -43,7 +55,7 @@ fn optional_id(field: &'static str, value: String) -> Result<String, WireError> 
     if contains_control_characters(&value) {
         return Err(WireError::field(field, "contains control characters"));
     }
-    Ok(value)
+    Ok(value.into_owned())
 }
 
 /// Ids are almost always printable ASCII, which one pass over the bytes confirms; only other text is
@@ -131,57 +143,66 @@ impl TryFrom<pb::ActivityEvent> for Activity {
     type Error = WireError;
 
     fn try_from(e: pb::ActivityEvent) -> Result<Self, WireError> {
-        check_schema_version(e.schema_version)?;
-        let kind = match known_enum::<pb::ActivityKind>("kind", e.kind)? {
-            pb::ActivityKind::Unspecified => unreachable!("0 is refused by known_enum"),
-            pb::ActivityKind::CloudFlowSaved => ActivityKind::CloudFlowSaved,
-            pb::ActivityKind::CloudFlowTriggered => ActivityKind::CloudFlowTriggered,
-            pb::ActivityKind::CloudFlowTurnedOn => ActivityKind::CloudFlowTurnedOn,
-            pb::ActivityKind::LicenseRequested => ActivityKind::LicenseRequested,
-            pb::ActivityKind::GoPremiumSelected => ActivityKind::GoPremiumSelected,
-            pb::ActivityKind::PremiumTrialRpaUsed => ActivityKind::PremiumTrialRpaUsed,
-        };
-        let source = match known_enum::<pb::ActivitySource>("source", e.source)? {
-            pb::ActivitySource::Unspecified => unreachable!("0 is refused by known_enum"),
-            pb::ActivitySource::Portal => ActivitySource::Portal,
-            pb::ActivitySource::Desktop => ActivitySource::Desktop,
-        };
-        if source != kind.expected_source() {
-            return Err(WireError::field(
-                "source",
-                format!("{kind:?} events come from {:?}", kind.expected_source()),
-            ));
-        }
-        let flow = match (kind.is_cloud_flow(), e.flow) {
-            (true, None) => {
-                return Err(WireError::field(
-                    "flow",
-                    "is required for cloud-flow events",
-                ))
-            }
-            (true, Some(flow)) => Some(flow_info(flow)?),
-            // Other kinds do not use a flow; one that is sent anyway is ignored.
-            (false, _) => None,
-        };
-        let requested_product = if kind == ActivityKind::LicenseRequested {
-            Some(product("requestedProduct", &e.requested_product)?)
-        } else {
-            None
-        };
-        Ok(Activity {
-            event_id: id("eventId", e.event_id)?,
-            tenant_id: entity_id("tenantId", e.tenant_id)?,
-            occurred_at: timestamp("occurredAt", e.occurred_at)?,
-            actor_user_id: entity_id("actorUserId", e.actor_user_id)?,
-            kind,
-            source,
-            flow,
-            requested_product,
-        })
+        activity(ActivityFields::from(e))
     }
 }
 
-fn flow_info(f: pb::Flow) -> Result<FlowInfo, WireError> {
+/// A validated event from its fields, whichever decoder read them.
+pub fn activity(e: ActivityFields<'_>) -> Result<Activity, WireError> {
+    check_schema_version(e.schema_version)?;
+    let kind = activity_kind(e.kind)?;
+    let source = match known_enum::<pb::ActivitySource>("source", e.source)? {
+        pb::ActivitySource::Unspecified => unreachable!("0 is refused by known_enum"),
+        pb::ActivitySource::Portal => ActivitySource::Portal,
+        pb::ActivitySource::Desktop => ActivitySource::Desktop,
+    };
+    if source != kind.expected_source() {
+        return Err(WireError::field(
+            "source",
+            format!("{kind:?} events come from {:?}", kind.expected_source()),
+        ));
+    }
+    let flow = match (kind.is_cloud_flow(), e.flow) {
+        (true, None) => {
+            return Err(WireError::field(
+                "flow",
+                "is required for cloud-flow events",
+            ))
+        }
+        (true, Some(flow)) => Some(flow_info(flow)?),
+        // Other kinds do not use a flow; one that is sent anyway is ignored.
+        (false, _) => None,
+    };
+    let requested_product = if kind == ActivityKind::LicenseRequested {
+        Some(product("requestedProduct", &e.requested_product)?)
+    } else {
+        None
+    };
+    Ok(Activity {
+        event_id: id("eventId", e.event_id)?,
+        tenant_id: entity_id("tenantId", e.tenant_id)?,
+        occurred_at: timestamp("occurredAt", e.occurred_at)?,
+        actor_user_id: entity_id("actorUserId", e.actor_user_id)?,
+        kind,
+        source,
+        flow,
+        requested_product,
+    })
+}
+
+fn activity_kind(kind: i32) -> Result<ActivityKind, WireError> {
+    Ok(match known_enum::<pb::ActivityKind>("kind", kind)? {
+        pb::ActivityKind::Unspecified => unreachable!("0 is refused by known_enum"),
+        pb::ActivityKind::CloudFlowSaved => ActivityKind::CloudFlowSaved,
+        pb::ActivityKind::CloudFlowTriggered => ActivityKind::CloudFlowTriggered,
+        pb::ActivityKind::CloudFlowTurnedOn => ActivityKind::CloudFlowTurnedOn,
+        pb::ActivityKind::LicenseRequested => ActivityKind::LicenseRequested,
+        pb::ActivityKind::GoPremiumSelected => ActivityKind::GoPremiumSelected,
+        pb::ActivityKind::PremiumTrialRpaUsed => ActivityKind::PremiumTrialRpaUsed,
+    })
+}
+
+fn flow_info(f: FlowFields<'_>) -> Result<FlowInfo, WireError> {
     let trigger_type = match known_enum::<pb::TriggerType>("flow.triggerType", f.trigger_type)? {
         pb::TriggerType::Unspecified => unreachable!("0 is refused by known_enum"),
         pb::TriggerType::Automated => TriggerType::Automated,

@@ -1,4 +1,6 @@
 //! The wire: generated types, their two encodings, and conversion into and out of the domain.
+pub mod activity_fields;
+pub mod activity_json;
 pub mod claims;
 pub mod codec;
 pub mod convert;
