@@ -40,7 +40,9 @@ pub struct TenantClaims {
     /// Whose claims these are (the map they are in is keyed by a packed form of it).
     tenant: String,
     pending: BTreeMap<ClaimOrder, PendingClaim>,
-    by_user_and_need: HashMap<(String, u8), ClaimOrder>,
+    /// Each waiting user's claims by need (a user has at most a few), so that a directory row or an
+    /// event finds them without a scan or an allocation.
+    by_user: HashMap<String, Vec<(u8, ClaimOrder)>>,
     notices: HashMap<ProductId, NoticeState>,
     /// A directory row of a waiting user changed at this time: decide the claims again.
     pub(super) dirty_at: Option<Timestamp>,
@@ -84,12 +86,36 @@ impl TenantClaims {
     }
 
     pub fn get(&self, user: &str, need: Capabilities) -> Option<&PendingClaim> {
-        let order = self.by_user_and_need.get(&(user.to_owned(), need.bits()))?;
+        let order = self.order_of(user, need)?;
         self.pending.get(order)
     }
 
     pub fn has_user(&self, user: &str) -> bool {
-        self.pending.values().any(|c| c.user_id == user)
+        self.by_user.contains_key(user)
+    }
+
+    fn order_of(&self, user: &str, need: Capabilities) -> Option<&ClaimOrder> {
+        let needs = self.by_user.get(user)?;
+        needs
+            .iter()
+            .find(|(bits, _)| *bits == need.bits())
+            .map(|(_, order)| order)
+    }
+
+    fn index(&mut self, user: &str, need: Capabilities, order: ClaimOrder) {
+        let needs = self.by_user.entry(user.to_owned()).or_default();
+        needs.retain(|(bits, _)| *bits != need.bits());
+        needs.push((need.bits(), order));
+    }
+
+    fn unindex(&mut self, user: &str, need: Capabilities) -> Option<ClaimOrder> {
+        let needs = self.by_user.get_mut(user)?;
+        let at = needs.iter().position(|(bits, _)| *bits == need.bits())?;
+        let (_, order) = needs.swap_remove(at);
+        if needs.is_empty() {
+            self.by_user.remove(user);
+        }
+        Some(order)
     }
 
     /// Pending claims, oldest first.
@@ -117,12 +143,11 @@ impl TenantClaims {
         policy_id: Option<&str>,
     ) -> &PendingClaim {
         self.advance_time(event.occurred_at);
-        let key = (user.to_owned(), need.bits());
-        let order = match self.by_user_and_need.get(&key) {
+        let order = match self.order_of(user, need) {
             Some(order) => order.clone(),
             None => {
                 let order = (event.occurred_at, user.to_owned(), need.bits());
-                self.by_user_and_need.insert(key, order.clone());
+                self.index(user, need, order.clone());
                 order
             }
         };
@@ -150,9 +175,7 @@ impl TenantClaims {
 
     /// Ends the claim for the need, if there is one.
     pub fn take(&mut self, user: &str, need: Capabilities) -> Option<PendingClaim> {
-        let order = self
-            .by_user_and_need
-            .remove(&(user.to_owned(), need.bits()))?;
+        let order = self.unindex(user, need)?;
         self.pending.remove(&order)
     }
 
@@ -163,8 +186,7 @@ impl TenantClaims {
         self.take(&claim.user_id, claim.need);
         if pending {
             let order = (claim.first_seen, claim.user_id.clone(), claim.need.bits());
-            self.by_user_and_need
-                .insert((claim.user_id.clone(), claim.need.bits()), order.clone());
+            self.index(&claim.user_id, claim.need, order.clone());
             self.pending.insert(order, claim);
         }
     }
