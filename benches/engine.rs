@@ -724,20 +724,15 @@ fn count_stage(
 ) {
     for i in 0..pool.json.len() {
         match stage {
-            "full_path_json" => drop(black_box(full_path(
-                tables,
-                partition,
-                &pool.json[i],
-                Format::Json,
-                decided_at,
-            ))),
-            "full_path_protobuf" => drop(black_box(full_path(
-                tables,
-                partition,
-                &pool.protobuf[i],
-                Format::Protobuf,
-                decided_at,
-            ))),
+            "full_path_json" | "full_path_protobuf" => {
+                let (bytes, format) = match stage {
+                    "full_path_json" => (&pool.json[i], Format::Json),
+                    _ => (&pool.protobuf[i], Format::Protobuf),
+                };
+                drop(black_box(full_path(
+                    tables, partition, bytes, format, decided_at,
+                )))
+            }
             "decide" => drop(black_box(decide_and_record(
                 tables,
                 partition,
