@@ -39,9 +39,12 @@ mod harness;
 mod instances;
 mod latency;
 mod metrics_text;
+mod pass_child;
 mod pass_through;
 mod procfs;
 mod scale;
+mod share;
+mod summary;
 mod throughput;
 
 /// The allocator of `autoclaim` (its main.rs says why), so that the pass-through ceilings, which
