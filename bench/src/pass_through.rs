@@ -195,7 +195,8 @@ impl<'a> PassThrough<'a> {
             .saturating_sub(in_batch)
             .clamp(1, MAX_BURST);
         let mut polled = consumer.poll(Duration::from_millis(20));
-        for _ in 0..room {
+        // Nothing polled is dropped: each record taken is copied before the next poll.
+        for taken in 1.. {
             let message = match polled {
                 None => return Ok(true),
                 Some(Err(e)) => {
@@ -216,7 +217,7 @@ impl<'a> PassThrough<'a> {
                 progress.copied += 1;
             }
             progress.count += 1;
-            if progress.count >= self.events {
+            if progress.count >= self.events || taken >= room {
                 return Ok(false);
             }
             polled = consumer.poll(Duration::ZERO);
