@@ -6,6 +6,8 @@ use autoclaim::pipeline::config::KafkaArgs;
 use autoclaim::wire::Format;
 use clap::{Parser, ValueEnum};
 
+use crate::share::OutputShare;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Phase {
     /// In-process pass-through ceilings (plain and transactional).
@@ -51,6 +53,10 @@ pub struct BenchArgs {
     pub batch_max_records: usize,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     pub batch_max_time: Duration,
+    /// Both also commit as soon as nothing more is waiting, once the transaction is this old
+    /// (autoclaim's `--batch-min-time`; give it here, not with `--run-arg`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0ms")]
+    pub batch_min_time: Duration,
     /// More arguments for every `autoclaim run` child, e.g. `--run-arg=--batch-min-time=100ms`
     /// (repeatable).
     #[arg(long = "run-arg", allow_hyphen_values = true)]
@@ -118,11 +124,13 @@ pub struct BenchArgs {
     /// output that became visible).
     #[arg(long, default_value_t = 5)]
     pub watch_fetch_wait_ms: u64,
-    /// Experiment: the pass-throughs copy only this share of the records (every record still counts
-    /// and its offset commits), e.g. 0.23 to write as many outputs as autoclaim does on the default
-    /// workload. 1: every record, as specified.
-    #[arg(long, default_value_t = 1.0)]
-    pub ceiling_output_share: f64,
+    /// Share of the records the like-for-like transactional pass-through copies (every record still
+    /// counts and its offset commits): `auto`, the share of outputs autoclaim wrote on the same
+    /// input in the same run (measured by the run phase of the round, and by the latency phase for
+    /// its own pass-through), or a number in (0, 1]. The plain and the full-copy transactional
+    /// ceilings always copy every record.
+    #[arg(long, default_value = "auto")]
+    pub ceiling_output_share: OutputShare,
     /// Experiment: `linger.ms` of the pass-through producers (default: autoclaim's, 5).
     #[arg(long)]
     pub ceiling_linger_ms: Option<u64>,
@@ -136,4 +144,37 @@ pub struct BenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+}
+
+/// The batch bounds autoclaim and the transactional pass-through are given.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchBounds {
+    pub(crate) max_records: usize,
+    pub(crate) max_time: Duration,
+    pub(crate) min_time: Duration,
+}
+
+impl BenchArgs {
+    pub(crate) fn batch(&self) -> BatchBounds {
+        BatchBounds {
+            max_records: self.batch_max_records,
+            max_time: self.batch_max_time,
+            min_time: self.batch_min_time,
+        }
+    }
+}
+
+impl BatchBounds {
+    /// The bounds as `run` (and this executable) take them on the command line.
+    pub(crate) fn command_line_args(&self) -> Vec<String> {
+        let duration = |d: Duration| humantime::format_duration(d).to_string();
+        vec![
+            "--batch-max-records".to_owned(),
+            self.max_records.to_string(),
+            "--batch-max-time".to_owned(),
+            duration(self.max_time),
+            "--batch-min-time".to_owned(),
+            duration(self.min_time),
+        ]
+    }
 }

@@ -9,6 +9,7 @@ use autoclaim::pipeline::config::{KafkaArgs, Topics};
 use autoclaim::telemetry;
 use autoclaim::wire::Format;
 
+use crate::args::BatchBounds;
 use crate::metrics_text::metric_sum;
 
 /// How long to wait for a child's HTTP server: it answers at once when it is up.
@@ -61,7 +62,7 @@ pub(crate) struct ChildOptions<'a> {
     pub(crate) group: &'a str,
     pub(crate) transactional_id: &'a str,
     pub(crate) output_format: Format,
-    pub(crate) batch: (usize, Duration),
+    pub(crate) batch: BatchBounds,
     pub(crate) log: PathBuf,
     pub(crate) log_filter: &'a str,
     /// More arguments of `run` (`--run-arg`), after the bench's own.
@@ -89,11 +90,7 @@ impl RunChild {
             .args(["--http-addr", &http.to_string()])
             .args(t.command_line_args())
             .args(["--output-format", format_name(o.output_format)])
-            .args(["--batch-max-records", &o.batch.0.to_string()])
-            .args([
-                "--batch-max-time",
-                &humantime::format_duration(o.batch.1).to_string(),
-            ]);
+            .args(o.batch.command_line_args());
         for (k, v) in &o.kafka.properties {
             command.args(["--kafka-property", &format!("{k}={v}")]);
         }

@@ -107,6 +107,11 @@ impl Throughput {
         self.cpu_secs / (self.events as f64 / 1e6)
     }
 
+    /// The broker's CPU seconds over the window, per million events.
+    pub(crate) fn broker_cpu_per_million(&self) -> Option<f64> {
+        Some(self.window.broker_cpu? / (self.events as f64 / 1e6))
+    }
+
     pub(crate) fn json(&self) -> serde_json::Value {
         json!({
             "events": self.events,
@@ -114,6 +119,7 @@ impl Throughput {
             "events_per_s": self.rate(),
             "cpu_s": self.cpu_secs,
             "cpu_s_per_million": self.cpu_per_million(),
+            "broker_cpu_s_per_million": self.broker_cpu_per_million(),
             "peak_rss_mib": self.peak_rss_kib as f64 / 1024.0,
             "outputs": self.outputs,
             "window": self.window.json(),

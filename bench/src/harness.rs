@@ -19,8 +19,16 @@ use crate::procfs::{loadavg, machine};
 /// The throughput phases of one `--repeat` round.
 pub(crate) struct Round {
     pub(crate) plain: Option<Throughput>,
+    /// The transactional pass-through copying every record.
     pub(crate) txn: Option<Throughput>,
     pub(crate) run: Option<Throughput>,
+    pub(crate) like: Option<LikeForLike>,
+}
+
+/// The transactional pass-through copying the share of records autoclaim wrote.
+pub(crate) struct LikeForLike {
+    pub(crate) share: f64,
+    pub(crate) figures: Throughput,
 }
 
 pub(crate) struct Bench<'a> {
@@ -130,7 +138,7 @@ impl Bench<'_> {
             group,
             transactional_id: id,
             output_format: self.args.output_format,
-            batch: (self.args.batch_max_records, self.args.batch_max_time),
+            batch: self.args.batch(),
             log: self.args.work_dir.join(format!("{id}.log")),
             log_filter: &self.args.child_log,
             extra_args: &self.args.run_args,
@@ -197,12 +205,15 @@ impl Bench<'_> {
                 "format": format_name(a.format), "output_format": format_name(a.output_format),
                 "batch_max_records": a.batch_max_records,
                 "batch_max_time_ms": a.batch_max_time.as_millis() as u64,
+                "batch_min_time_ms": a.batch_min_time.as_millis() as u64,
+                "ceiling_output_share": a.ceiling_output_share.to_string(),
                 "rate": a.rate, "latency_s": a.latency_duration.as_secs_f64(),
             }),
         );
     }
 
-    /// The ceiling and run phases, `--repeat` times, interleaved.
+    /// The ceiling and run phases, `--repeat` times, interleaved: plain, transactional (every record
+    /// copied), run, transactional (like for like).
     fn throughput_rounds(&mut self) -> anyhow::Result<Vec<Round>> {
         let repeat = self.args.repeat;
         let mut rounds: Vec<Round> = Vec::new();
@@ -222,7 +233,18 @@ impl Bench<'_> {
             } else {
                 None
             };
-            rounds.push(Round { plain, txn, run });
+            // After the run, so that `auto` knows the share the run wrote.
+            let like = if self.has(Phase::Ceiling) {
+                self.like_for_like_ceiling(run.as_ref())?
+            } else {
+                None
+            };
+            rounds.push(Round {
+                plain,
+                txn,
+                run,
+                like,
+            });
         }
         Ok(rounds)
     }

@@ -3,18 +3,23 @@
 //!
 //! 1. **Load**: the tables and N activity events of a seeded, realistic workload (`Scenario`, many
 //!    tenants) into fresh topics (every topic name of a run starts with its prefix).
-//! 2. **Ceilings**, in this binary: a bare pass-through (a `read_committed` group member that copies
-//!    each record, undecoded, to the same partition number of an output topic) without transactions,
-//!    and the same with transactions cut like autoclaim's (same batch bounds,
-//!    `send_offsets_to_transaction`, outputs drained with 1 ms polls, `commit_transaction`).
+//! 2. **Ceilings**, each a child process of this binary: a bare pass-through (a `read_committed`
+//!    group member that copies each record, undecoded, to the same partition number of an output
+//!    topic) without transactions, and the same with transactions cut like autoclaim's (same batch
+//!    bounds, a commit also as soon as nothing more is waiting, `send_offsets_to_transaction`,
+//!    outputs drained, `commit_transaction`), both copying every record.
 //! 3. **`autoclaim run`**: the release binary as a child process on the same activity topic, timed
 //!    from its readiness (partitions restored, first record next) to the moment its committed
 //!    counters (`autoclaim_events_total` + `autoclaim_dead_letters_total`, polled every 20 ms) reach N.
+//!    Then the **like-for-like** transactional pass-through, copying the share of records the run
+//!    wrote (`--ceiling-output-share auto`), the ceiling the 80% target is measured against.
 //! 4. **Latency**: a fresh activity topic, `run` started first, then events produced at a fixed rate;
 //!    a `read_committed` consumer of the assignments and failures topics takes, for every output, the
 //!    time it became visible minus the time its input event was handed to the producer (the event is
 //!    found by the output's `triggerEventId`). The service's own bucketed histogram
 //!    (`autoclaim_event_to_commit_seconds`, every event, until its commit returns) is printed next to it.
+//!    Then the like-for-like transactional pass-through on topics of its own, at the same rate, its
+//!    copies matched by the `eventId` they carry; both side by side.
 //! 5. **Scale**: directories of U users (0 for the baseline), `run` started on them; restore time
 //!    (metric and log line), RSS after restore, bytes per tracked user.
 //! 6. **Instances**: 1, 2, 3 instances of `run` in one group on the loaded activity topic.
@@ -39,9 +44,12 @@ mod harness;
 mod instances;
 mod latency;
 mod metrics_text;
+mod pass_child;
 mod pass_through;
 mod procfs;
 mod scale;
+mod share;
+mod summary;
 mod throughput;
 
 /// The allocator of `autoclaim` (its main.rs says why), so that the pass-through ceilings, which

@@ -1,5 +1,6 @@
 //! The ceilings: a bare consumer copying records to an output topic, with or without transactions.
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -11,10 +12,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::args::BenchArgs;
+use crate::args::{BatchBounds, BenchArgs};
 use crate::child::PROCESS_TIMEOUT;
 use crate::figures::{CommitTimes, Throughput};
 use crate::procfs::{cpu_secs, reset_peak_rss, status_kib, Window};
+use crate::share::copies;
 
 /// Bounds every transactional call of the transactional pass-through.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,6 +63,13 @@ pub(crate) fn drain(producer: &BaseProducer, sleep_us: u64) {
     }
 }
 
+/// Most records taken in one burst between two looks at the batch bounds (autoclaim's bound).
+const MAX_BURST: usize = 1000;
+
+/// The line a pass-through child prints once it owns partitions of its input, so that a parent
+/// can start producing (the latency phase).
+pub(crate) const READY_LINE: &str = "ready";
+
 /// One pass-through: copies `events` records of `input` to `output` (same partition numbers), in
 /// transactions cut like autoclaim's when `transactional_id` is given.
 pub(crate) struct PassThrough<'a> {
@@ -70,11 +79,33 @@ pub(crate) struct PassThrough<'a> {
     pub(crate) group: String,
     pub(crate) events: usize,
     pub(crate) transactional_id: Option<String>,
-    pub(crate) batch: (usize, Duration),
+    pub(crate) batch: BatchBounds,
     pub(crate) broker: Option<u32>,
     pub(crate) drain_sleep_us: u64,
     pub(crate) linger_ms: Option<u64>,
     pub(crate) output_share: f64,
+}
+
+/// What a pass-through has done so far.
+#[derive(Default)]
+struct Progress {
+    count: usize,
+    copied: u64,
+    /// When the first record came, with this process's CPU and the broker's window then.
+    started: Option<(Instant, f64, Window)>,
+    announced_ready: bool,
+}
+
+impl Progress {
+    /// Prints `READY_LINE` once the consumer owns partitions.
+    fn announce_ready(&mut self, consumer: &BaseConsumer<QuietContext>) -> anyhow::Result<()> {
+        if !self.announced_ready && consumer.assignment()?.count() > 0 {
+            println!("{READY_LINE}");
+            std::io::stdout().flush()?;
+            self.announced_ready = true;
+        }
+        Ok(())
+    }
 }
 
 impl<'a> PassThrough<'a> {
@@ -92,11 +123,14 @@ impl<'a> PassThrough<'a> {
             transactional_id: (kind == "txn").then(|| name.clone()),
             group: name,
             events: args.events,
-            batch: (args.batch_max_records, args.batch_max_time),
+            batch: args.batch(),
             broker: crate::harness::broker_pid(args),
             drain_sleep_us: args.drain_sleep_us,
             linger_ms: args.ceiling_linger_ms,
-            output_share: args.ceiling_output_share,
+            output_share: args
+                .ceiling_output_share
+                .resolve(None)
+                .context("a pass-through child needs a number for --ceiling-output-share")?,
         })
     }
 
@@ -107,64 +141,88 @@ impl<'a> PassThrough<'a> {
                 .create_with_context(QuietContext)?;
         let producer = self.producer()?;
         consumer.subscribe(&[self.input])?;
-        let mut transactions = self.transactional_id.as_ref().map(|_| Transactions {
-            producer: &producer,
-            consumer: &consumer,
-            input: self.input,
-            drain_sleep_us: self.drain_sleep_us,
-            open: None,
-            in_batch: 0,
-            next_offsets: BTreeMap::new(),
-            times: CommitTimes::default(),
-        });
-        let (mut count, mut copied) = (0usize, 0u64);
-        let mut started: Option<(Instant, f64, Window)> = None;
+        let mut transactions = self
+            .transactional_id
+            .as_ref()
+            .map(|_| Transactions::new(&producer, &consumer, self.input, self.drain_sleep_us));
+        let mut progress = Progress::default();
         let guard = Instant::now();
-        while count < self.events {
+        while progress.count < self.events {
             if guard.elapsed() > PROCESS_TIMEOUT {
                 bail!(
-                    "pass-through to {}: only {count} of {} records in {PROCESS_TIMEOUT:?}",
+                    "pass-through to {}: only {} of {} records in {PROCESS_TIMEOUT:?}",
                     self.output,
+                    progress.count,
                     self.events
                 );
             }
-            match consumer.poll(Duration::from_millis(20)) {
-                None => {}
-                Some(Err(e)) => eprintln!("bench: consumer error: {e}"),
-                Some(Ok(m)) => {
-                    started.get_or_insert_with(|| {
-                        (Instant::now(), cpu_secs("self"), Window::start(self.broker))
-                    });
-                    if let Some(t) = &mut transactions {
-                        t.begin_if_closed()?;
-                        t.consumed(m.partition(), m.offset());
-                    }
-                    if self.copies(m.offset()) {
-                        send_copy(&producer, self.output, &m)?;
-                        copied += 1;
-                    }
-                    count += 1;
-                }
-            }
+            let drained = self.burst(&consumer, &producer, transactions.as_mut(), &mut progress)?;
+            progress.announce_ready(&consumer)?;
             if let Some(t) = &mut transactions {
-                t.commit_if_due(self.batch, count >= self.events)?;
+                t.commit_if_due(self.batch, drained, progress.count >= self.events)?;
             }
         }
         if transactions.is_none() {
             producer.flush(Duration::from_secs(120))?;
         }
-        let (t0, cpu0, window) = started.context("no record consumed")?;
+        let (t0, cpu0, window) = progress.started.context("no record consumed")?;
         let figures = Throughput {
             events: self.events,
             secs: t0.elapsed().as_secs_f64(),
             cpu_secs: cpu_secs("self") - cpu0,
             peak_rss_kib: status_kib("self", "VmHWM"),
-            outputs: copied,
+            outputs: progress.copied,
             window: window.finish(),
             commits: transactions.map(|t| t.times),
         };
         consumer.unsubscribe();
         Ok(figures)
+    }
+
+    /// As autoclaim's loop: waits for a record, then takes what is already fetched without
+    /// waiting, up to the room left in the batch. Returns whether it emptied what was fetched.
+    fn burst(
+        &self,
+        consumer: &BaseConsumer<QuietContext>,
+        producer: &BaseProducer,
+        mut transactions: Option<&mut Transactions<'_>>,
+        progress: &mut Progress,
+    ) -> anyhow::Result<bool> {
+        let in_batch = transactions.as_ref().map_or(0, |t| t.in_batch);
+        let room = self
+            .batch
+            .max_records
+            .saturating_sub(in_batch)
+            .clamp(1, MAX_BURST);
+        let mut polled = consumer.poll(Duration::from_millis(20));
+        // Nothing polled is dropped: each record taken is copied before the next poll.
+        for taken in 1.. {
+            let message = match polled {
+                None => return Ok(true),
+                Some(Err(e)) => {
+                    eprintln!("bench: consumer error: {e}");
+                    return Ok(false);
+                }
+                Some(Ok(m)) => m,
+            };
+            progress.started.get_or_insert_with(|| {
+                (Instant::now(), cpu_secs("self"), Window::start(self.broker))
+            });
+            if let Some(t) = transactions.as_deref_mut() {
+                t.begin_if_closed()?;
+                t.consumed(message.partition(), message.offset());
+            }
+            if copies(self.output_share, message.offset()) {
+                send_copy(producer, self.output, &message)?;
+                progress.copied += 1;
+            }
+            progress.count += 1;
+            if progress.count >= self.events || taken >= room {
+                return Ok(false);
+            }
+            polled = consumer.poll(Duration::ZERO);
+        }
+        Ok(false)
     }
 
     /// The idempotent producer, transactional (and initialised) when transactions are asked for.
@@ -186,14 +244,6 @@ impl<'a> PassThrough<'a> {
         }
         Ok(producer)
     }
-
-    /// Whether the record at `offset` is copied: a deterministic share of the records (by offset),
-    /// spread over all partitions; every record with `--ceiling-output-share 1`.
-    fn copies(&self, offset: i64) -> bool {
-        self.output_share >= 1.0
-            || (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % 10_000
-                < (self.output_share * 10_000.0) as u64
-    }
 }
 
 /// The transactions of the transactional pass-through, cut like autoclaim's: begun at the first
@@ -211,7 +261,25 @@ struct Transactions<'a> {
     times: CommitTimes,
 }
 
-impl Transactions<'_> {
+impl<'a> Transactions<'a> {
+    fn new(
+        producer: &'a BaseProducer,
+        consumer: &'a BaseConsumer<QuietContext>,
+        input: &'a str,
+        drain_sleep_us: u64,
+    ) -> Self {
+        Transactions {
+            producer,
+            consumer,
+            input,
+            drain_sleep_us,
+            open: None,
+            in_batch: 0,
+            next_offsets: BTreeMap::new(),
+            times: CommitTimes::default(),
+        }
+    }
+
     fn begin_if_closed(&mut self) -> anyhow::Result<()> {
         if self.open.is_none() {
             self.producer.begin_transaction()?;
@@ -225,12 +293,20 @@ impl Transactions<'_> {
         self.in_batch += 1;
     }
 
-    /// Commits when the batch reached `batch` (records, age) or the last record was consumed.
-    fn commit_if_due(&mut self, batch: (usize, Duration), last: bool) -> anyhow::Result<()> {
+    /// Commits as autoclaim does: when the batch reached its bounds (records, age), or nothing
+    /// more is waiting (`drained`) and it is at least `min_time` old; and after the last record.
+    fn commit_if_due(
+        &mut self,
+        batch: BatchBounds,
+        drained: bool,
+        last: bool,
+    ) -> anyhow::Result<()> {
         let Some(began) = self.open else {
             return Ok(());
         };
-        if self.in_batch >= batch.0 || began.elapsed() >= batch.1 || last {
+        let age = began.elapsed();
+        let full = self.in_batch >= batch.max_records || age >= batch.max_time;
+        if full || (drained && age >= batch.min_time) || last {
             self.commit()?;
             self.open = None;
             self.in_batch = 0;

@@ -1,95 +1,89 @@
-//! The ceiling and run phases, and the summary of repeated rounds.
+//! The ceiling and run phases of a round.
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use autoclaim::telemetry;
 use serde_json::json;
 
 use crate::child::wait_processed;
 use crate::figures::{CommitTimes, Throughput};
-use crate::harness::{Bench, Round};
+use crate::harness::{Bench, LikeForLike};
 use crate::metrics_text::metric_sum;
+use crate::pass_child::{PassThroughChild, PassThroughJob};
 use crate::procfs::{cpu_secs, status_kib, Window};
+use crate::share::{published_records, written_share};
+use crate::summary::ratio_verdict;
 
 impl Bench<'_> {
-    pub(crate) fn summarise_rounds(&mut self, rounds: &[Round]) {
-        let stats = |pick: &dyn Fn(&Round) -> Option<f64>| {
-            let mut v: Vec<f64> = rounds.iter().filter_map(pick).collect();
-            v.sort_by(f64::total_cmp);
-            (!v.is_empty()).then(|| {
-                let n = v.len();
-                let median = if n % 2 == 0 {
-                    (v[n / 2 - 1] + v[n / 2]) / 2.0
-                } else {
-                    v[n / 2]
-                };
-                (median, v[0], v[n - 1], v)
-            })
-        };
-        let plain = stats(&|r| r.plain.as_ref().map(Throughput::rate));
-        let txn = stats(&|r| r.txn.as_ref().map(Throughput::rate));
-        let run = stats(&|r| r.run.as_ref().map(Throughput::rate));
-        let run_cpu = stats(&|r| r.run.as_ref().map(Throughput::cpu_per_million));
-        println!("summary of {} rounds (median, min..max):", rounds.len());
-        for (name, s) in [
-            ("ceiling: pass-through, plain", &plain),
-            ("ceiling: pass-through, transactions", &txn),
-            ("autoclaim run (exactly once)", &run),
-        ] {
-            if let Some((median, min, max, _)) = s {
-                println!("  {name:<36} {median:>9.0} events/s ({min:.0}..{max:.0})");
-            }
-        }
-        if let Some((median, min, max, _)) = &run_cpu {
-            println!(
-                "  {:<36} {median:>9.1} CPU s/M events ({min:.1}..{max:.1})",
-                "autoclaim run CPU"
-            );
-        }
-        let mut summary = json!({
-            "rounds": rounds.len(),
-            "plain": plain.as_ref().map(|s| s.3.clone()),
-            "transactional": txn.as_ref().map(|s| s.3.clone()),
-            "run": run.as_ref().map(|s| s.3.clone()),
-            "run_cpu_s_per_million": run_cpu.as_ref().map(|s| s.3.clone()),
-        });
-        if let (Some(r), Some(p)) = (&run, &plain) {
-            println!(
-                "  ratio of medians to the plain pass-through: {:.0}% (target 60%)",
-                r.0 / p.0 * 100.0
-            );
-            summary["ratio_plain"] = json!(r.0 / p.0);
-        }
-        if let (Some(r), Some(t)) = (&run, &txn) {
-            println!(
-                "  ratio of medians to the transactional pass-through: {:.0}% (target 80%)",
-                r.0 / t.0 * 100.0
-            );
-            summary["ratio_transactional"] = json!(r.0 / t.0);
-        }
-        self.results.insert("summary".into(), summary);
-    }
-
+    /// The plain and the transactional pass-through, both copying every record.
     pub(crate) fn ceilings(&mut self) -> anyhow::Result<(Throughput, Throughput)> {
-        let a = self.args;
-        let input = self.main_topics("run").activity;
-        let plain_out = format!("{}.{}.out", self.prefix, self.tagged("ceiling-plain"));
-        let txn_out = format!("{}.{}.out", self.prefix, self.tagged("ceiling-txn"));
-        self.cluster.create_plain(&plain_out, a.partitions)?;
-        self.cluster.create_plain(&txn_out, a.partitions)?;
-        let plain = self.pass_through_child("plain", &input, &plain_out)?;
+        let plain = self.ceiling("plain", "ceiling-plain", 1.0)?;
         println!("{}", plain.line("ceiling: pass-through, plain"));
-        let txn = self.pass_through_child("txn", &input, &txn_out)?;
-        println!("{}", txn.line("ceiling: pass-through, transactions"));
+        let txn = self.ceiling("txn", "ceiling-txn", 1.0)?;
+        println!("{}", txn.line("ceiling: transactions, every record"));
         self.results
             .insert(self.tagged("ceiling_plain"), plain.json());
         self.results
             .insert(self.tagged("ceiling_transactional"), txn.json());
-        // The copies are not needed any more; free the broker's disk.
-        self.cluster.delete(&[plain_out, txn_out]);
         Ok((plain, txn))
+    }
+
+    /// The transactional pass-through copying the share of records autoclaim wrote in this round's
+    /// run (`auto`) or the share given; none with `auto` and no run.
+    pub(crate) fn like_for_like_ceiling(
+        &mut self,
+        run: Option<&Throughput>,
+    ) -> anyhow::Result<Option<LikeForLike>> {
+        let measured = run.and_then(|r| written_share(r.outputs as f64, r.events as f64));
+        let Some(share) = self.args.ceiling_output_share.resolve(measured) else {
+            println!("ceiling: transactions, like for like: skipped (`auto` needs the run phase)");
+            return Ok(None);
+        };
+        let figures = self.ceiling("txn", "ceiling-txn-like", share)?;
+        println!(
+            "{}",
+            figures.line(&format!("ceiling: transactions, share {share:.4}"))
+        );
+        let mut entry = figures.json();
+        entry["output_share"] = json!(share);
+        if let Some(r) = run {
+            let ratio = r.rate() / figures.rate();
+            println!(
+                "{:<36}autoclaim / like-for-like transactional ceiling: {}",
+                "",
+                ratio_verdict(ratio, 0.8)
+            );
+            if let Some(run_entry) = self.results.get_mut(&self.tagged("run")) {
+                run_entry["ratio_like_for_like"] = json!(ratio);
+            }
+        }
+        self.results
+            .insert(self.tagged("ceiling_transactional_like"), entry);
+        Ok(Some(LikeForLike { share, figures }))
+    }
+
+    /// One pass-through child over the loaded activity topic, into an output topic of its own that
+    /// is deleted afterwards (to free the broker's disk).
+    fn ceiling(&mut self, kind: &str, name: &str, share: f64) -> anyhow::Result<Throughput> {
+        let input = self.main_topics("run").activity;
+        let name = self.tagged(name);
+        let output = format!("{}.{name}.out", self.prefix);
+        self.cluster.create_plain(&output, self.args.partitions)?;
+        let job = PassThroughJob {
+            kind,
+            name: &name,
+            input: &input,
+            output: &output,
+            events: self.args.events,
+            share,
+        };
+        let child = PassThroughChild::spawn(self, &job)?;
+        let perf = self.start_perf(&child.pid(), &name);
+        let figures = child.finish();
+        stop_perf(perf);
+        self.cluster.delete(&[output]);
+        figures
     }
 
     /// With `--perf`: `perf record` of a child process until `stop_perf`.
@@ -110,60 +104,6 @@ impl Bench<'_> {
             .spawn()
             .ok()
             .map(|c| (c, path))
-    }
-
-    /// One pass-through in a process of its own (this executable), so that its CPU and peak memory
-    /// are its own, as autoclaim's are.
-    pub(crate) fn pass_through_child(
-        &self,
-        kind: &str,
-        input: &str,
-        output: &str,
-    ) -> anyhow::Result<Throughput> {
-        let a = self.args;
-        let mut command = Command::new(&self.harness);
-        command
-            .args(["--brokers", &a.kafka.brokers])
-            .args(["--events", &a.events.to_string()])
-            .args(["--batch-max-records", &a.batch_max_records.to_string()])
-            .args([
-                "--batch-max-time",
-                &humantime::format_duration(a.batch_max_time).to_string(),
-            ])
-            .args(["--drain-sleep-us", &a.drain_sleep_us.to_string()])
-            .args([
-                "--ceiling-output-share",
-                &a.ceiling_output_share.to_string(),
-            ])
-            .args(
-                a.ceiling_linger_ms
-                    .map(|l| vec!["--ceiling-linger-ms".to_owned(), l.to_string()])
-                    .unwrap_or_default(),
-            )
-            .args(["--prefix", &self.tagged(&self.prefix)])
-            .args(["--internal-pass-through", kind])
-            .args(["--internal-input", input])
-            .args(["--internal-output", output]);
-        if let Some(pid) = self.broker {
-            command.args(["--broker-pid", &pid.to_string()]);
-        }
-        for (k, v) in &a.kafka.properties {
-            command.args(["--kafka-property", &format!("{k}={v}")]);
-        }
-        let child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the pass-through process")?;
-        let perf = self.start_perf(&child.id().to_string(), &format!("ceiling-{kind}"));
-        let out = child.wait_with_output()?;
-        stop_perf(perf);
-        if !out.status.success() {
-            bail!("the {kind} pass-through failed ({})", out.status);
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(line).with_context(|| format!("pass-through output: {line}"))
     }
 
     pub(crate) fn run_phase(
@@ -194,9 +134,7 @@ impl Bench<'_> {
         let peak = status_kib(&pid, "VmHWM");
         let metrics = child.metrics();
         stop_perf(perf);
-        let outputs = metric_sum(&metrics, telemetry::ASSIGNMENTS)
-            + metric_sum(&metrics, telemetry::FAILURES)
-            + metric_sum(&metrics, telemetry::DEAD_LETTERS);
+        let outputs = published_records(&metrics);
         let mut figures = Throughput {
             events: a.events,
             secs,
@@ -218,18 +156,24 @@ impl Bench<'_> {
         let mut entry = figures.json();
         entry["startup_s"] = json!(startup);
         entry["transactions"] = json!(transactions);
+        entry["output_share"] = json!(written_share(outputs, a.events as f64));
         let ceilings = [
             (plain, "plain", "ratio_plain", 60),
-            (txn, "transactional", "ratio_transactional", 80),
+            (
+                txn,
+                "transactional (every record)",
+                "ratio_transactional",
+                0,
+            ),
         ];
         for (ceiling, name, key, target) in ceilings {
             if let Some(c) = ceiling {
                 let r = figures.rate() / c.rate();
-                println!(
-                    "{:<36}ratio to the {name} pass-through: {:.0}% (target {target}%)",
-                    "",
-                    r * 100.0
-                );
+                let shown = match target {
+                    0 => format!("{:.0}%", r * 100.0),
+                    t => ratio_verdict(r, f64::from(t) / 100.0),
+                };
+                println!("{:<36}ratio to the {name} pass-through: {shown}", "");
                 entry[key] = json!(r);
             }
         }
