@@ -54,18 +54,68 @@ fn workload(seed: u64, tenants: usize, events: usize, seats_per_user: f64) -> Wo
     }
 }
 
-/// The partitions of the last "partitions assigned" line of a service log.
-fn last_assigned(log: &str) -> Option<BTreeSet<i32>> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("partitions assigned"))?;
-    let list = line.split("partitions=[").nth(1)?.split(']').next()?;
+/// A change of the partitions an instance owns, as its log says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ownership {
+    /// Newly assigned (each one restored), and what it owns after.
+    Assigned {
+        new: BTreeSet<i32>,
+        owned: BTreeSet<i32>,
+    },
+    /// Revoked (or lost), and what it keeps.
+    Revoked {
+        gone: BTreeSet<i32>,
+        kept: BTreeSet<i32>,
+    },
+}
+
+impl Ownership {
+    fn after(&self) -> &BTreeSet<i32> {
+        match self {
+            Ownership::Assigned { owned, .. } => owned,
+            Ownership::Revoked { kept, .. } => kept,
+        }
+    }
+}
+
+/// The list a log field such as `owned=[0, 3]` holds.
+fn list_field(line: &str, field: &str) -> Option<BTreeSet<i32>> {
+    let list = line
+        .split(&format!(" {field}=["))
+        .nth(1)?
+        .split(']')
+        .next()?;
     Some(
         list.split(',')
             .filter_map(|p| p.trim().parse().ok())
             .collect(),
     )
+}
+
+/// Every change of ownership a service log shows, in order.
+fn ownership_changes(log: &str) -> Vec<Ownership> {
+    log.lines()
+        .filter_map(|line| {
+            if line.contains("partitions assigned and restored") {
+                Some(Ownership::Assigned {
+                    new: list_field(line, "partitions")?,
+                    owned: list_field(line, "owned")?,
+                })
+            } else if line.contains("partitions revoked") {
+                Some(Ownership::Revoked {
+                    gone: list_field(line, "partitions")?,
+                    kept: list_field(line, "kept")?,
+                })
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The partitions a service log says the instance owns now.
+fn last_assigned(log: &str) -> Option<BTreeSet<i32>> {
+    ownership_changes(log).last().map(|c| c.after().clone())
 }
 
 /// Sum of the group's committed offsets of some activity partitions, once they are stable.
@@ -529,4 +579,225 @@ fn offsets_held_past_the_stable_offsets_timeout_stop_the_service_with_a_clear_er
         report.counts.assignments,
         report.counts.failures,
     );
+}
+
+/// What a log says after its first `skip` changes of ownership: (partitions restored, the set
+/// owned at the end), and whether every change was incremental: nothing restored that the instance
+/// already owned, nothing dropped but what was revoked.
+fn changes_since(log: &str, skip: usize, owned_before: &BTreeSet<i32>) -> (usize, BTreeSet<i32>) {
+    let mut owned = owned_before.clone();
+    let mut restored = 0;
+    for change in ownership_changes(log).into_iter().skip(skip) {
+        match &change {
+            Ownership::Assigned { new, owned: after } => {
+                assert!(
+                    new.is_disjoint(&owned),
+                    "restored {new:?} while owning {owned:?}"
+                );
+                let expected: BTreeSet<i32> = owned.union(new).copied().collect();
+                assert_eq!(after, &expected, "an assignment must add to what is owned");
+                restored += new.len();
+            }
+            Ownership::Revoked { gone, kept } => {
+                let expected: BTreeSet<i32> = owned.difference(gone).copied().collect();
+                assert_eq!(kept, &expected, "a revocation must keep the rest");
+            }
+        }
+        owned = change.after().clone();
+    }
+    (restored, owned)
+}
+
+/// A member of the group, as a log seen so far: how many changes it has logged and what it owns.
+struct Member {
+    name: String,
+    service: Service,
+    seen: usize,
+    owned: BTreeSet<i32>,
+}
+
+impl Member {
+    fn start(topics: &Topics, group: &str, name: &str) -> Member {
+        Member {
+            name: name.to_owned(),
+            service: Service::start(&options(topics, group, name)),
+            seen: 0,
+            owned: BTreeSet::new(),
+        }
+    }
+
+    /// Partitions restored since last asked, checking that every change was incremental.
+    fn restored_since(&mut self) -> usize {
+        let log = self.service.log_text();
+        let (restored, owned) = changes_since(&log, self.seen, &self.owned);
+        self.seen = ownership_changes(&log).len();
+        self.owned = owned;
+        restored
+    }
+}
+
+/// Waits until the members own every partition once between them.
+fn wait_balanced(what: &str, members: &[&Member], partitions: i32) {
+    let all: BTreeSet<i32> = (0..partitions).collect();
+    wait_until(what, GUARD, || {
+        let owned: Vec<BTreeSet<i32>> = members
+            .iter()
+            .map(|m| last_assigned(&m.service.log_text()).unwrap_or_default())
+            .collect();
+        owned.iter().all(|o| !o.is_empty())
+            && owned.iter().map(BTreeSet::len).sum::<usize>() == all.len()
+            && owned.iter().flatten().copied().collect::<BTreeSet<_>>() == all
+    });
+}
+
+/// A rolling restart of three instances on twelve partitions, then a fourth joining and leaving,
+/// all while the stream flows: partitions that stay with an instance are never restored (each
+/// instance's log shows only incremental changes), the partitions moved are the only ones
+/// restored, and nothing is lost, duplicated or assigned past the seats (`verify`, replay).
+#[test]
+fn a_rolling_restart_and_a_member_joining_and_leaving_restore_only_what_moved() {
+    let Setup {
+        started,
+        seed,
+        topics,
+        w,
+        group,
+    } = set_up("rolling", seed() + 5, 12, 60, 36_000, 0.3);
+    let mut members: Vec<Member> = ["roll-a", "roll-b", "roll-c"]
+        .iter()
+        .map(|name| Member::start(&topics, &group, name))
+        .collect();
+    wait_balanced(
+        "the three instances to share the partitions",
+        &members.iter().collect::<Vec<_>>(),
+        12,
+    );
+    let initial: usize = members.iter_mut().map(Member::restored_since).sum();
+    let chunks: Vec<&[pb::ReplayRecord]> = w.activity.chunks(1000).collect();
+    let mut figures = vec![format!("initial restores {initial}")];
+    let mut joined: Option<Member> = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        publish(&topics, chunk, Format::Json);
+        std::thread::sleep(Duration::from_millis(100));
+        match i {
+            // Each instance in turn: SIGTERM (it commits and leaves), then a new process with
+            // the same transactional id, as a rolling deploy replaces a pod.
+            4 | 10 | 16 => {
+                let k = (i - 4) / 6;
+                let name = members[k].name.clone();
+                let before: usize = members.iter_mut().map(Member::restored_since).sum();
+                let moved = members[k].owned.len();
+                assert!(
+                    members[k].service.stop().success(),
+                    "{name}: clean exit; log:\n{}",
+                    members[k].service.log_text()
+                );
+                members[k] = Member::start(&topics, &group, &name);
+                wait_balanced(
+                    &format!("the group to settle after {name} restarted"),
+                    &members.iter().collect::<Vec<_>>(),
+                    12,
+                );
+                let restored: usize = members.iter_mut().map(Member::restored_since).sum();
+                figures.push(format!(
+                    "{name} restarted: owned {moved}, restored {restored} (before: {before})"
+                ));
+                // Its partitions went to the others and (some of them) came back to it.
+                assert!(
+                    restored <= 2 * moved,
+                    "restarting {name} (owning {moved}) restored {restored} partitions"
+                );
+            }
+            22 => {
+                for m in &mut members {
+                    m.restored_since();
+                }
+                let d = Member::start(&topics, &group, "roll-d");
+                let mut all: Vec<&Member> = members.iter().collect();
+                all.push(&d);
+                wait_balanced("d to join", &all, 12);
+                joined = Some(d);
+            }
+            28 => {
+                let mut d = joined.take().expect("d joined");
+                let gained = d.restored_since();
+                let kept_restored: usize = members.iter_mut().map(Member::restored_since).sum();
+                assert_eq!(kept_restored, 0, "d joining must restore nothing elsewhere");
+                assert_eq!(gained, d.owned.len());
+                assert!(d.service.stop().success(), "d: clean exit");
+                wait_balanced(
+                    "the group to settle after d left",
+                    &members.iter().collect::<Vec<_>>(),
+                    12,
+                );
+                let taken_back: usize = members.iter_mut().map(Member::restored_since).sum();
+                assert_eq!(
+                    taken_back, gained,
+                    "d leaving must restore exactly its {gained} partitions"
+                );
+                figures.push(format!(
+                    "d joined and took {gained} (others restored 0), left: others restored {taken_back}; {} partitions never restored",
+                    12 - gained
+                ));
+            }
+            _ => {}
+        }
+    }
+    wait_processed(&topics, &group, GUARD);
+    let report = wait_clean(&topics, &group, GUARD);
+    assert_equal_to_replay(&topics, &w.expected);
+    for m in &mut members {
+        m.restored_since();
+    }
+    let logs: Vec<String> = members.iter().map(|m| m.service.log_text()).collect();
+    assert!(logs.iter().all(|l| !l.contains("panicked")));
+    let mut stopping: Vec<(&str, &mut Service)> = members
+        .iter_mut()
+        .map(|m| (m.name.as_str(), &mut m.service))
+        .collect();
+    stop_all(&mut stopping);
+    eprintln!(
+        "rolling: FIGURES seed={seed} events={} partitions=12 instances=3(+1) {} assignments={} failures={} duplicates=0 lost=0 elapsed={:.1}s",
+        w.activity.len(),
+        figures.join("; "),
+        report.counts.assignments,
+        report.counts.failures,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Members that rebalance eagerly (an autoclaim before incremental rebalancing, here a plain
+/// consumer with the range assignor) cannot share a group with this version: it stops with an
+/// error that says what to do, rather than retry for ever.
+#[test]
+fn an_instance_refuses_a_group_with_eager_members_and_says_why() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Setup { topics, group, .. } = set_up("eager", seed() + 6, 3, 5, 100, 0.3);
+    let mut config = autoclaim::pipeline::clients::activity_consumer(&kafka(), &group);
+    config.set("partition.assignment.strategy", "range");
+    let eager: BaseConsumer = config.create().unwrap();
+    eager.subscribe(&[&topics.activity]).unwrap();
+    let deadline = Instant::now() + GUARD;
+    while eager.assignment().unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "the eager member never joined");
+        let _ = eager.poll(Duration::from_millis(100));
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // The eager member stays in the group while the instance tries to join.
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = eager.poll(Duration::from_millis(100));
+            }
+        });
+        let mut service = Service::start(&options(&topics, &group, "eager-new"));
+        let status = service.wait(GUARD);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let log = service.log_text();
+        assert!(!status.success(), "the instance must stop; log:\n{log}");
+        assert!(
+            log.contains("rebalance eagerly") && log.contains(&group),
+            "the error must name the group and the cause; log:\n{log}"
+        );
+    });
 }

@@ -62,10 +62,11 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "300000")
-        // The range assignor gives each member the same partition numbers of every topic it
-        // subscribes to (activity and repartition have the same count): the member that owns a
-        // tenant's activity partition also reads the records routed to it.
-        .set("partition.assignment.strategy", "range")
+        // Incremental rebalancing: partitions that stay with a member keep their state and go on
+        // through a rebalance; only what moves is committed, dropped and restored. The group
+        // assigns activity partitions only; the loop adds the repartition partitions of the same
+        // numbers itself, so that a tenant's owner also reads the records routed to it.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         // librdkafka pauses fetching for this long once its queue is full (default 1 s): a stall
         // of a whole second whenever processing catches up with a full queue.
         .set("fetch.queue.backoff.ms", "10")

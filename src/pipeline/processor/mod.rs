@@ -65,14 +65,10 @@ pub enum PipelineError {
     #[error(transparent)]
     Positions(#[from] PositionsError),
     #[error(
-        "the group gave this instance activity partitions {activity:?} but repartition partitions \
-         {repartition:?}: a tenant's records would be decided by two instances. Every instance \
-         must subscribe to both topics with the range assignor (partition.assignment.strategy)"
+        "the group {group} has members that rebalance eagerly (an autoclaim before incremental \
+         rebalancing, or another client): stop them all, then start this version ({source})"
     )]
-    NotCoAssigned {
-        activity: Vec<i32>,
-        repartition: Vec<i32>,
-    },
+    EagerMembers { group: String, source: KafkaError },
     #[error(
         "partition {} of {topic} has not moved from offset {} for {}s while committed records \
          wait after it (the consumer errors logged before say why); stopping rather than leave it \
@@ -218,7 +214,8 @@ impl Processor {
         let consumer: BaseConsumer<RebalanceContext> =
             clients::activity_consumer(&config.kafka, &config.group_id)
                 .create_with_context(context)?;
-        consumer.subscribe(&[&inputs.activity, &inputs.repartition])?;
+        // Only the activity topic: the repartition partitions follow it (see `rebalance`).
+        consumer.subscribe(&[&inputs.activity])?;
         Ok(Processor {
             consumer,
             state: LoopState {
@@ -429,18 +426,25 @@ impl LoopState {
         for event in events {
             match event {
                 PartitionEvent::Revoked { partitions, lost } => {
-                    info!(?partitions, lost, "partitions revoked");
                     telemetry::partition_gauges().forget(&partitions);
-                    for p in partitions {
-                        self.states.remove(&p);
+                    for p in &partitions {
+                        self.states.remove(p);
                     }
+                    let mut kept: Vec<i32> = self.states.keys().copied().collect();
+                    kept.sort_unstable();
+                    info!(?partitions, lost, ?kept, "partitions revoked");
                     self.health.ready.store(false, Ordering::Relaxed);
                 }
                 PartitionEvent::BatchEnded { committed: true } => self.batch.committed(),
                 PartitionEvent::BatchEnded { committed: false } => self.batch.aborted(),
                 PartitionEvent::Assigned(partitions) => {
-                    info!(?partitions, "partitions assigned; restoring their state");
-                    self.restore(&partitions)?;
+                    // An incremental rebalance that moved nothing here assigns nothing.
+                    if !partitions.is_empty() {
+                        self.restore(&partitions)?;
+                    }
+                    let mut owned: Vec<i32> = self.states.keys().copied().collect();
+                    owned.sort_unstable();
+                    info!(?partitions, ?owned, "partitions assigned and restored");
                     self.health.ready.store(true, Ordering::Relaxed);
                 }
             }

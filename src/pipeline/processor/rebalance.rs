@@ -18,6 +18,7 @@ pub(super) enum PartitionEvent {
 
 pub(super) struct RebalanceContext {
     pub(super) inputs: InputTopics,
+    group: String,
     pub(super) stable_offsets_timeout: Duration,
     /// Set whenever `events` or `fatal` gets something, so the loop need not lock to look.
     pub(super) pending: AtomicBool,
@@ -40,6 +41,7 @@ impl RebalanceContext {
             .map(|topic| (topic.clone(), StallWatch::for_timeout(config.stall_timeout)));
         RebalanceContext {
             inputs: inputs.clone(),
+            group: config.group_id.clone(),
             stable_offsets_timeout: config.stable_offsets_timeout,
             pending: AtomicBool::new(false),
             transactions: Arc::clone(transactions),
@@ -62,9 +64,13 @@ impl RebalanceContext {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// An error met inside a callback, for the loop to stop on.
+    /// An error met inside a callback, for the loop to stop on. The first is kept: what fails
+    /// after it is usually its consequence.
     pub(super) fn set_fatal(&self, error: PipelineError) {
-        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
         self.pending.store(true, Ordering::Release);
     }
 
@@ -116,8 +122,19 @@ pub(super) fn report_stall_change(topic: &str, change: StallChange) {
 impl ClientContext for RebalanceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Revoked credentials: librdkafka would retry for ever while nothing is consumed.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
-            self.set_fatal(PipelineError::Kafka(error.clone()));
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication) => {
+                self.set_fatal(PipelineError::Kafka(error.clone()));
+            }
+            // The group will not take this member while members of another protocol remain, and
+            // librdkafka would ask again for ever.
+            Some(RDKafkaErrorCode::InconsistentGroupProtocol) => {
+                self.set_fatal(PipelineError::EagerMembers {
+                    group: self.group.clone(),
+                    source: error.clone(),
+                });
+            }
+            _ => {}
         }
         clients::log_client_error(error, reason);
     }
@@ -148,28 +165,30 @@ impl ConsumerContext for RebalanceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut both = with_repartition(&self.inputs, partitions);
                 // Bounded by --stable-offsets-timeout: not the watchdog's to judge.
                 let positions = self.health.excused(|| {
-                    start_at_committed_offsets(consumer, partitions, self.stable_offsets_timeout)
+                    start_at_committed_offsets(consumer, &mut both, self.stable_offsets_timeout)
                 });
                 match positions {
                     Ok(()) => {
                         crate::pipeline::metrics::rebalanced("assigned");
-                        let rebalance = Rebalance::Assign(partitions);
+                        let rebalance = Rebalance::Assign(&both);
                         self.pre_rebalance(consumer, &rebalance);
                         let assigned = if cooperative {
-                            consumer.incremental_assign(partitions)
+                            consumer.incremental_assign(&both)
                         } else {
-                            consumer.assign(partitions)
+                            consumer.assign(&both)
                         };
                         self.post_rebalance(consumer, &rebalance);
                         assigned
                     }
                     Err(e) => {
-                        // Without its committed offsets a partition cannot start anywhere safe;
-                        // the loop stops on this error and a restart tries again.
+                        // Without its committed offsets a partition cannot start anywhere safe:
+                        // nothing is assigned, the loop stops on this error and a restart tries
+                        // again.
                         self.set_fatal(PipelineError::Positions(e));
-                        consumer.unassign()
+                        Ok(())
                     }
                 }
             }
@@ -181,10 +200,11 @@ impl ConsumerContext for RebalanceContext {
                 } else {
                     "revoked"
                 });
-                let rebalance = Rebalance::Revoke(partitions);
+                let both = with_repartition(&self.inputs, partitions);
+                let rebalance = Rebalance::Revoke(&both);
                 self.pre_rebalance(consumer, &rebalance);
                 let revoked = if cooperative {
-                    consumer.incremental_unassign(partitions)
+                    consumer.incremental_unassign(&both)
                 } else {
                     consumer.unassign()
                 };
@@ -194,7 +214,13 @@ impl ConsumerContext for RebalanceContext {
             other => {
                 let code: RDKafkaErrorCode = other.into();
                 error!(error = %code, "rebalance error");
-                consumer.unassign()
+                if cooperative {
+                    consumer
+                        .assignment()
+                        .and_then(|all| consumer.incremental_unassign(&all))
+                } else {
+                    consumer.unassign()
+                }
             }
         };
         if let Err(e) = result {
@@ -240,10 +266,7 @@ impl ConsumerContext for RebalanceContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            match co_assigned(&self.inputs, list) {
-                Ok(partitions) => self.push(PartitionEvent::Assigned(partitions)),
-                Err(e) => self.set_fatal(e),
-            }
+            self.push(PartitionEvent::Assigned(partition_numbers(list)));
         }
     }
 }
@@ -255,31 +278,22 @@ pub(super) fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
     numbers.into_iter().collect()
 }
 
-/// The partition numbers of an assignment, if it holds the same numbers of both inputs: the owner
-/// of a tenant's activity partition must also be the one that reads the records routed to it.
-pub(super) fn co_assigned(
+/// The activity partitions the group gave or took, with the repartition partitions of the same
+/// numbers: the owner of a tenant's activity partition is the one that reads the records routed to
+/// it. The group knows only the activity topic, so it cannot give one without the other.
+pub(super) fn with_repartition(
     inputs: &InputTopics,
-    list: &TopicPartitionList,
-) -> Result<Vec<i32>, PipelineError> {
-    let of = |input: Input| -> Vec<i32> {
-        let mut numbers: Vec<i32> = list
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == inputs.name(input))
-            .map(|e| e.partition())
-            .collect();
-        numbers.sort_unstable();
-        numbers
-    };
-    let (activity, repartition) = (of(Input::Activity), of(Input::Repartition));
-    if activity == repartition {
-        Ok(activity)
-    } else {
-        Err(PipelineError::NotCoAssigned {
-            activity,
-            repartition,
-        })
+    group: &TopicPartitionList,
+) -> TopicPartitionList {
+    let mut both = TopicPartitionList::new();
+    for input in [Input::Activity, Input::Repartition] {
+        for e in group.elements() {
+            if e.topic() == inputs.activity {
+                both.add_partition(inputs.name(input), e.partition());
+            }
+        }
     }
+    both
 }
 
 #[cfg(test)]
@@ -302,21 +316,24 @@ mod tests {
     }
 
     #[test]
-    fn an_assignment_of_the_same_numbers_of_both_inputs_is_those_numbers_once() {
-        let both = list(&[("act", 2), ("rep", 2), ("act", 0), ("rep", 0)]);
-        assert_eq!(co_assigned(&inputs(), &both).unwrap(), [0, 2]);
+    fn the_group_s_activity_partitions_bring_the_repartition_partitions_of_their_numbers() {
+        let group = list(&[("act", 2), ("act", 0)]);
+        let both = with_repartition(&inputs(), &group);
+        let entries: Vec<(String, i32)> = both
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        assert_eq!(
+            entries,
+            [("act", 2), ("act", 0), ("rep", 2), ("rep", 0)].map(|(t, p)| (t.to_owned(), p))
+        );
         assert_eq!(partition_numbers(&both), [0, 2]);
     }
 
     #[test]
-    fn an_assignment_of_a_number_of_one_input_only_is_refused() {
-        for entries in [
-            &[("act", 0), ("act", 1), ("rep", 0)][..],
-            &[("rep", 0)],
-            &[("act", 0), ("rep", 1)],
-        ] {
-            let e = co_assigned(&inputs(), &list(entries)).unwrap_err();
-            assert!(matches!(e, PipelineError::NotCoAssigned { .. }), "{e}");
-        }
+    fn partitions_of_other_topics_in_a_group_assignment_bring_nothing() {
+        let both = with_repartition(&inputs(), &list(&[("rep", 1), ("other", 3)]));
+        assert_eq!(both.count(), 0);
     }
 }
