@@ -136,6 +136,12 @@ impl RunChild {
         http_get(&self.agent, self.http, "/readyz").is_some_and(|(s, _)| s == 200)
     }
 
+    /// Ready and owning partitions: with incremental rebalancing a member is ready as soon as it
+    /// has joined, possibly with nothing assigned yet.
+    pub(crate) fn working(&self) -> bool {
+        self.ready() && metric_sum(&self.metrics(), telemetry::PARTITIONS_OWNED) > 0.0
+    }
+
     pub(crate) fn metrics(&self) -> String {
         http_get(&self.agent, self.http, "/metrics")
             .map(|(_, b)| b)

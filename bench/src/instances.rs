@@ -107,8 +107,8 @@ impl Bench<'_> {
         Ok(figures)
     }
 
-    /// Polls the group's readiness and counters until they processed every event: readiness every
-    /// 20 ms until all are ready, then the counters as `wait_processed` does.
+    /// Polls the group's readiness and counters until they processed every event: readiness (ready
+    /// and owning partitions) every 20 ms until all are, then the counters as `wait_processed` does.
     fn wait_group(
         &self,
         children: &mut [RunChild],
@@ -124,7 +124,7 @@ impl Bench<'_> {
                 c.check_alive()?;
             }
             let ready: Vec<bool> = if all_ready.is_none() {
-                children.iter().map(RunChild::ready).collect()
+                children.iter().map(RunChild::working).collect()
             } else {
                 vec![true; children.len()]
             };
@@ -170,7 +170,7 @@ impl InstancesFigures {
     fn print(&self, events: usize) {
         let k = self.instances;
         println!(
-            "instances {k}: {:.0} events/s from the first ready instance to the last commit; steady (all {k} ready, {:.0}% of events left): {}; autoclaim CPU {:.1} s/M events, {} cores in steady state; {} partition assignments",
+            "instances {k}: {:.0} events/s from the first ready instance to the last commit; steady (all {k} ready with partitions, {:.0}% of events left): {}; autoclaim CPU {:.1} s/M events, {} cores in steady state; {} partition assignments",
             self.total_rate,
             self.steady_share * 100.0,
             self.steady_rate

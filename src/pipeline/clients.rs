@@ -50,6 +50,10 @@ fn with_overrides(mut config: ClientConfig, kafka: &KafkaArgs) -> ClientConfig {
     config
 }
 
+/// How much longer than the restore bound the group waits between polls before it gives the
+/// member's partitions to others.
+const POLL_INTERVAL_MARGIN: Duration = Duration::from_secs(60);
+
 /// The activity consumer: a group member whose offsets commit only inside transactions.
 pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
     let mut config = base(kafka);
@@ -61,7 +65,15 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("max.poll.interval.ms", "300000")
+        // A restore runs on the loop's thread, which does not poll meanwhile: the group must not
+        // take the member's partitions away while the restore is within its own bound (a restore
+        // of a large directory would otherwise end in a rebalance that makes another restore).
+        .set(
+            "max.poll.interval.ms",
+            (super::restore::RESTORE_TIMEOUT + POLL_INTERVAL_MARGIN)
+                .as_millis()
+                .to_string(),
+        )
         // Incremental rebalancing: partitions that stay with a member keep their state and go on
         // through a rebalance; only what moves is committed, dropped and restored. The group
         // assigns activity partitions only; the loop adds the repartition partitions of the same
@@ -318,6 +330,17 @@ pub fn log_client_error(error: KafkaError, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_group_waits_for_a_restore_within_its_bound_before_giving_its_partitions_away() {
+        let config = activity_consumer(&KafkaArgs::plaintext("127.0.0.1:9092"), "g");
+        let interval: u64 = config
+            .get("max.poll.interval.ms")
+            .and_then(|ms| ms.parse().ok())
+            .expect("set");
+        let restore = super::super::restore::RESTORE_TIMEOUT.as_millis() as u64;
+        assert!(interval > restore, "{interval} ms <= {restore} ms");
+    }
 
     #[test]
     fn a_broker_away_is_transient_and_a_refusal_is_not() {

@@ -20,7 +20,7 @@ use super::topic_reader::{ReadError, TopicReader};
 use crate::state::PartitionState;
 
 /// A restore that cannot finish in this time fails rather than hang.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Error)]
 pub enum RestoreError {
