@@ -36,9 +36,19 @@ struct Workload {
 }
 
 fn workload(seed: u64, tenants: usize, events: usize, seats_per_user: f64) -> Workload {
+    workload_of_users(seed, tenants, 30, events, seats_per_user)
+}
+
+fn workload_of_users(
+    seed: u64,
+    tenants: usize,
+    users_per_tenant: usize,
+    events: usize,
+    seats_per_user: f64,
+) -> Workload {
     let scenario = Scenario::new(ScenarioConfig {
         tenants,
-        users_per_tenant: 30,
+        users_per_tenant,
         seed,
         seats_per_user,
         ..ScenarioConfig::default()
@@ -800,4 +810,95 @@ fn an_instance_refuses_a_group_with_eager_members_and_says_why() {
             "the error must name the group and the cause; log:\n{log}"
         );
     });
+}
+
+/// Transactions committed with records, in a log, between the last "restoring newly assigned"
+/// line and the "partitions assigned and restored" line after it. The loop logs all three, so their
+/// order in the log is the order they happened in.
+fn commits_during_last_restore(log: &str) -> Option<usize> {
+    let tail = log.rsplit("restoring newly assigned").next()?;
+    let (during, _) = tail.split_once("partitions assigned and restored")?;
+    Some(
+        during
+            .lines()
+            .filter(|l| l.contains("transaction committed") && !l.contains(" records=0"))
+            .count(),
+    )
+}
+
+/// An instance that keeps partitions through a rebalance and gains others goes on processing the
+/// ones it keeps while it restores the new ones (paused until their state is in place): with a
+/// directory large enough for the restore to take a while, it commits records between the start
+/// and the end of that restore, as its log shows. Nothing is lost or duplicated.
+#[test]
+fn partitions_kept_through_a_rebalance_go_on_while_new_ones_are_restored() {
+    let started = Instant::now();
+    let seed = seed() + 7;
+    let topics = unique_topics("kept");
+    create_topics(&topics, 4);
+    let w = workload_of_users(seed, 50, 2_000, 20_000, 0.3);
+    publish(&topics, &w.tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let start = |name: &str| Member {
+        name: name.to_owned(),
+        service: Service::start_connected(
+            &options(&topics, &group, name),
+            &["--brokers".to_owned(), brokers()],
+            &[(
+                "AUTOCLAIM_LOG",
+                "info,autoclaim::pipeline::transaction=debug,librdkafka=warn,rdkafka=warn",
+            )],
+        ),
+        seen: 0,
+        owned: BTreeSet::new(),
+    };
+    let mut a = start("kept-a");
+    let mut b = start("kept-b");
+    wait_balanced("a and b to share the partitions", &[&a, &b], 4);
+    a.restored_since();
+    let kept: Vec<i32> = a.owned.iter().copied().collect();
+    let restores_before = a
+        .service
+        .log_text()
+        .matches("restoring newly assigned")
+        .count();
+    std::thread::scope(|scope| {
+        let publisher = scope.spawn(|| {
+            for chunk in w.activity.chunks(200) {
+                publish(&topics, chunk, Format::Json);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // Once the stream flows, b leaves: a gains b's partitions and restores them.
+        wait_until("a to commit some of the stream", GUARD, || {
+            stable_committed_sum(&topics, &group, &kept) > 0
+        });
+        assert!(b.service.stop().success(), "b: clean exit");
+        wait_until("a to restore b's partitions", GUARD, || {
+            let log = a.service.log_text();
+            log.matches("restoring newly assigned").count() > restores_before
+                && commits_during_last_restore(&log).is_some()
+        });
+        publisher.join().unwrap();
+    });
+    let log = a.service.log_text();
+    let commits = commits_during_last_restore(&log).unwrap();
+    assert!(
+        commits > 0,
+        "a committed nothing of its kept partitions {kept:?} while it restored; log:\n{log}"
+    );
+    wait_processed(&topics, &group, GUARD);
+    let report = wait_clean(&topics, &group, GUARD);
+    assert_equal_to_replay(&topics, &w.expected);
+    a.restored_since();
+    stop_all(&mut [("a", &mut a.service)]);
+    eprintln!(
+        "kept: FIGURES seed={seed} events={} directory_users=100000 partitions=4 kept={kept:?}: \
+         {commits} transactions with records committed while b's partitions were restored; \
+         assignments={} failures={} elapsed={:.1}s",
+        w.activity.len(),
+        report.counts.assignments,
+        report.counts.failures,
+        started.elapsed().as_secs_f64()
+    );
 }

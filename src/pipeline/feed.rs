@@ -38,6 +38,8 @@ pub struct TableFeed {
     readers: Vec<TopicReader>,
     /// Next directory offset per partition: where a restore must read up to.
     directory_next: HashMap<i32, i64>,
+    /// While a restore reads the directory up to `directory_next`, the feed must not move past it.
+    directory_held: bool,
     last_applied: Instant,
 }
 
@@ -100,6 +102,7 @@ impl TableFeed {
         Ok(TableFeed {
             readers,
             directory_next,
+            directory_held: false,
             last_applied: Instant::now(),
         })
     }
@@ -112,6 +115,11 @@ impl TableFeed {
     /// Where each directory partition's restore must stop.
     pub fn directory_positions(&self) -> &HashMap<i32, i64> {
         &self.directory_next
+    }
+
+    /// Holds the directory where it stands (a restore is reading up to there), or lets it go on.
+    pub fn hold_directory(&mut self, held: bool) {
+        self.directory_held = held;
     }
 
     /// Time since a table record was last applied (or since start).
@@ -130,6 +138,9 @@ impl TableFeed {
     ) -> Result<usize, KafkaError> {
         let mut applied = 0;
         for reader in &mut self.readers {
+            if reader.table == Table::Directory && self.directory_held {
+                continue;
+            }
             let mut timeout = wait;
             for _ in 0..max {
                 let message = match reader.consumer.poll(timeout) {

@@ -28,6 +28,8 @@ pub enum RestoreError {
     Kafka(#[from] KafkaError),
     #[error("restore of partitions {0:?} did not finish within {RESTORE_TIMEOUT:?}")]
     Timeout(Vec<i32>),
+    #[error("restore could not run: {0}")]
+    Thread(String),
 }
 
 impl From<ReadError> for RestoreError {

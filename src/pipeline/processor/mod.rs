@@ -105,6 +105,7 @@ use rebalance::{partition_numbers, PartitionEvent, RebalanceContext};
 mod claims;
 mod headers;
 mod rebalance;
+mod restoring;
 
 /// Counters the loop keeps (exported as metrics by the service).
 #[derive(Debug, Default, Clone, Copy)]
@@ -148,6 +149,8 @@ struct LoopState {
     /// A table changed or partitions were restored: waiting claims may be due a re-decision.
     redecide_soon: bool,
     redecide_after: Option<Instant>,
+    /// Newly assigned partitions being restored (paused until then).
+    restoring: Option<restoring::BackgroundRestore>,
 }
 
 /// The transactional producer, which fences any earlier incarnation with the same id.
@@ -234,6 +237,7 @@ impl Processor {
                 decisions_seen: 0,
                 redecide_soon: true,
                 redecide_after: None,
+                restoring: None,
             },
         })
     }
@@ -273,6 +277,7 @@ impl Processor {
             }
             let drained = self.process_burst()?;
             self.state.take_partition_events(&self.consumer)?;
+            self.state.finish_restore_if_done(&self.consumer)?;
             self.state.redecide_if_due(&self.consumer)?;
             self.state.report_gauges();
             self.state.commit_if_due(&self.consumer, drained)?;
@@ -339,6 +344,7 @@ impl LoopState {
     }
 
     fn poll_feed(&mut self) -> Result<(), PipelineError> {
+        self.feed.hold_directory(self.restoring.is_some());
         let applied = self.feed.poll(
             &mut self.tables,
             &mut self.states,
@@ -426,6 +432,8 @@ impl LoopState {
         for event in events {
             match event {
                 PartitionEvent::Revoked { partitions, lost } => {
+                    // A restore still running may hold some of them: end it first.
+                    self.finish_restore(consumer)?;
                     telemetry::partition_gauges().forget(&partitions);
                     for p in &partitions {
                         self.states.remove(p);
@@ -437,15 +445,15 @@ impl LoopState {
                 }
                 PartitionEvent::BatchEnded { committed: true } => self.batch.committed(),
                 PartitionEvent::BatchEnded { committed: false } => self.batch.aborted(),
-                PartitionEvent::Assigned(partitions) => {
-                    // An incremental rebalance that moved nothing here assigns nothing.
-                    if !partitions.is_empty() {
-                        self.restore(&partitions)?;
-                    }
+                // An incremental rebalance that moved nothing here assigns nothing.
+                PartitionEvent::Assigned(partitions) if partitions.is_empty() => {
                     let mut owned: Vec<i32> = self.states.keys().copied().collect();
                     owned.sort_unstable();
                     info!(?partitions, ?owned, "partitions assigned and restored");
                     self.health.ready.store(true, Ordering::Relaxed);
+                }
+                PartitionEvent::Assigned(partitions) => {
+                    self.start_restore(consumer, &partitions)?;
                 }
             }
         }
@@ -464,10 +472,7 @@ impl LoopState {
                 self.feed.directory_positions(),
             )
         })?;
-        self.states.extend(restored);
-        self.redecide_soon = true;
-        super::metrics::restored(partitions.len(), &stats);
-        gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
+        self.install(partitions, restored, &stats);
         Ok(())
     }
 
@@ -478,6 +483,14 @@ impl LoopState {
         consumer: &BaseConsumer<RebalanceContext>,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), PipelineError> {
+        // Fetched before its partition was paused: its state must be in place first.
+        if self
+            .restoring
+            .as_ref()
+            .is_some_and(|r| r.includes(message.partition()))
+        {
+            self.finish_restore(consumer)?;
+        }
         match self.process(message) {
             Err(PipelineError::Transaction(TxnError::Aborted(e))) => {
                 warn!(error = %e, "sending an output failed; aborting and rewinding");
@@ -726,6 +739,7 @@ impl LoopState {
     }
 
     fn rewind(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+        self.finish_restore(consumer)?;
         let mut assignment = consumer.assignment()?;
         let timeout = self.config.stable_offsets_timeout;
         self.health

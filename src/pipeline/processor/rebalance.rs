@@ -27,6 +27,8 @@ pub(super) struct RebalanceContext {
     pub(super) fatal: Mutex<Option<PipelineError>>,
     /// One stall watch per input topic: (topic, its watch).
     pub(super) stalls: Mutex<Vec<(String, StallWatch)>>,
+    /// Partition numbers paused while their state is restored: not stalled, only waiting.
+    restoring: Mutex<Vec<i32>>,
     pub(super) health: Arc<Health>,
 }
 
@@ -48,6 +50,7 @@ impl RebalanceContext {
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
             stalls: Mutex::new(stalls.into()),
+            restoring: Mutex::new(Vec::new()),
             health: Arc::clone(health),
         }
     }
@@ -74,12 +77,23 @@ impl RebalanceContext {
         self.pending.store(true, Ordering::Release);
     }
 
+    pub(super) fn set_restoring(&self, partitions: &[i32]) {
+        *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = partitions.to_vec();
+    }
+
     /// Statistics come every few seconds: the stall watches' readings, of both inputs.
     pub(super) fn watch_for_stalls(&self, stats: &rdkafka::Statistics) {
         let now = Instant::now();
+        let restoring = self
+            .restoring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut watches = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, watch) in watches.iter_mut() {
-            for change in watch.observe(now, &stall::readings(stats, topic)) {
+            let mut readings = stall::readings(stats, topic);
+            readings.retain(|r| !restoring.contains(&r.partition));
+            for change in watch.observe(now, &readings) {
                 report_stall_change(topic, change);
             }
             if let Some(stall) = watch.expired() {
@@ -180,6 +194,9 @@ impl ConsumerContext for RebalanceContext {
                         } else {
                             consumer.assign(&both)
                         };
+                        // Nothing of them is read until their state is restored (the loop
+                        // restores in the background and resumes them).
+                        let assigned = assigned.and_then(|()| consumer.pause(&both));
                         self.post_rebalance(consumer, &rebalance);
                         assigned
                     }

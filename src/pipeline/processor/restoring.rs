@@ -1,0 +1,143 @@
+//! Restores of newly assigned partitions on a thread of their own, so that the partitions an
+//! instance keeps through an incremental rebalance go on processing meanwhile. The rebalance
+//! callback pauses the new partitions as it assigns them; they are resumed once their state is in
+//! place. The directory feed waits while a restore runs, so that the point the restore reads the
+//! directory up to stays the point the feed continues from.
+use std::collections::HashMap;
+use std::thread::JoinHandle;
+
+use super::*;
+use crate::pipeline::restore::RestoreStats;
+
+type Restored = Result<(HashMap<i32, PartitionState>, RestoreStats), RestoreError>;
+
+/// A restore running on its own thread.
+pub(super) struct BackgroundRestore {
+    partitions: Vec<i32>,
+    handle: JoinHandle<Restored>,
+}
+
+impl BackgroundRestore {
+    fn start(
+        config: &RunConfig,
+        partitions: &[i32],
+        activity_partitions: i32,
+        directory_until: HashMap<i32, i64>,
+    ) -> std::io::Result<Self> {
+        let (kafka, topics) = (config.kafka.clone(), config.topics.clone());
+        let owned = partitions.to_vec();
+        let handle = std::thread::Builder::new()
+            .name("autoclaim-restore".into())
+            .spawn(move || {
+                restore_partitions(
+                    &kafka,
+                    &topics,
+                    &owned,
+                    activity_partitions,
+                    &directory_until,
+                )
+            })?;
+        Ok(BackgroundRestore {
+            partitions: partitions.to_vec(),
+            handle,
+        })
+    }
+
+    pub(super) fn includes(&self, partition: i32) -> bool {
+        self.partitions.contains(&partition)
+    }
+}
+
+impl LoopState {
+    /// Starts restoring newly assigned partitions (paused by the callback) in the background,
+    /// after any restore still running.
+    pub(super) fn start_restore(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+        partitions: &[i32],
+    ) -> Result<(), PipelineError> {
+        self.finish_restore(consumer)?;
+        let directory_until = self.feed.directory_positions().clone();
+        let restore = BackgroundRestore::start(
+            &self.config,
+            partitions,
+            self.activity_partitions,
+            directory_until,
+        )
+        .map_err(|e| RestoreError::Thread(e.to_string()))?;
+        consumer.context().set_restoring(partitions);
+        info!(?partitions, "restoring newly assigned partitions");
+        self.restoring = Some(restore);
+        Ok(())
+    }
+
+    /// Puts in place the state of a restore that has finished, if one has.
+    pub(super) fn finish_restore_if_done(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+    ) -> Result<(), PipelineError> {
+        if self
+            .restoring
+            .as_ref()
+            .is_some_and(|r| r.handle.is_finished())
+        {
+            self.finish_restore(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the running restore, if any, puts its state in place and resumes its partitions
+    /// (those still assigned: some may have been revoked meanwhile).
+    pub(super) fn finish_restore(
+        &mut self,
+        consumer: &BaseConsumer<RebalanceContext>,
+    ) -> Result<(), PipelineError> {
+        let Some(restore) = self.restoring.take() else {
+            return Ok(());
+        };
+        let health = Arc::clone(&self.health);
+        let joined = health.excused(|| restore.handle.join());
+        consumer.context().set_restoring(&[]);
+        let (restored, stats) =
+            joined.map_err(|_| RestoreError::Thread("the restore thread panicked".into()))??;
+        self.install(&restore.partitions, restored, &stats);
+        resume_assigned(consumer, &self.inputs, &restore.partitions)?;
+        let mut owned: Vec<i32> = self.states.keys().copied().collect();
+        owned.sort_unstable();
+        info!(partitions = ?restore.partitions, ?owned, "partitions assigned and restored");
+        self.health.ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The restored state of `partitions`, in place.
+    pub(super) fn install(
+        &mut self,
+        partitions: &[i32],
+        restored: HashMap<i32, PartitionState>,
+        stats: &RestoreStats,
+    ) {
+        self.states.extend(restored);
+        self.redecide_soon = true;
+        crate::pipeline::metrics::restored(partitions.len(), stats);
+        gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
+    }
+}
+
+/// Resumes both inputs' partitions of these numbers that are still assigned.
+fn resume_assigned(
+    consumer: &BaseConsumer<RebalanceContext>,
+    inputs: &InputTopics,
+    partitions: &[i32],
+) -> Result<(), KafkaError> {
+    let assigned = consumer.assignment()?;
+    let mut resume = TopicPartitionList::new();
+    for e in assigned.elements() {
+        if partitions.contains(&e.partition()) && inputs.input(e.topic()).is_some() {
+            resume.add_partition(e.topic(), e.partition());
+        }
+    }
+    if resume.count() > 0 {
+        consumer.resume(&resume)?;
+    }
+    Ok(())
+}
