@@ -65,9 +65,10 @@ pub fn activity_consumer(kafka: &KafkaArgs, group_id: &str) -> ClientConfig {
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        // A restore runs on the loop's thread, which does not poll meanwhile: the group must not
-        // take the member's partitions away while the restore is within its own bound (a restore
-        // of a large directory would otherwise end in a rebalance that makes another restore).
+        // The loop sometimes has to wait for a restore (a revocation or a rewind while one runs),
+        // and does not poll meanwhile: the group must not take the member's partitions away while
+        // the restore is within its own bound, or a large directory's restore would end in a
+        // rebalance that makes another restore.
         .set(
             "max.poll.interval.ms",
             (super::restore::RESTORE_TIMEOUT + POLL_INTERVAL_MARGIN)

@@ -44,8 +44,8 @@ pub struct TenantClaims {
     /// event finds them without a scan or an allocation.
     by_user: HashMap<String, Vec<(u8, ClaimOrder)>>,
     /// How many pending claims wait for each product, kept as claims open, change and end: a
-    /// refusal reports it in its notice, and a scan of a tenant's claims per refusal made the
-    /// loop's cost grow with the queue.
+    /// refusal reports it in its notice, and counting by a scan would cost each refusal the
+    /// length of the tenant's queue.
     waiting: HashMap<ProductId, u32>,
     notices: HashMap<ProductId, NoticeState>,
     /// A directory row of a waiting user changed at this time: decide the claims again.

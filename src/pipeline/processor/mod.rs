@@ -438,8 +438,7 @@ impl LoopState {
                     for p in &partitions {
                         self.states.remove(p);
                     }
-                    let mut kept: Vec<i32> = self.states.keys().copied().collect();
-                    kept.sort_unstable();
+                    let kept = self.owned_partitions();
                     info!(?partitions, lost, ?kept, "partitions revoked");
                     self.health.ready.store(false, Ordering::Relaxed);
                 }
@@ -447,8 +446,7 @@ impl LoopState {
                 PartitionEvent::BatchEnded { committed: false } => self.batch.aborted(),
                 // An incremental rebalance that moved nothing here assigns nothing.
                 PartitionEvent::Assigned(partitions) if partitions.is_empty() => {
-                    let mut owned: Vec<i32> = self.states.keys().copied().collect();
-                    owned.sort_unstable();
+                    let owned = self.owned_partitions();
                     info!(?partitions, ?owned, "partitions assigned and restored");
                     self.health.ready.store(true, Ordering::Relaxed);
                 }
@@ -458,6 +456,13 @@ impl LoopState {
             }
         }
         Ok(())
+    }
+
+    /// The partitions whose state is in place, in order (for the logs of ownership changes).
+    fn owned_partitions(&self) -> Vec<i32> {
+        let mut owned: Vec<i32> = self.states.keys().copied().collect();
+        owned.sort_unstable();
+        owned
     }
 
     fn restore(&mut self, partitions: &[i32]) -> Result<(), PipelineError> {

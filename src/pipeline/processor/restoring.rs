@@ -25,14 +25,14 @@ impl BackgroundRestore {
         directory_until: HashMap<i32, i64>,
     ) -> std::io::Result<Self> {
         let (kafka, topics) = (config.kafka.clone(), config.topics.clone());
-        let owned = partitions.to_vec();
+        let restored = partitions.to_vec();
         let handle = std::thread::Builder::new()
             .name("autoclaim-restore".into())
             .spawn(move || {
                 restore_partitions(
                     &kafka,
                     &topics,
-                    &owned,
+                    &restored,
                     activity_partitions,
                     &directory_until,
                 )
@@ -102,8 +102,7 @@ impl LoopState {
             joined.map_err(|_| RestoreError::Thread("the restore thread panicked".into()))??;
         self.install(&restore.partitions, restored, &stats);
         resume_assigned(consumer, &self.inputs, &restore.partitions)?;
-        let mut owned: Vec<i32> = self.states.keys().copied().collect();
-        owned.sort_unstable();
+        let owned = self.owned_partitions();
         info!(partitions = ?restore.partitions, ?owned, "partitions assigned and restored");
         self.health.ready.store(true, Ordering::Relaxed);
         Ok(())
