@@ -57,6 +57,7 @@ fn default_topics() -> Topics {
         repartition: "autoclaim.activity-repartition.v1".into(),
         claims: "autoclaim.claims.v1".into(),
         notices: "autoclaim.notices.v1".into(),
+        directory_by_partition: "autoclaim.directory-by-partition.v1".into(),
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) fn topic_set(prefix: &str, tables: &str, outputs: &str, activity: &st
         repartition: format!("{prefix}.{outputs}.repartition"),
         claims: format!("{prefix}.{outputs}.claims"),
         notices: format!("{prefix}.{outputs}.notices"),
+        // The copy depends on the activity partition count, not on the run.
+        directory_by_partition: format!("{prefix}.{tables}.{activity}.directory-by-partition"),
     }
 }
 

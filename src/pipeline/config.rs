@@ -114,6 +114,15 @@ pub struct Topics {
         default_value = "autoclaim.notices.v1"
     )]
     pub notices: String,
+    /// Internal: the directory rows copied from the directory topic, each to the partition number
+    /// that owns its tenant (co-partitioned with activity; compacted, keyed as the directory
+    /// topic), so that a partition's restore reads only its own share of the directory.
+    #[arg(
+        long = "directory-by-partition-topic",
+        env = "AUTOCLAIM_DIRECTORY_BY_PARTITION_TOPIC",
+        default_value = "autoclaim.directory-by-partition.v1"
+    )]
+    pub directory_by_partition: String,
 }
 
 impl Topics {
@@ -132,6 +141,10 @@ impl Topics {
             ("--repartition-topic", &self.repartition),
             ("--claims-topic", &self.claims),
             ("--notices-topic", &self.notices),
+            (
+                "--directory-by-partition-topic",
+                &self.directory_by_partition,
+            ),
         ]
         .into_iter()
         .flat_map(|(flag, topic)| [flag.to_owned(), topic.clone()])
@@ -506,6 +519,7 @@ mod tests {
             repartition: "r".into(),
             claims: "c".into(),
             notices: "n".into(),
+            directory_by_partition: "dp".into(),
         };
         let parsed = TopicsOnly::try_parse_from(
             std::iter::once("autoclaim".to_owned()).chain(topics.command_line_args()),

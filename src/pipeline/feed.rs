@@ -1,6 +1,6 @@
-//! The live table feed: one consumer, outside any group, that reads the policies and inventory topics
-//! whole (every instance holds them) and the directory from where it stood at start, applying each
-//! record as it arrives so that the tables stay fresh.
+//! The live table feed: consumers outside any group that read the policies and inventory topics
+//! whole (every instance holds them) and the owned partitions of the directory copy from where
+//! their restore stopped, applying each record as it arrives so that the tables stay fresh.
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,6 @@ use tracing::warn;
 
 use super::clients::{self, QuietContext};
 use super::config::{KafkaArgs, Topics};
-use super::partitioner::tenant_partition;
 use super::records::{self, RawRecord, TableUpdate};
 use super::restore::apply_directory_change;
 use crate::state::{PartitionState, Tables};
@@ -36,38 +35,29 @@ struct TopicReader {
 
 pub struct TableFeed {
     readers: Vec<TopicReader>,
-    /// Next directory offset per partition: where a restore must read up to.
-    directory_next: HashMap<i32, i64>,
-    /// While a restore reads the directory up to `directory_next`, the feed must not move past it.
-    directory_held: bool,
+    /// Partitions of the directory copy being followed (those of restored partitions).
+    followed: HashSet<i32>,
     last_applied: Instant,
 }
 
-fn reader(
-    kafka: &KafkaArgs,
-    table: Table,
-    topic: &str,
-    directory_next: &mut HashMap<i32, i64>,
-) -> Result<TopicReader, KafkaError> {
+/// A reader of a whole table topic, from its beginning; or, for the directory copy, of no
+/// partition until a restore says where one goes on from.
+fn reader(kafka: &KafkaArgs, table: Table, topic: &str) -> Result<TopicReader, KafkaError> {
     let consumer: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
-    let marks = clients::watermarks(&consumer, topic, clients::TRANSIENT_WINDOW)?;
-    let mut assignment = TopicPartitionList::new();
     let mut pending = HashSet::new();
-    for (p, (low, high)) in &marks {
-        if table == Table::Directory {
-            // The directory is read from its current end: restores read what came before.
-            assignment.add_partition_offset(topic, *p, Offset::Offset(*high))?;
-            directory_next.insert(*p, *high);
-        } else {
+    if table != Table::Directory {
+        let marks = clients::watermarks(&consumer, topic, clients::TRANSIENT_WINDOW)?;
+        let mut assignment = TopicPartitionList::new();
+        for (p, (low, high)) in &marks {
             assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
             // An empty partition is loaded already (and may never report its end).
             if high > low {
                 pending.insert(*p);
             }
         }
+        consumer.assign(&assignment)?;
     }
-    consumer.assign(&assignment)?;
     Ok(TopicReader {
         table,
         topic: topic.to_owned(),
@@ -78,31 +68,14 @@ fn reader(
 
 impl TableFeed {
     pub fn start(kafka: &KafkaArgs, topics: &Topics) -> Result<Self, KafkaError> {
-        let mut directory_next = HashMap::new();
         let readers = vec![
-            reader(
-                kafka,
-                Table::Policies,
-                &topics.policies,
-                &mut directory_next,
-            )?,
-            reader(
-                kafka,
-                Table::Inventory,
-                &topics.inventory,
-                &mut directory_next,
-            )?,
-            reader(
-                kafka,
-                Table::Directory,
-                &topics.directory,
-                &mut directory_next,
-            )?,
+            reader(kafka, Table::Policies, &topics.policies)?,
+            reader(kafka, Table::Inventory, &topics.inventory)?,
+            reader(kafka, Table::Directory, &topics.directory_by_partition)?,
         ];
         Ok(TableFeed {
             readers,
-            directory_next,
-            directory_held: false,
+            followed: HashSet::new(),
             last_applied: Instant::now(),
         })
     }
@@ -112,14 +85,48 @@ impl TableFeed {
         self.readers.iter().all(|r| r.pending.is_empty())
     }
 
-    /// Where each directory partition's restore must stop.
-    pub fn directory_positions(&self) -> &HashMap<i32, i64> {
-        &self.directory_next
+    fn directory_reader(&self) -> &TopicReader {
+        self.readers
+            .iter()
+            .find(|r| r.table == Table::Directory)
+            .expect("the feed has a directory reader")
     }
 
-    /// Holds the directory where it stands (a restore is reading up to there), or lets it go on.
-    pub fn hold_directory(&mut self, held: bool) {
-        self.directory_held = held;
+    /// Follows these partitions of the directory copy, each from the offset its restore read up to
+    /// (one followed already starts again from there: it was restored again).
+    pub fn follow_directory(&mut self, ends: &HashMap<i32, i64>) -> Result<(), KafkaError> {
+        let again: Vec<i32> = ends
+            .keys()
+            .filter(|p| self.followed.contains(p))
+            .copied()
+            .collect();
+        self.unfollow_directory(&again)?;
+        let reader = self.directory_reader();
+        let mut list = TopicPartitionList::new();
+        for (p, end) in ends {
+            list.add_partition_offset(&reader.topic, *p, Offset::Offset(*end))?;
+        }
+        if list.count() > 0 {
+            reader.consumer.incremental_assign(&list)?;
+        }
+        self.followed.extend(ends.keys());
+        Ok(())
+    }
+
+    /// Stops following these partitions of the directory copy (revoked, or to be restored again).
+    pub fn unfollow_directory(&mut self, partitions: &[i32]) -> Result<(), KafkaError> {
+        let reader = self.directory_reader();
+        let mut list = TopicPartitionList::new();
+        for p in partitions.iter().filter(|p| self.followed.contains(p)) {
+            list.add_partition(&reader.topic, *p);
+        }
+        if list.count() > 0 {
+            reader.consumer.incremental_unassign(&list)?;
+        }
+        for p in partitions {
+            self.followed.remove(p);
+        }
+        Ok(())
     }
 
     /// Time since a table record was last applied (or since start).
@@ -132,15 +139,11 @@ impl TableFeed {
         &mut self,
         tables: &mut Tables,
         states: &mut HashMap<i32, PartitionState>,
-        activity_partitions: i32,
         wait: Duration,
         max: usize,
     ) -> Result<usize, KafkaError> {
         let mut applied = 0;
         for reader in &mut self.readers {
-            if reader.table == Table::Directory && self.directory_held {
-                continue;
-            }
             let mut timeout = wait;
             for _ in 0..max {
                 let message = match reader.consumer.poll(timeout) {
@@ -161,16 +164,12 @@ impl TableFeed {
                 self.last_applied = Instant::now();
                 let raw = RawRecord::of(&message);
                 let result = match reader.table {
-                    Table::Directory => {
-                        self.directory_next
-                            .insert(message.partition(), message.offset() + 1);
-                        records::directory_record(&raw).map(|change| {
-                            let owner = tenant_partition(change.tenant_id(), activity_partitions);
-                            if let Some(state) = states.get_mut(&owner) {
-                                apply_directory_change(state, change);
-                            }
-                        })
-                    }
+                    // The copy wrote the row to the partition of its tenant.
+                    Table::Directory => records::directory_record(&raw).map(|change| {
+                        if let Some(state) = states.get_mut(&message.partition()) {
+                            apply_directory_change(state, change);
+                        }
+                    }),
                     Table::Policies => records::policies_record(&raw)
                         .map(|u| u.map_or((), |u| apply_table_update(tables, u))),
                     Table::Inventory => records::inventory_record(&raw)
@@ -201,18 +200,11 @@ impl TableFeed {
         &mut self,
         tables: &mut Tables,
         states: &mut HashMap<i32, PartitionState>,
-        activity_partitions: i32,
         timeout: Duration,
     ) -> Result<bool, KafkaError> {
         let started = Instant::now();
         while !self.tables_loaded() && started.elapsed() < timeout {
-            self.poll(
-                tables,
-                states,
-                activity_partitions,
-                Duration::from_millis(100),
-                10_000,
-            )?;
+            self.poll(tables, states, Duration::from_millis(100), 10_000)?;
         }
         Ok(self.tables_loaded())
     }

@@ -2,6 +2,8 @@
 pub mod clients;
 pub mod config;
 pub mod connect;
+pub mod copy_cut;
+pub mod directory_copy;
 pub mod feed;
 pub mod health;
 pub mod kafka_stats;

@@ -1,6 +1,7 @@
 //! Rebuilding a partition's state before any of its input is processed: what this processor assigned
-//! (its changelog partition, the assignments topic) and the directory rows of its tenants (a filtered
-//! read of the whole directory topic, up to where the live table feed stands).
+//! (its changelog partition, the assignments topic), its pending claims and notices, and the
+//! directory rows of its tenants (its partition of the directory copy, read up to a point that
+//! includes every directory record written before the restore began: see `copy_cut`).
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc;
@@ -14,7 +15,7 @@ use tracing::{info, warn};
 
 use super::clients::{self, QuietContext};
 use super::config::{KafkaArgs, Topics};
-use super::partitioner::tenant_partition;
+use super::copy_cut;
 use super::records::{self, DirectoryChange, RawRecord};
 use super::topic_reader::{ReadError, TopicReader};
 use crate::state::PartitionState;
@@ -30,6 +31,13 @@ pub enum RestoreError {
     Timeout(Vec<i32>),
     #[error("restore could not run: {0}")]
     Thread(String),
+    #[error(
+        "the directory copy did not catch up with directory partitions {0:?} within \
+         {RESTORE_TIMEOUT:?} (is every instance's directory copy running? its errors are logged)"
+    )]
+    CopyBehind(Vec<i32>),
+    #[error("cannot read how far the directory copy has got: {0}")]
+    CopyPositions(String),
 }
 
 impl From<ReadError> for RestoreError {
@@ -50,28 +58,38 @@ impl From<ReadError> for RestoreError {
 /// What a restore read, for logs and metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RestoreStats {
-    /// Records read from the changelog (assignments) and from the directory, all of them: the
-    /// directory is read whole and filtered to the tenants of the restored partitions.
+    /// Records read from the changelog (assignments) and from the directory copy.
     pub changelog_read: u64,
     pub directory_read: u64,
+    /// Bytes (keys and values) read from the directory copy.
+    pub directory_bytes: u64,
     /// Records read from the claims and notices topics.
     pub claims_read: u64,
     pub assignments: u64,
     pub directory_rows: u64,
     pub skipped: u64,
+    /// Time spent waiting for the directory copy to catch up.
+    pub copy_wait: Duration,
     pub elapsed: Duration,
 }
 
-/// Rebuilds the state of `partitions` (activity partition numbers). `directory_until` gives, per
-/// directory partition, the offset the live feed continues from: the restore reads the directory up
-/// to it, so that no row is missed or applied out of order.
+/// The state of restored partitions, and where each one's live directory feed goes on from.
+pub struct Restored {
+    pub states: HashMap<i32, PartitionState>,
+    pub stats: RestoreStats,
+    /// Per partition: the offset of the directory copy the restore read up to (exclusive).
+    pub copy_ends: HashMap<i32, i64>,
+}
+
+/// Rebuilds the state of `partitions` (activity partition numbers). The directory rows come from
+/// their partitions of the directory copy, once `copy_group` has copied every directory record
+/// written before this call.
 pub fn restore_partitions(
     kafka: &KafkaArgs,
     topics: &Topics,
     partitions: &[i32],
-    activity_partitions: i32,
-    directory_until: &HashMap<i32, i64>,
-) -> Result<(HashMap<i32, PartitionState>, RestoreStats), RestoreError> {
+    copy_group: &str,
+) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let mut states: HashMap<i32, PartitionState> = partitions
         .iter()
@@ -79,7 +97,11 @@ pub fn restore_partitions(
         .collect();
     let mut stats = RestoreStats::default();
     if partitions.is_empty() {
-        return Ok((states, stats));
+        return Ok(Restored {
+            states,
+            stats,
+            copy_ends: HashMap::new(),
+        });
     }
     // Transactions still open on the changelog (a crashed instance's, until the broker times them
     // out) hide what was committed after them from a read_committed reader: wait for them to end.
@@ -98,26 +120,37 @@ pub fn restore_partitions(
     )?;
     restore_claims(kafka, topics, &changelog, started, &mut states, &mut stats)?;
     // Then the directory rows of the tenants these partitions own.
+    copy_cut::wait_for_copy(kafka, &topics.directory, copy_group, started)?;
+    stats.copy_wait = started.elapsed();
+    let copy_ends: HashMap<i32, i64> =
+        copy_cut::read_committed_ends(kafka, &topics.directory_by_partition)?
+            .into_iter()
+            .filter(|(p, _)| states.contains_key(p))
+            .map(|(p, (_, end))| (p, end))
+            .collect();
     let directory = DirectoryRead {
         kafka,
-        topic: &topics.directory,
-        until: directory_until,
-        activity_partitions,
+        topic: &topics.directory_by_partition,
+        ends: &copy_ends,
         started,
     };
-    let (read, rows, skipped) = directory.restore(&mut states)?;
-    stats.directory_read = read;
-    stats.directory_rows += rows;
-    stats.skipped += skipped;
+    directory.restore(&mut states, &mut stats)?;
     stats.elapsed = started.elapsed();
     info!(
         ?partitions,
         assignments = stats.assignments,
         directory_rows = stats.directory_rows,
+        directory_read = stats.directory_read,
+        directory_bytes = stats.directory_bytes,
+        copy_wait_ms = stats.copy_wait.as_millis() as u64,
         elapsed_ms = stats.elapsed.as_millis() as u64,
         "partition state restored"
     );
-    Ok((states, stats))
+    Ok(Restored {
+        states,
+        stats,
+        copy_ends,
+    })
 }
 
 /// Applies the changelog (the assignments topic) of `partitions` to their states.
@@ -204,43 +237,43 @@ fn restore_claims(
     )
 }
 
-/// The directory read of a restore: every directory partition up to where the live feed stands.
+/// The directory read of a restore: the restored partitions of the directory copy, each up to
+/// its end taken once the copy had caught up.
 struct DirectoryRead<'a> {
     kafka: &'a KafkaArgs,
     topic: &'a str,
-    until: &'a HashMap<i32, i64>,
-    activity_partitions: i32,
+    ends: &'a HashMap<i32, i64>,
     started: Instant,
 }
 
 impl DirectoryRead<'_> {
-    /// Applies the rows of the tenants `states` owns; returns the records read, the rows applied
-    /// and the records skipped. Decoding them is most of a restore's work, so it runs on a second
-    /// thread while this one reads from Kafka.
+    /// Applies the rows to `states`, counting what was read, applied and skipped. Decoding them is
+    /// most of a restore's work, so it runs on a second thread while this one reads from Kafka.
     fn restore(
         &self,
         states: &mut HashMap<i32, PartitionState>,
-    ) -> Result<(u64, u64, u64), RestoreError> {
-        let directory: Vec<(i32, Option<i64>)> = self
-            .until
+        stats: &mut RestoreStats,
+    ) -> Result<(), RestoreError> {
+        let spans: Vec<(i32, Option<i64>)> = self
+            .ends
             .iter()
-            .filter(|(_, until)| **until > 0)
-            .map(|(p, until)| (*p, Some(*until)))
+            .filter(|(_, end)| **end > 0)
+            .map(|(p, end)| (*p, Some(*end)))
             .collect();
-        let mut read = 0;
+        let (mut read, mut bytes) = (0, 0);
         let (rows, skipped) = std::thread::scope(|scope| {
             let (batches, received) = mpsc::sync_channel::<RecordBatch>(DIRECTORY_QUEUE_BATCHES);
-            let applier = scope.spawn(|| {
-                apply_directory_batches(received, states, self.activity_partitions, self.topic)
-            });
+            let applier = scope.spawn(|| apply_directory_batches(received, states, self.topic));
             let mut batch = RecordBatch::with_capacity(DIRECTORY_BATCH);
             let result = read_to_end(
                 self.kafka,
                 self.topic,
-                &directory,
+                &spans,
                 self.started,
                 |p, raw, offset| {
                     read += 1;
+                    bytes +=
+                        (raw.key.map_or(0, <[u8]>::len) + raw.value.map_or(0, <[u8]>::len)) as u64;
                     batch.push(p, raw, offset);
                     if batch.len() == DIRECTORY_BATCH {
                         // A send fails only if the applier is gone, which its join below reports.
@@ -260,7 +293,11 @@ impl DirectoryRead<'_> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             result.map(|()| applied)
         })?;
-        Ok((read, rows, skipped))
+        stats.directory_read = read;
+        stats.directory_bytes = bytes;
+        stats.directory_rows += rows;
+        stats.skipped += skipped;
+        Ok(())
     }
 }
 
@@ -332,13 +369,12 @@ impl RecordBatch {
     }
 }
 
-/// Decodes directory records in the order read and applies those of tenants that `states` owns;
-/// returns the rows applied and the records skipped as unreadable (logged and counted as rejected,
-/// as the live feed does).
+/// Decodes directory records in the order read and applies each to the state of the partition it
+/// was read from (the copy wrote it to the partition of its tenant); returns the rows applied and
+/// the records skipped as unreadable (logged and counted as rejected, as the live feed does).
 fn apply_directory_batches(
     batches: mpsc::Receiver<RecordBatch>,
     states: &mut HashMap<i32, PartitionState>,
-    activity_partitions: i32,
     directory_topic: &str,
 ) -> (u64, u64) {
     let (mut rows, mut skipped) = (0, 0);
@@ -346,8 +382,7 @@ fn apply_directory_batches(
         for (record, raw) in batch.iter() {
             match records::directory_record(&raw) {
                 Ok(change) => {
-                    let owner = tenant_partition(change.tenant_id(), activity_partitions);
-                    if let Some(state) = states.get_mut(&owner) {
+                    if let Some(state) = states.get_mut(&record.partition) {
                         apply_directory_change(state, change);
                         rows += 1;
                     }

@@ -146,6 +146,17 @@ impl TopicReader {
         TopicReader::assign(consumer(config)?, topic.to_owned(), &spans, timeout)
     }
 
+    /// Reads the given partitions of `topic`, each from the offset given to the end given
+    /// (exclusive; None: to the end librdkafka reports), within `timeout`.
+    pub fn spans(
+        config: &ClientConfig,
+        topic: &str,
+        spans: &[(i32, Offset, Option<i64>)],
+        timeout: Duration,
+    ) -> Result<Self, ReadError> {
+        TopicReader::assign(consumer(config)?, topic.to_owned(), spans, timeout)
+    }
+
     fn assign(
         consumer: BaseConsumer<QuietContext>,
         topic: String,

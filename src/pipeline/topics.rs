@@ -128,6 +128,10 @@ pub fn check_topics(kafka: &KafkaArgs, topics: &Topics) -> Result<i32, TopicErro
             &topics.notices,
             "notices are written to the partition number of their tenant and restored from it",
         ),
+        (
+            &topics.directory_by_partition,
+            "directory rows are copied to the partition number of their tenant and restored from it",
+        ),
     ];
     for (other, why) in co_partitioned {
         if counts[other] != activity_partitions {
@@ -163,6 +167,7 @@ fn all_names(topics: &Topics) -> Vec<&str> {
         &topics.repartition,
         &topics.claims,
         &topics.notices,
+        &topics.directory_by_partition,
     ]
 }
 
@@ -202,14 +207,19 @@ pub fn topic_specs(
     // A directory row that reflected an own assignment must outlive the assignment's changelog
     // record: a restore that met only a later row without the product could not tell a removal
     // from a directory that has not caught up, and would count the assignment as held again.
-    let mut directory = compacted();
-    directory.push((
-        "min.compaction.lag.ms",
-        ASSIGNMENTS_RETENTION.as_millis().to_string(),
-    ));
+    // The same holds for the copy a restore reads.
+    let directory = || {
+        let mut directory = compacted();
+        directory.push((
+            "min.compaction.lag.ms",
+            ASSIGNMENTS_RETENTION.as_millis().to_string(),
+        ));
+        directory
+    };
     vec![
         spec(&topics.activity, partitions, vec![]),
-        spec(&topics.directory, partitions, directory),
+        spec(&topics.directory, partitions, directory()),
+        spec(&topics.directory_by_partition, partitions, directory()),
         spec(&topics.inventory, 1, compacted()),
         spec(&topics.policies, 1, policies),
         spec(&topics.assignments, partitions, retained()),
@@ -429,21 +439,21 @@ mod spec_tests {
             repartition: "r".into(),
             claims: "c".into(),
             notices: "n".into(),
+            directory_by_partition: "dp".into(),
         };
         let specs = topic_specs(&topics, 6, Duration::from_secs(7200), Default::default());
-        let lag: u128 = config(&specs, &topics.directory, "min.compaction.lag.ms")
-            .unwrap()
-            .parse()
-            .unwrap();
         let retention: u128 = config(&specs, &topics.assignments, "retention.ms")
             .unwrap()
             .parse()
             .unwrap();
-        assert!(lag >= retention, "{lag} < {retention}");
-        assert_eq!(
-            config(&specs, &topics.directory, "cleanup.policy"),
-            Some("compact")
-        );
+        for directory in [&topics.directory, &topics.directory_by_partition] {
+            let lag: u128 = config(&specs, directory, "min.compaction.lag.ms")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(lag >= retention, "{directory}: {lag} < {retention}");
+            assert_eq!(config(&specs, directory, "cleanup.policy"), Some("compact"));
+        }
     }
 
     #[test]
@@ -460,6 +470,7 @@ mod spec_tests {
             repartition: "r".into(),
             claims: "c".into(),
             notices: "n".into(),
+            directory_by_partition: "dp".into(),
         };
         let delay = Duration::from_secs(7200);
         let year = topic_specs(&topics, 6, delay, Default::default());

@@ -90,6 +90,8 @@ struct Open {
 pub enum Input {
     Activity,
     Repartition,
+    /// The directory topic, an input of the directory copy only.
+    Directory,
 }
 
 /// The names of the input topics whose offsets a transaction commits.
@@ -97,25 +99,31 @@ pub enum Input {
 pub struct InputTopics {
     pub activity: String,
     pub repartition: String,
+    pub directory: String,
 }
 
 impl InputTopics {
+    pub fn of(topics: &super::config::Topics) -> Self {
+        InputTopics {
+            activity: topics.activity.clone(),
+            repartition: topics.repartition.clone(),
+            directory: topics.directory.clone(),
+        }
+    }
+
     pub fn name(&self, input: Input) -> &str {
         match input {
             Input::Activity => &self.activity,
             Input::Repartition => &self.repartition,
+            Input::Directory => &self.directory,
         }
     }
 
     /// Which input `topic` is, if it is one.
     pub fn input(&self, topic: &str) -> Option<Input> {
-        if topic == self.activity {
-            Some(Input::Activity)
-        } else if topic == self.repartition {
-            Some(Input::Repartition)
-        } else {
-            None
-        }
+        [Input::Activity, Input::Repartition, Input::Directory]
+            .into_iter()
+            .find(|input| self.name(*input) == topic)
     }
 }
 

@@ -56,6 +56,7 @@ pub fn unique_topics(test: &str) -> Topics {
         repartition: format!("repartition-{suffix}"),
         claims: format!("claims-{suffix}"),
         notices: format!("notices-{suffix}"),
+        directory_by_partition: format!("directory-by-partition-{suffix}"),
     }
 }
 

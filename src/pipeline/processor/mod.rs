@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use super::clients;
 use super::config::RunConfig;
+use super::directory_copy::copy_group;
 use super::feed::TableFeed;
 use super::kafka_stats::{self, ProducerStats};
 use super::metrics::BatchMetrics;
@@ -69,6 +70,8 @@ pub enum PipelineError {
          rebalancing, or another client): stop them all, then start this version ({source})"
     )]
     EagerMembers { group: String, source: KafkaError },
+    #[error("the directory copy stopped: {0}")]
+    DirectoryCopy(Box<PipelineError>),
     #[error(
         "partition {} of {topic} has not moved from offset {} for {}s while committed records \
          wait after it (the consumer errors logged before say why); stopping rather than leave it \
@@ -83,7 +86,7 @@ pub enum PipelineError {
 impl PipelineError {
     /// Fenced by a newer instance with the same transactional id: it has taken over the work.
     pub fn is_fenced(&self) -> bool {
-        matches!(self, PipelineError::Transaction(e) if e.is_fenced())
+        self.fenced_id().is_some()
     }
 
     /// The transactional id a newer instance fenced, if that is what this error is.
@@ -92,17 +95,20 @@ impl PipelineError {
             PipelineError::Transaction(TxnError::Fenced {
                 transactional_id, ..
             }) => Some(transactional_id),
+            PipelineError::DirectoryCopy(e) => e.fenced_id(),
             _ => None,
         }
     }
 }
 
 pub use super::health::Health;
+use copy_thread::CopyThread;
 use headers::{content_type, with_producer_headers};
 pub use headers::{is_service_header, ROUTE_OFFSET_HEADER, ROUTE_PARTITION_HEADER};
 use rebalance::{partition_numbers, PartitionEvent, RebalanceContext};
 
 mod claims;
+mod copy_thread;
 mod headers;
 mod rebalance;
 mod restoring;
@@ -126,6 +132,7 @@ pub struct LoopCounts {
 pub struct Processor {
     consumer: BaseConsumer<RebalanceContext>,
     state: LoopState,
+    copy: CopyThread,
 }
 
 /// What the loop owns besides the consumer (tables, partition states, the transactional producer,
@@ -186,7 +193,7 @@ fn load_tables(
     activity_partitions: i32,
 ) -> Result<TableFeed, PipelineError> {
     let mut feed = TableFeed::start(&config.kafka, &config.topics)?;
-    if !feed.load_tables(tables, states, activity_partitions, TABLE_LOAD_TIMEOUT)? {
+    if !feed.load_tables(tables, states, TABLE_LOAD_TIMEOUT)? {
         return Err(PipelineError::TablesNotLoaded(format!(
             "{}, {}",
             config.topics.policies, config.topics.inventory
@@ -204,11 +211,10 @@ impl Processor {
     /// Connects, checks the topics, fences earlier incarnations and loads the global tables.
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
         let activity_partitions = topics::check_topics(&config.kafka, &config.topics)?;
-        let inputs = InputTopics {
-            activity: config.topics.activity.clone(),
-            repartition: config.topics.repartition.clone(),
-        };
+        let inputs = InputTopics::of(&config.topics);
         let transactions = Arc::new(init_transactions(&config, inputs.clone())?);
+        // Started first: it copies while the tables load, and restores wait for it.
+        let copy = CopyThread::start(&config, activity_partitions)?;
         let mut tables =
             Tables::new(config.propagation_delay).with_claim_rules(config.claims.rules());
         let mut states = HashMap::new();
@@ -239,12 +245,15 @@ impl Processor {
                 redecide_after: None,
                 restoring: None,
             },
+            copy,
         })
     }
 
     /// Runs until `stop` is set, then commits what is open and leaves the group.
     pub fn run(mut self, stop: &AtomicBool) -> Result<LoopCounts, PipelineError> {
         let result = self.run_loop(stop);
+        let copied = self.copy.stop();
+        let result = result.and(copied);
         let state = &mut self.state;
         state.health.ready.store(false, Ordering::Relaxed);
         match &result {
@@ -272,6 +281,7 @@ impl Processor {
             // The tables change rarely: looking every few milliseconds keeps them fresh without
             // three extra polls per event.
             if last_feed_poll.elapsed() >= FEED_POLL_INTERVAL {
+                self.copy.check()?;
                 self.state.poll_feed()?;
                 last_feed_poll = Instant::now();
             }
@@ -344,14 +354,9 @@ impl LoopState {
     }
 
     fn poll_feed(&mut self) -> Result<(), PipelineError> {
-        self.feed.hold_directory(self.restoring.is_some());
-        let applied = self.feed.poll(
-            &mut self.tables,
-            &mut self.states,
-            self.activity_partitions,
-            Duration::ZERO,
-            1000,
-        )?;
+        let applied = self
+            .feed
+            .poll(&mut self.tables, &mut self.states, Duration::ZERO, 1000)?;
         // A table change may have freed seats: look at the waiting claims without waiting.
         self.redecide_soon |= applied > 0;
         Ok(())
@@ -438,6 +443,7 @@ impl LoopState {
                     for p in &partitions {
                         self.states.remove(p);
                     }
+                    self.feed.unfollow_directory(&partitions)?;
                     let kept = self.owned_partitions();
                     info!(?partitions, lost, ?kept, "partitions revoked");
                     self.health.ready.store(false, Ordering::Relaxed);
@@ -468,17 +474,15 @@ impl LoopState {
     fn restore(&mut self, partitions: &[i32]) -> Result<(), PipelineError> {
         // A restore has its own time bound; the watchdog leaves it alone.
         let health = Arc::clone(&self.health);
-        let (restored, stats) = health.excused(|| {
+        let restored = health.excused(|| {
             restore_partitions(
                 &self.config.kafka,
                 &self.config.topics,
                 partitions,
-                self.activity_partitions,
-                self.feed.directory_positions(),
+                &copy_group(&self.config.group_id),
             )
         })?;
-        self.install(partitions, restored, &stats);
-        Ok(())
+        self.install(partitions, restored)
     }
 
     /// Processes a record; if that aborts the transaction (a send failed), rewinds to the committed
@@ -550,7 +554,8 @@ impl LoopState {
                 records::written_at(message),
                 self.config.event_time.max_skew,
             ),
-            Input::Repartition => records::activity_record(&raw),
+            // The loop reads no directory partition: the copy does.
+            Input::Repartition | Input::Directory => records::activity_record(&raw),
         }
     }
 

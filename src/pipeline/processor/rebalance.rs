@@ -321,6 +321,7 @@ mod tests {
         InputTopics {
             activity: "act".into(),
             repartition: "rep".into(),
+            directory: "dir".into(),
         }
     }
 

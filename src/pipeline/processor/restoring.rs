@@ -1,42 +1,27 @@
 //! Restores of newly assigned partitions on a thread of their own, so that the partitions an
 //! instance keeps through an incremental rebalance go on processing meanwhile. The rebalance
 //! callback pauses the new partitions as it assigns them; they are resumed once their state is in
-//! place. The directory feed waits while a restore runs, so that the point the restore reads the
-//! directory up to stays the point the feed continues from.
-use std::collections::HashMap;
+//! place, and the feed follows their partitions of the directory copy from where the restore read
+//! up to.
 use std::thread::JoinHandle;
 
 use super::*;
-use crate::pipeline::restore::RestoreStats;
-
-type Restored = Result<(HashMap<i32, PartitionState>, RestoreStats), RestoreError>;
+use crate::pipeline::restore::Restored;
 
 /// A restore running on its own thread.
 pub(super) struct BackgroundRestore {
     partitions: Vec<i32>,
-    handle: JoinHandle<Restored>,
+    handle: JoinHandle<Result<Restored, RestoreError>>,
 }
 
 impl BackgroundRestore {
-    fn start(
-        config: &RunConfig,
-        partitions: &[i32],
-        activity_partitions: i32,
-        directory_until: HashMap<i32, i64>,
-    ) -> std::io::Result<Self> {
+    fn start(config: &RunConfig, partitions: &[i32]) -> std::io::Result<Self> {
         let (kafka, topics) = (config.kafka.clone(), config.topics.clone());
+        let group = copy_group(&config.group_id);
         let restored = partitions.to_vec();
         let handle = std::thread::Builder::new()
             .name("autoclaim-restore".into())
-            .spawn(move || {
-                restore_partitions(
-                    &kafka,
-                    &topics,
-                    &restored,
-                    activity_partitions,
-                    &directory_until,
-                )
-            })?;
+            .spawn(move || restore_partitions(&kafka, &topics, &restored, &group))?;
         Ok(BackgroundRestore {
             partitions: partitions.to_vec(),
             handle,
@@ -57,14 +42,8 @@ impl LoopState {
         partitions: &[i32],
     ) -> Result<(), PipelineError> {
         self.finish_restore(consumer)?;
-        let directory_until = self.feed.directory_positions().clone();
-        let restore = BackgroundRestore::start(
-            &self.config,
-            partitions,
-            self.activity_partitions,
-            directory_until,
-        )
-        .map_err(|e| RestoreError::Thread(e.to_string()))?;
+        let restore = BackgroundRestore::start(&self.config, partitions)
+            .map_err(|e| RestoreError::Thread(e.to_string()))?;
         consumer.context().set_restoring(partitions);
         info!(?partitions, "restoring newly assigned partitions");
         self.restoring = Some(restore);
@@ -98,9 +77,9 @@ impl LoopState {
         let health = Arc::clone(&self.health);
         let joined = health.excused(|| restore.handle.join());
         consumer.context().set_restoring(&[]);
-        let (restored, stats) =
+        let restored =
             joined.map_err(|_| RestoreError::Thread("the restore thread panicked".into()))??;
-        self.install(&restore.partitions, restored, &stats);
+        self.install(&restore.partitions, restored)?;
         resume_assigned(consumer, &self.inputs, &restore.partitions)?;
         let owned = self.owned_partitions();
         info!(partitions = ?restore.partitions, ?owned, "partitions assigned and restored");
@@ -108,17 +87,19 @@ impl LoopState {
         Ok(())
     }
 
-    /// The restored state of `partitions`, in place.
+    /// The restored state of `partitions`, in place, and their directory rows followed from
+    /// where the restore read up to.
     pub(super) fn install(
         &mut self,
         partitions: &[i32],
-        restored: HashMap<i32, PartitionState>,
-        stats: &RestoreStats,
-    ) {
-        self.states.extend(restored);
+        restored: Restored,
+    ) -> Result<(), PipelineError> {
+        self.states.extend(restored.states);
+        self.feed.follow_directory(&restored.copy_ends)?;
         self.redecide_soon = true;
-        crate::pipeline::metrics::restored(partitions.len(), stats);
+        crate::pipeline::metrics::restored(partitions.len(), &restored.stats);
         gauge!(telemetry::PARTITIONS_OWNED).set(self.states.len() as f64);
+        Ok(())
     }
 }
 

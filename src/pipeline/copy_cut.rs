@@ -1,0 +1,125 @@
+//! Where a restore reads the directory copy up to: a point known to include every directory record
+//! written before the restore began. The directory topic's ends (for a read_committed reader, its
+//! last stable offsets) are taken first; the restore then waits until the copy has committed every
+//! record before them, and reads each copy partition up to its end taken after that. A restore
+//! that read the copy while it was still behind (a first start on a full directory, a copy member
+//! restarting) would decide with rows missing.
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::info;
+
+use super::clients::{self, QuietContext, Watermarks};
+use super::config::KafkaArgs;
+use super::positions::start_at_committed_offsets;
+use super::restore::{RestoreError, RESTORE_TIMEOUT};
+use super::topic_reader::TopicReader;
+
+const RECHECK_PAUSE: Duration = Duration::from_millis(100);
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Waits until the copy group has copied every record of `directory` written before this call.
+pub fn wait_for_copy(
+    kafka: &KafkaArgs,
+    directory: &str,
+    copy_group: &str,
+    started: Instant,
+) -> Result<(), RestoreError> {
+    let ends = read_committed_ends(kafka, directory)?;
+    let mut last_log = None::<Instant>;
+    loop {
+        let behind = partitions_behind(kafka, directory, copy_group, &ends, started)?;
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= RESTORE_TIMEOUT {
+            return Err(RestoreError::CopyBehind(behind));
+        }
+        if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            info!(
+                directory_partitions = ?behind,
+                "waiting for the directory copy to catch up with the directory"
+            );
+            last_log = Some(Instant::now());
+        }
+        std::thread::sleep(RECHECK_PAUSE);
+    }
+}
+
+/// The partitions of `topic` with the end a read_committed reader sees now.
+pub fn read_committed_ends(kafka: &KafkaArgs, topic: &str) -> Result<Watermarks, RestoreError> {
+    let consumer: BaseConsumer<QuietContext> =
+        clients::table_reader(kafka).create_with_context(QuietContext)?;
+    Ok(clients::watermarks(
+        &consumer,
+        topic,
+        clients::TRANSIENT_WINDOW,
+    )?)
+}
+
+/// The directory partitions in which a record before `ends` has not been copied yet.
+fn partitions_behind(
+    kafka: &KafkaArgs,
+    directory: &str,
+    copy_group: &str,
+    ends: &Watermarks,
+    started: Instant,
+) -> Result<Vec<i32>, RestoreError> {
+    let positions = copy_positions(kafka, directory, copy_group, ends, started)?;
+    let mut behind = Vec::new();
+    for (p, (low, end)) in ends {
+        let from = match positions.get(p) {
+            Some(Offset::Offset(o)) => (*o).max(*low),
+            _ => *low,
+        };
+        if from < *end && has_record_between(kafka, directory, *p, from, *end, started)? {
+            behind.push(*p);
+        }
+    }
+    Ok(behind)
+}
+
+/// Where the copy goes on from in each partition: its committed offsets (waiting while a copy
+/// transaction holds them), or the beginning where it has committed none.
+fn copy_positions(
+    kafka: &KafkaArgs,
+    directory: &str,
+    copy_group: &str,
+    ends: &Watermarks,
+    started: Instant,
+) -> Result<HashMap<i32, Offset>, RestoreError> {
+    let mut config = clients::table_reader(kafka);
+    config.set("group.id", copy_group);
+    let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
+    let mut list = TopicPartitionList::new();
+    for p in ends.keys() {
+        list.add_partition(directory, *p);
+    }
+    let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
+    start_at_committed_offsets(&consumer, &mut list, left)
+        .map_err(|e| RestoreError::CopyPositions(e.to_string()))?;
+    Ok(list
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect())
+}
+
+/// Whether a committed record lies in [from, end) of the partition: the offsets between the copy's
+/// position and the end may hold only transaction markers, which are no records to copy.
+fn has_record_between(
+    kafka: &KafkaArgs,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    end: i64,
+    started: Instant,
+) -> Result<bool, RestoreError> {
+    let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
+    let span = [(partition, Offset::Offset(from), Some(end))];
+    let mut reader = TopicReader::spans(&clients::restore_reader(kafka), topic, &span, left)?;
+    let found = reader.next_record()?.is_some();
+    Ok(found)
+}
