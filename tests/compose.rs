@@ -878,8 +878,8 @@ fn topic_names_are_the_binary_defaults() {
         .collect();
     assert_eq!(
         defaults.len(),
-        11,
-        "run --help should list the eleven topics: {defaults:?}"
+        12,
+        "run --help should list the twelve topics: {defaults:?}"
     );
     let dockerfile = dockerfile();
     let image_env = image_env(dockerfile.last().unwrap());

@@ -6,6 +6,8 @@
 //!   group holds part of the directory uncopied: the restore waits for the copy, so nothing is
 //!   decided with a half-copied directory (every row is in the restored state, the outputs equal
 //!   replay's).
+//! * Rows written while the service runs reach the owning partition through the live feed of the
+//!   copy, each once.
 //! * A member joining a group of 48 partitions restores its partitions from their share of the copy
 //!   alone; the member that gave them up restores nothing.
 mod kafka_support;
@@ -249,4 +251,113 @@ fn a_member_joining_restores_its_partitions_from_their_share_of_the_directory_al
             .map(|r| r.directory_read)
             .collect::<Vec<_>>()
     );
+}
+
+/// The directory rows the instance has applied from the live feed (read back from the copy).
+fn directory_rows_applied(service: &Service) -> f64 {
+    let (_, metrics) = http_get(service.http_addr(), "/metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("autoclaim_table_records_total{"))
+        .filter(|l| l.contains("table=\"directory\"") && l.contains("result=\"applied\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn directory_rows_written_while_the_service_runs_reach_the_owning_partition() {
+    let topics = unique_topics("copy-live");
+    create_topics(&topics, 6);
+    let w = workload(93, 20, 100, 3_000);
+    let is_directory = |r: &&pb::ReplayRecord| {
+        matches!(r.record, Some(pb::replay_record::Record::DirectoryUser(_)))
+    };
+    let directory: Vec<pb::ReplayRecord> = w.tables.iter().filter(is_directory).cloned().collect();
+    let others: Vec<pb::ReplayRecord> = w
+        .tables
+        .iter()
+        .filter(|r| !is_directory(r))
+        .cloned()
+        .collect();
+    let (before, after) = directory.split_at(directory.len() / 2);
+    publish(&topics, &others, Format::Json);
+    publish(&topics, before, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut service = Service::start(&options(&topics, &group, "copy-live"));
+    wait_until("the service to restore its partitions", GUARD, || {
+        restores(&service.log_text())
+            .iter()
+            .map(|r| r.partitions.len())
+            .sum::<usize>()
+            == 6
+    });
+    // Half the directory arrives after the restores: only the live feed of the copy brings it.
+    publish(&topics, after, Format::Json);
+    wait_until(
+        "the live feed to apply the rows written after the restore",
+        GUARD,
+        || directory_rows_applied(&service) >= after.len() as f64,
+    );
+    publish(&topics, &w.activity, Format::Json);
+    wait_processed(&topics, &group, GUARD);
+    wait_clean(&topics, &group, GUARD);
+    assert_equal_to_replay(&topics, &w.expected);
+    assert_eq!(
+        directory_rows_applied(&service),
+        after.len() as f64,
+        "each row written after the restore applied once"
+    );
+    assert!(service.stop().success(), "clean exit");
+}
+
+#[test]
+fn a_copy_killed_part_way_copies_each_row_once_to_the_partition_of_its_tenant() {
+    let topics = unique_topics("copy-kill");
+    create_topics(&topics, 6);
+    let w = workload(94, 100, 2_000, 0);
+    let users = users_by_partition(&w.tables, 6).values().sum::<u64>() as usize;
+    publish(&topics, &w.tables, Format::Json);
+    let group = format!("g-{}", topics.activity);
+    let mut first = Service::start(&options(&topics, &group, "copy-kill"));
+    // SIGKILLed once the copy has committed some rows, with a copy transaction most likely open.
+    wait_until("the copy to commit some rows", GUARD, || {
+        committed_in(&topics.directory_by_partition) > 0
+    });
+    first.kill();
+    let at_kill = committed_in(&topics.directory_by_partition);
+    let mut second = Service::start(&options(&topics, &group, "copy-kill"));
+    wait_until("the restarted service to restore every row", GUARD, || {
+        restores(&second.log_text())
+            .iter()
+            .map(|r| r.directory_rows)
+            .sum::<u64>()
+            == users as u64
+    });
+    let copied = read_committed(&topics.directory_by_partition);
+    let keys: BTreeSet<&[u8]> = copied.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(
+        (copied.len(), keys.len()),
+        (users, users),
+        "every directory row copied once (records, distinct keys)"
+    );
+    for r in &copied {
+        let key = std::str::from_utf8(r.key.as_deref().unwrap()).unwrap();
+        let tenant = key.split('/').next().unwrap();
+        assert_eq!(
+            tenant_partition(tenant, 6),
+            r.partition,
+            "{key} copied to partition {}",
+            r.partition
+        );
+    }
+    assert!(second.stop().success(), "clean exit");
+    eprintln!("copy-kill: FIGURES directory_users={users} committed_at_kill={at_kill}");
+}
+
+/// Offsets up to the last stable offset of every partition of `topic` (records and markers).
+fn committed_in(topic: &str) -> i64 {
+    let config = autoclaim::pipeline::clients::table_reader(&kafka());
+    autoclaim::pipeline::topic_reader::watermarks(&config, topic, Duration::from_secs(10))
+        .map(|marks| marks.values().map(|(_, high)| high).sum())
+        .unwrap_or(0)
 }

@@ -20,6 +20,8 @@ pub enum Phase {
     Scale,
     /// Throughput with 1, 2, 3 instances in one group.
     Instances,
+    /// Restore of one partition, and of all, from the directory copy at 6, 24, 48 partitions.
+    RestoreShare,
 }
 
 /// End-to-end benchmark against a real broker: pass-through ceilings, `autoclaim run` throughput,
@@ -78,6 +80,12 @@ pub struct BenchArgs {
     /// Users per tenant of the scale directories.
     #[arg(long, default_value_t = 100)]
     pub scale_users_per_tenant: usize,
+    /// Directory users of the restore-share phase.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub share_users: usize,
+    /// Activity partition counts of the restore-share phase.
+    #[arg(long, value_delimiter = ',', default_value = "6,24,48")]
+    pub share_partitions: Vec<i32>,
     /// Instance counts of the instances phase.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub instances: Vec<usize>,

@@ -175,6 +175,9 @@ impl Bench<'_> {
         if self.has(Phase::Scale) {
             self.scale()?;
         }
+        if self.has(Phase::RestoreShare) {
+            self.restore_share()?;
+        }
         println!("done; load {}", loadavg());
         Ok(())
     }

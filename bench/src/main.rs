@@ -47,6 +47,7 @@ mod metrics_text;
 mod pass_child;
 mod pass_through;
 mod procfs;
+mod restore_share;
 mod scale;
 mod share;
 mod summary;

@@ -95,7 +95,10 @@ impl Bench<'_> {
         let restore_log_ms = restore_log_ms(&child.log_text());
         child.stop();
         let load = loadavg();
-        self.cluster.delete(std::slice::from_ref(&topics.directory));
+        self.cluster.delete(&[
+            topics.directory.clone(),
+            topics.directory_by_partition.clone(),
+        ]);
         Ok(ScaleFigures {
             users,
             publish_secs,

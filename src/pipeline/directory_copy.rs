@@ -78,9 +78,12 @@ impl DirectoryCopy {
             stable_offsets_timeout: config.stable_offsets_timeout,
             fatal: Mutex::new(None),
             rewind_needed: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
         };
-        let consumer: BaseConsumer<CopyContext> =
-            clients::activity_consumer(&config.kafka, &group).create_with_context(context)?;
+        let mut consumer_config = clients::activity_consumer(&config.kafka, &group);
+        // The loop's consumer reads statistics for its lag and stall metrics; the copy has none.
+        consumer_config.set("statistics.interval.ms", "0");
+        let consumer: BaseConsumer<CopyContext> = consumer_config.create_with_context(context)?;
         consumer.subscribe(&[&config.topics.directory])?;
         Ok(DirectoryCopy {
             consumer,
@@ -103,6 +106,10 @@ impl DirectoryCopy {
             }
             Err(_) => {}
         }
+        self.consumer
+            .context()
+            .leaving
+            .store(true, Ordering::Relaxed);
         self.consumer.unsubscribe();
         result
     }
@@ -234,6 +241,8 @@ struct CopyContext {
     /// A commit at revocation was aborted: the kept partitions must go back to their committed
     /// offsets (the loop does it after `poll`).
     rewind_needed: AtomicBool,
+    /// Leaving the group: an assignment that comes meanwhile is not taken (see the processor's).
+    leaving: AtomicBool,
 }
 
 impl CopyContext {
@@ -259,7 +268,7 @@ impl CopyContext {
         consumer.incremental_assign(&positioned)?;
         info!(
             partitions = ?partition_list(partitions),
-            "directory copy: partitions assigned"
+            "directory copy took partitions"
         );
         Ok(())
     }
@@ -285,7 +294,7 @@ impl CopyContext {
         consumer.incremental_unassign(partitions)?;
         info!(
             partitions = ?partition_list(partitions),
-            "directory copy: partitions revoked"
+            "directory copy gave partitions up"
         );
         Ok(())
     }
@@ -302,6 +311,8 @@ impl ClientContext for CopyContext {
         }
         clients::log_client_error(error, reason);
     }
+
+    fn stats(&self, _: rdkafka::Statistics) {}
 }
 
 impl ConsumerContext for CopyContext {
@@ -312,6 +323,11 @@ impl ConsumerContext for CopyContext {
         partitions: &mut TopicPartitionList,
     ) {
         let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if self.leaving.load(Ordering::Relaxed) =>
+            {
+                Ok(())
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.assign(consumer, partitions)
             }

@@ -270,6 +270,10 @@ impl Processor {
                 }
             }
         }
+        self.consumer
+            .context()
+            .leaving
+            .store(true, Ordering::Relaxed);
         self.consumer.unsubscribe();
         result.map(|()| self.state.counts)
     }

@@ -29,6 +29,8 @@ pub(super) struct RebalanceContext {
     pub(super) stalls: Mutex<Vec<(String, StallWatch)>>,
     /// Partition numbers paused while their state is restored: not stalled, only waiting.
     restoring: Mutex<Vec<i32>>,
+    /// The member is leaving the group: an assignment that comes meanwhile is taken empty.
+    pub(super) leaving: AtomicBool,
     pub(super) health: Arc<Health>,
 }
 
@@ -51,6 +53,7 @@ impl RebalanceContext {
             fatal: Mutex::new(None),
             stalls: Mutex::new(stalls.into()),
             restoring: Mutex::new(Vec::new()),
+            leaving: AtomicBool::new(false),
             health: Arc::clone(health),
         }
     }
@@ -178,6 +181,15 @@ impl ConsumerContext for RebalanceContext {
             RebalanceProtocol::Cooperative
         );
         let result = match err {
+            // A rebalance that ends while the consumer closes (another member left meanwhile)
+            // would fetch committed offsets the closing consumer can no longer get answered, until
+            // the stable-offsets timeout; nothing of it would be processed anyway.
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+                if self.leaving.load(Ordering::Relaxed) =>
+            {
+                info!("leaving the group: an assignment made meanwhile is not taken");
+                Ok(())
+            }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut both = with_repartition(&self.inputs, partitions);
                 // Bounded by --stable-offsets-timeout: not the watchdog's to judge.
