@@ -140,6 +140,7 @@ fn create_topics(
         &topics.repartition,
         &topics.claims,
         &topics.notices,
+        &topics.directory_by_partition,
     ] {
         cluster.create_topic(topic, partitions, 1)?;
     }

@@ -95,17 +95,40 @@ fn metrics_move_while_run_processes_traffic() {
         telemetry::TRANSACTIONS
     )));
     assert_eq!(total(&after, telemetry::PARTITIONS_OWNED), 2.0);
-    // The feed reads settings, policies and inventory whole (the directory rows come in by restore).
-    let global = tables
+    // The feed reads settings, policies and inventory whole; the directory copy copies every
+    // directory row, which restores then read back (not the feed).
+    let is_directory = |r: &&autoclaim::wire::pb::ReplayRecord| {
+        matches!(
+            r.record,
+            Some(autoclaim::wire::pb::replay_record::Record::DirectoryUser(_))
+        )
+    };
+    let directory = tables.iter().filter(is_directory).count();
+    let global = tables.len() - directory;
+    let table_records = |table: &str, result: &str| {
+        total(
+            &after
+                .lines()
+                .filter(|l| {
+                    l.contains(&format!("table=\"{table}\""))
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            telemetry::TABLE_RECORDS,
+        )
+    };
+    let applied: f64 = ["policies", "inventory"]
         .iter()
-        .filter(|r| {
-            !matches!(
-                r.record,
-                Some(autoclaim::wire::pb::replay_record::Record::DirectoryUser(_))
-            )
-        })
-        .count();
-    assert_eq!(total(&after, telemetry::TABLE_RECORDS), global as f64);
+        .map(|t| table_records(t, "applied"))
+        .sum();
+    assert_eq!(applied, global as f64);
+    assert_eq!(table_records("directory", "copied"), directory as f64);
+    assert_eq!(table_records("directory", "applied"), 0.0);
+    assert_eq!(
+        total(&after, telemetry::TABLE_RECORDS),
+        (global + directory) as f64
+    );
     assert!(service.stop().success());
 }
 

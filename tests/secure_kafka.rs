@@ -209,7 +209,7 @@ fn every_sasl_mechanism_and_mutual_tls_connect_with_verification_on() {
         let out = create_topics_over(&topics, &connection, &env);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("created 11 topics"),
+            stderr(&out).contains("created 12 topics"),
             "{name}: {}",
             stderr(&out)
         );

@@ -205,10 +205,16 @@ pub(crate) fn format_name(format: Format) -> &'static str {
 
 /// `elapsed_ms` of the "partition state restored" log lines.
 pub(crate) fn restore_log_ms(log: &str) -> Vec<u64> {
+    restore_log_field(log, "elapsed_ms")
+}
+
+/// A number field (`copy_wait_ms`, `elapsed_ms`, ...) of the "partition state restored" log lines.
+pub(crate) fn restore_log_field(log: &str, field: &str) -> Vec<u64> {
+    let prefix = format!("{field}=");
     log.lines()
         .filter(|l| l.contains("partition state restored"))
         .filter_map(|l| {
-            l.split("elapsed_ms=")
+            l.split(prefix.as_str())
                 .nth(1)?
                 .split(|c: char| !c.is_ascii_digit())
                 .next()?
@@ -268,7 +274,8 @@ mod tests {
 
     #[test]
     fn restore_lines_are_read() {
-        let log = "2026 INFO partition state restored partitions=[0] assignments=0 directory_rows=5 elapsed_ms=1234\nother";
+        let log = "2026 INFO partition state restored partitions=[0] assignments=0 directory_rows=5 copy_wait_ms=17 elapsed_ms=1234\nother";
         assert_eq!(restore_log_ms(log), vec![1234]);
+        assert_eq!(restore_log_field(log, "copy_wait_ms"), vec![17]);
     }
 }

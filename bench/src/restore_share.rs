@@ -4,10 +4,12 @@
 //! restore in this process, each timed with the copy records and bytes it read.
 use std::time::Instant;
 
+use autoclaim::pipeline::copy_cut::CopySource;
 use autoclaim::pipeline::directory_copy::copy_group;
 use autoclaim::pipeline::restore::{restore_partitions, RestoreStats};
 use serde_json::json;
 
+use crate::child::restore_log_field;
 use crate::cluster::topic_set;
 use crate::harness::Bench;
 use crate::procfs::loadavg;
@@ -20,6 +22,8 @@ struct ShareFigures {
     partitions: i32,
     /// `run` from spawn to ready: copying the whole directory, then restoring every partition.
     copy_and_restore_secs: f64,
+    /// Of that, what its restore waited for the copy (its log's `copy_wait_ms`).
+    copy_wait_secs: f64,
     single: Vec<RestoreStats>,
     all: RestoreStats,
     load: String,
@@ -77,8 +81,13 @@ impl Bench<'_> {
         let mut child = self.child(topics, &group, &format!("{group}-0"))?;
         let ready = child.wait_ready(std::time::Duration::from_millis(50))?;
         let copy_and_restore_secs = ready.duration_since(child.spawned).as_secs_f64();
+        let copy_wait_secs = restore_log_field(&child.log_text(), "copy_wait_ms")
+            .into_iter()
+            .max()
+            .unwrap_or(0) as f64
+            / 1000.0;
         child.stop();
-        let copy = copy_group(&group);
+        let copy = CopySource::group(copy_group(&group));
         let restore = |list: &[i32]| -> anyhow::Result<RestoreStats> {
             Ok(restore_partitions(&self.args.kafka, topics, list, &copy)?.stats)
         };
@@ -90,6 +99,7 @@ impl Bench<'_> {
         Ok(ShareFigures {
             partitions,
             copy_and_restore_secs,
+            copy_wait_secs,
             single,
             all,
             load: loadavg(),
@@ -116,10 +126,12 @@ impl ShareFigures {
             })
             .collect();
         println!(
-            "restore-share {users} users, {} partitions: run ready in {:.1} s (copy + restore of all); \
-             one partition: [{}]; all partitions: {:.2} s / {} records / {:.1} MiB; load {}",
+            "restore-share {users} users, {} partitions: run ready in {:.1} s (of which its restore \
+             waited {:.1} s for the copy); one partition: [{}]; all partitions: {:.2} s / {} records \
+             / {:.1} MiB; load {}",
             self.partitions,
             self.copy_and_restore_secs,
+            self.copy_wait_secs,
             single.join(", "),
             secs(&self.all),
             self.all.directory_read,
@@ -142,6 +154,7 @@ impl ShareFigures {
             "users": users,
             "partitions": self.partitions,
             "copy_and_restore_secs": self.copy_and_restore_secs,
+            "copy_wait_secs": self.copy_wait_secs,
             "single": self.single.iter().map(stats).collect::<Vec<_>>(),
             "all": stats(&self.all),
             "load": self.load,

@@ -5,6 +5,7 @@
 //! that read the copy while it was still behind (a first start on a full directory, a copy member
 //! restarting) would decide with rows missing.
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
@@ -20,17 +21,56 @@ use super::topic_reader::TopicReader;
 const RECHECK_PAUSE: Duration = Duration::from_millis(100);
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Waits until the copy group has copied every record of `directory` written before this call.
+/// How far the copy has got: the copy group's committed offsets, and what this instance's own copy
+/// has committed, which is known here at once (the group's offsets take a round trip, and
+/// librdkafka's mock cluster, the demo's, keeps no offsets committed in a transaction).
+#[derive(Clone)]
+pub struct CopySource {
+    pub group: String,
+    pub local: CopyProgress,
+}
+
+impl CopySource {
+    /// The group's committed offsets alone (a process that runs no copy of its own).
+    pub fn group(group: String) -> Self {
+        CopySource {
+            group,
+            local: CopyProgress::default(),
+        }
+    }
+}
+
+/// Per directory partition, the offset up to which a copy in this process has committed its
+/// copies. Only ever raised: what was committed stays copied, whoever copies the partition next.
+#[derive(Clone, Default)]
+pub struct CopyProgress(Arc<Mutex<HashMap<i32, i64>>>);
+
+impl CopyProgress {
+    pub fn record(&self, committed: &HashMap<i32, i64>) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (p, next) in committed {
+            let entry = known.entry(*p).or_insert(*next);
+            *entry = (*entry).max(*next);
+        }
+    }
+
+    fn get(&self, partition: i32) -> Option<i64> {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&partition).copied()
+    }
+}
+
+/// Waits until the copy has copied every record of `directory` written before this call.
 pub fn wait_for_copy(
     kafka: &KafkaArgs,
     directory: &str,
-    copy_group: &str,
+    copy: &CopySource,
     started: Instant,
 ) -> Result<(), RestoreError> {
     let ends = read_committed_ends(kafka, directory)?;
     let mut last_log = None::<Instant>;
     loop {
-        let behind = partitions_behind(kafka, directory, copy_group, &ends, started)?;
+        let behind = partitions_behind(kafka, directory, copy, &ends, started)?;
         if behind.is_empty() {
             return Ok(());
         }
@@ -63,17 +103,18 @@ pub fn read_committed_ends(kafka: &KafkaArgs, topic: &str) -> Result<Watermarks,
 fn partitions_behind(
     kafka: &KafkaArgs,
     directory: &str,
-    copy_group: &str,
+    copy: &CopySource,
     ends: &Watermarks,
     started: Instant,
 ) -> Result<Vec<i32>, RestoreError> {
-    let positions = copy_positions(kafka, directory, copy_group, ends, started)?;
+    let positions = copy_positions(kafka, directory, &copy.group, ends, started)?;
     let mut behind = Vec::new();
     for (p, (low, end)) in ends {
-        let from = match positions.get(p) {
-            Some(Offset::Offset(o)) => (*o).max(*low),
+        let committed = match positions.get(p) {
+            Some(Offset::Offset(o)) => *o,
             _ => *low,
         };
+        let from = committed.max(copy.local.get(*p).unwrap_or(*low)).max(*low);
         if from < *end && has_record_between(kafka, directory, *p, from, *end, started)? {
             behind.push(*p);
         }

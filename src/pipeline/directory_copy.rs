@@ -7,6 +7,7 @@
 //! The copy runs on a thread of its own, in a consumer group of its own (`<group>.directory-copy`,
 //! with the transactional id `<transactional id>.directory-copy`), so that a restore may wait for
 //! it to catch up (see `copy_cut`) without ever waiting on the loop that waits for the restore.
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use super::clients;
 use super::config::RunConfig;
+use super::copy_cut::CopyProgress;
 use super::kafka_stats::ProducerStats;
 use super::partitioner::tenant_partition;
 use super::positions::start_at_committed_offsets;
@@ -52,8 +54,13 @@ pub struct DirectoryCopy {
 }
 
 impl DirectoryCopy {
-    /// Fences any earlier copy with the same transactional id and joins the copy's group.
-    pub fn start(config: &RunConfig, activity_partitions: i32) -> Result<Self, PipelineError> {
+    /// Fences any earlier copy with the same transactional id and joins the copy's group; what it
+    /// commits is recorded in `progress` too.
+    pub fn start(
+        config: &RunConfig,
+        activity_partitions: i32,
+        progress: CopyProgress,
+    ) -> Result<Self, PipelineError> {
         let inputs = InputTopics::of(&config.topics);
         let transactional_id = copy_transactional_id(config);
         let producer: ThreadedProducer<_> = clients::transactional_producer(
@@ -79,6 +86,8 @@ impl DirectoryCopy {
             fatal: Mutex::new(None),
             rewind_needed: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
+            copied: Mutex::new(HashMap::new()),
+            progress,
         };
         let mut consumer_config = clients::activity_consumer(&config.kafka, &group);
         // The loop's consumer reads statistics for its lag and stall metrics; the copy has none.
@@ -189,14 +198,14 @@ impl DirectoryCopy {
         }
         self.transactions
             .consumed(Input::Directory, message.partition(), message.offset());
+        self.consumer
+            .context()
+            .copied(message.partition(), message.offset());
         Ok(())
     }
 
     fn commit(&self) -> Result<(), TxnError> {
-        let group = self.consumer.group_metadata().ok_or_else(|| {
-            TxnError::Aborted(KafkaError::Subscription("no group metadata".into()))
-        })?;
-        self.transactions.commit(&group).map(|_| ())
+        self.consumer.context().commit(&self.consumer)
     }
 
     fn commit_or_rewind(&self) -> Result<(), PipelineError> {
@@ -212,6 +221,13 @@ impl DirectoryCopy {
     /// After an abort, every assigned partition goes back to its committed offset: what was
     /// copied since is copied again.
     fn rewind(&self) -> Result<(), PipelineError> {
+        // What the aborted transaction copied is not progress.
+        self.consumer
+            .context()
+            .copied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut assignment = self.consumer.assignment()?;
         start_at_committed_offsets(&self.consumer, &mut assignment, self.stable_offsets_timeout)?;
         self.consumer
@@ -243,6 +259,9 @@ struct CopyContext {
     rewind_needed: AtomicBool,
     /// Leaving the group: an assignment that comes meanwhile is not taken (see the processor's).
     leaving: AtomicBool,
+    /// Next offset per directory partition copied in the open transaction.
+    copied: Mutex<HashMap<i32, i64>>,
+    progress: CopyProgress,
 }
 
 impl CopyContext {
@@ -251,6 +270,24 @@ impl CopyContext {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert(error);
+    }
+
+    fn copied(&self, partition: i32, offset: i64) {
+        let mut copied = self.copied.lock().unwrap_or_else(|p| p.into_inner());
+        copied.insert(partition, offset + 1);
+    }
+
+    /// Commits the open transaction; once it is committed, what it copied is progress.
+    fn commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), TxnError> {
+        let group = consumer.group_metadata().ok_or_else(|| {
+            TxnError::Aborted(KafkaError::Subscription("no group metadata".into()))
+        })?;
+        let result = self.transactions.commit(&group);
+        let copied = std::mem::take(&mut *self.copied.lock().unwrap_or_else(|p| p.into_inner()));
+        if result.is_ok() {
+            self.progress.record(&copied);
+        }
+        result.map(|_| ())
     }
 
     fn check_fatal(&self) -> Result<(), PipelineError> {
@@ -279,11 +316,8 @@ impl CopyContext {
         partitions: &TopicPartitionList,
     ) -> Result<(), PipelineError> {
         if self.transactions.is_open() {
-            let group = consumer.group_metadata().ok_or_else(|| {
-                TxnError::Aborted(KafkaError::Subscription("no group metadata".into()))
-            })?;
-            match self.transactions.commit(&group) {
-                Ok(_) => {}
+            match self.commit(consumer) {
+                Ok(()) => {}
                 Err(TxnError::Aborted(e)) => {
                     warn!(error = %e, "directory copy transaction aborted at revocation");
                     self.rewind_needed.store(true, Ordering::Relaxed);

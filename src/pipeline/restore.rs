@@ -82,13 +82,13 @@ pub struct Restored {
 }
 
 /// Rebuilds the state of `partitions` (activity partition numbers). The directory rows come from
-/// their partitions of the directory copy, once `copy_group` has copied every directory record
-/// written before this call.
+/// their partitions of the directory copy, once `copy` has copied every directory record written
+/// before this call.
 pub fn restore_partitions(
     kafka: &KafkaArgs,
     topics: &Topics,
     partitions: &[i32],
-    copy_group: &str,
+    copy: &copy_cut::CopySource,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let mut states: HashMap<i32, PartitionState> = partitions
@@ -120,7 +120,7 @@ pub fn restore_partitions(
     )?;
     restore_claims(kafka, topics, &changelog, started, &mut states, &mut stats)?;
     // Then the directory rows of the tenants these partitions own.
-    copy_cut::wait_for_copy(kafka, &topics.directory, copy_group, started)?;
+    copy_cut::wait_for_copy(kafka, &topics.directory, copy, started)?;
     stats.copy_wait = started.elapsed();
     let copy_ends: HashMap<i32, i64> =
         copy_cut::read_committed_ends(kafka, &topics.directory_by_partition)?

@@ -4,11 +4,14 @@
 use std::thread::JoinHandle;
 
 use super::*;
-use crate::pipeline::directory_copy::DirectoryCopy;
+use crate::pipeline::copy_cut::CopySource;
+use crate::pipeline::directory_copy::{copy_group, DirectoryCopy};
 
 pub(super) struct CopyThread {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<Result<(), PipelineError>>>,
+    /// What restores read to learn how far the copy has got.
+    pub(super) source: CopySource,
 }
 
 impl CopyThread {
@@ -16,7 +19,8 @@ impl CopyThread {
         config: &RunConfig,
         activity_partitions: i32,
     ) -> Result<Self, PipelineError> {
-        let copy = DirectoryCopy::start(config, activity_partitions)?;
+        let source = CopySource::group(copy_group(&config.group_id));
+        let copy = DirectoryCopy::start(config, activity_partitions, source.local.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
@@ -26,6 +30,7 @@ impl CopyThread {
         Ok(CopyThread {
             stop,
             handle: Some(handle),
+            source,
         })
     }
 

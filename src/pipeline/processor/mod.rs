@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::clients;
 use super::config::RunConfig;
-use super::directory_copy::copy_group;
+use super::copy_cut::CopySource;
 use super::feed::TableFeed;
 use super::kafka_stats::{self, ProducerStats};
 use super::metrics::BatchMetrics;
@@ -158,6 +158,8 @@ struct LoopState {
     redecide_after: Option<Instant>,
     /// Newly assigned partitions being restored (paused until then).
     restoring: Option<restoring::BackgroundRestore>,
+    /// How restores learn how far the directory copy has got.
+    copy_source: CopySource,
 }
 
 /// The transactional producer, which fences any earlier incarnation with the same id.
@@ -244,6 +246,7 @@ impl Processor {
                 redecide_soon: true,
                 redecide_after: None,
                 restoring: None,
+                copy_source: copy.source.clone(),
             },
             copy,
         })
@@ -483,7 +486,7 @@ impl LoopState {
                 &self.config.kafka,
                 &self.config.topics,
                 partitions,
-                &copy_group(&self.config.group_id),
+                &self.copy_source,
             )
         })?;
         self.install(partitions, restored)

@@ -15,13 +15,12 @@ pub(super) struct BackgroundRestore {
 }
 
 impl BackgroundRestore {
-    fn start(config: &RunConfig, partitions: &[i32]) -> std::io::Result<Self> {
-        let (kafka, topics) = (config.kafka.clone(), config.topics.clone());
-        let group = copy_group(&config.group_id);
+    fn start(config: &RunConfig, partitions: &[i32], copy: &CopySource) -> std::io::Result<Self> {
+        let (kafka, topics, copy) = (config.kafka.clone(), config.topics.clone(), copy.clone());
         let restored = partitions.to_vec();
         let handle = std::thread::Builder::new()
             .name("autoclaim-restore".into())
-            .spawn(move || restore_partitions(&kafka, &topics, &restored, &group))?;
+            .spawn(move || restore_partitions(&kafka, &topics, &restored, &copy))?;
         Ok(BackgroundRestore {
             partitions: partitions.to_vec(),
             handle,
@@ -42,7 +41,7 @@ impl LoopState {
         partitions: &[i32],
     ) -> Result<(), PipelineError> {
         self.finish_restore(consumer)?;
-        let restore = BackgroundRestore::start(&self.config, partitions)
+        let restore = BackgroundRestore::start(&self.config, partitions, &self.copy_source)
             .map_err(|e| RestoreError::Thread(e.to_string()))?;
         consumer.context().set_restoring(partitions);
         info!(?partitions, "restoring newly assigned partitions");
