@@ -17,36 +17,14 @@ use std::time::Duration;
 
 use autoclaim::pipeline::directory_copy::copy_group;
 use autoclaim::pipeline::partitioner::tenant_partition;
-use autoclaim::scenario::{Scenario, ScenarioConfig};
 use autoclaim::wire::{pb, Format};
 use kafka_support::*;
 
 /// Guards against a hang; not a performance threshold.
 const GUARD: Duration = Duration::from_secs(600);
 
-struct Workload {
-    tables: Vec<pb::ReplayRecord>,
-    activity: Vec<pb::ReplayRecord>,
-    expected: Expected,
-}
-
 fn workload(seed: u64, tenants: usize, users_per_tenant: usize, events: usize) -> Workload {
-    let scenario = Scenario::new(ScenarioConfig {
-        tenants,
-        users_per_tenant,
-        seed,
-        seats_per_user: 0.3,
-        ..ScenarioConfig::default()
-    });
-    let tables = scenario.tables();
-    let activity = activity_records(scenario.activity(events));
-    let all: Vec<pb::ReplayRecord> = tables.iter().chain(&activity).cloned().collect();
-    let expected = expected(&all, Duration::from_secs(3600));
-    Workload {
-        tables,
-        activity,
-        expected,
-    }
+    workload_of_users(seed, tenants, users_per_tenant, events, 0.3)
 }
 
 /// Directory users per partition number, as the copy places them.
@@ -256,12 +234,11 @@ fn a_member_joining_restores_its_partitions_from_their_share_of_the_directory_al
 /// The directory rows the instance has applied from the live feed (read back from the copy).
 fn directory_rows_applied(service: &Service) -> f64 {
     let (_, metrics) = http_get(service.http_addr(), "/metrics");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("autoclaim_table_records_total{"))
-        .filter(|l| l.contains("table=\"directory\"") && l.contains("result=\"applied\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_with_labels(
+        &metrics,
+        "autoclaim_table_records_total",
+        &["table=\"directory\"", "result=\"applied\""],
+    )
 }
 
 #[test]

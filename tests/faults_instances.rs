@@ -14,7 +14,6 @@ mod kafka_support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use autoclaim::scenario::{Scenario, ScenarioConfig};
 use autoclaim::wire::{pb, Format};
 use kafka_support::*;
 
@@ -29,39 +28,8 @@ fn seed() -> u64 {
         .unwrap_or(DEFAULT_SEED)
 }
 
-struct Workload {
-    tables: Vec<pb::ReplayRecord>,
-    activity: Vec<pb::ReplayRecord>,
-    expected: Expected,
-}
-
 fn workload(seed: u64, tenants: usize, events: usize, seats_per_user: f64) -> Workload {
     workload_of_users(seed, tenants, 30, events, seats_per_user)
-}
-
-fn workload_of_users(
-    seed: u64,
-    tenants: usize,
-    users_per_tenant: usize,
-    events: usize,
-    seats_per_user: f64,
-) -> Workload {
-    let scenario = Scenario::new(ScenarioConfig {
-        tenants,
-        users_per_tenant,
-        seed,
-        seats_per_user,
-        ..ScenarioConfig::default()
-    });
-    let tables = scenario.tables();
-    let activity = activity_records(scenario.activity(events));
-    let all: Vec<pb::ReplayRecord> = tables.iter().chain(&activity).cloned().collect();
-    let expected = expected(&all, Duration::from_secs(3600));
-    Workload {
-        tables,
-        activity,
-        expected,
-    }
 }
 
 /// A change of the partitions an instance owns, as its log says it.

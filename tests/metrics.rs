@@ -106,16 +106,13 @@ fn metrics_move_while_run_processes_traffic() {
     let directory = tables.iter().filter(is_directory).count();
     let global = tables.len() - directory;
     let table_records = |table: &str, result: &str| {
-        total(
-            &after
-                .lines()
-                .filter(|l| {
-                    l.contains(&format!("table=\"{table}\""))
-                        && l.contains(&format!("result=\"{result}\""))
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
+        metric_with_labels(
+            &after,
             telemetry::TABLE_RECORDS,
+            &[
+                &format!("table=\"{table}\""),
+                &format!("result=\"{result}\""),
+            ],
         )
     };
     let applied: f64 = ["policies", "inventory"]

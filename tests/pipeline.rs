@@ -476,15 +476,6 @@ fn tenant_tables(tenant: &str, since: i64, seats: u64, users: &[&str]) -> Vec<pb
         .collect()
 }
 
-/// The value of a counter with this label in Prometheus text (0 when absent).
-fn counter_with_label(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn an_event_a_year_ahead_of_its_kafka_timestamp_is_dead_lettered_not_decided_nor_routed() {
     let topics = unique_topics("skew");
@@ -564,7 +555,7 @@ fn an_event_a_year_ahead_of_its_kafka_timestamp_is_dead_lettered_not_decided_nor
     let refused = || {
         let metrics = http_get(addr, "/metrics").1;
         let label = r#"reason="event_time_in_future""#;
-        counter_with_label(&metrics, autoclaim::telemetry::DEAD_LETTERS, label)
+        metric_with_labels(&metrics, autoclaim::telemetry::DEAD_LETTERS, &[label])
     };
     wait_until("the dead letters to be counted", WAIT, || refused() >= 2.0);
     assert_eq!(refused(), 2.0);

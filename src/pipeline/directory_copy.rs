@@ -15,7 +15,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tracing::{info, warn};
@@ -23,10 +23,9 @@ use tracing::{info, warn};
 use super::clients;
 use super::config::RunConfig;
 use super::copy_cut::CopyProgress;
-use super::kafka_stats::ProducerStats;
 use super::partitioner::tenant_partition;
 use super::positions::start_at_committed_offsets;
-use super::processor::PipelineError;
+use super::processor::{init_transactions, PipelineError};
 use super::records::{self, RawRecord};
 use super::transaction::{Input, InputTopics, TransactionalProducer, TxnError};
 use crate::telemetry;
@@ -62,22 +61,11 @@ impl DirectoryCopy {
         progress: CopyProgress,
     ) -> Result<Self, PipelineError> {
         let inputs = InputTopics::of(&config.topics);
-        let transactional_id = copy_transactional_id(config);
-        let producer: ThreadedProducer<_> = clients::transactional_producer(
-            &config.kafka,
-            &transactional_id,
-            clients::ProducerSettings {
-                compression: config.output_compression,
-                transaction_timeout: config.transaction_timeout,
-                statistics: false,
-            },
-        )
-        .create_with_context(ProducerStats)?;
-        let transactions = Arc::new(TransactionalProducer::init(
-            producer,
-            transactional_id,
+        let transactions = Arc::new(init_transactions(
+            config,
+            copy_transactional_id(config),
             inputs,
-            config.transaction_timeout,
+            false,
         )?);
         let group = copy_group(&config.group_id);
         let context = CopyContext {

@@ -103,13 +103,13 @@ pub fn restore_partitions(
             copy_ends: HashMap::new(),
         });
     }
-    // Transactions still open on the changelog (a crashed instance's, until the broker times them
-    // out) hide what was committed after them from a read_committed reader: wait for them to end.
-    for topic in [&topics.assignments, &topics.claims, &topics.notices] {
-        wait_for_open_transactions(kafka, topic, partitions, started)?;
-    }
+    let [changelog, claims, notices] = changelog_spans(
+        kafka,
+        [&topics.assignments, &topics.claims, &topics.notices],
+        partitions,
+        started,
+    )?;
     // The changelog first: what this processor assigned in these partitions.
-    let changelog: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
     restore_changelog(
         kafka,
         &topics.assignments,
@@ -118,7 +118,8 @@ pub fn restore_partitions(
         &mut states,
         &mut stats,
     )?;
-    restore_claims(kafka, topics, &changelog, started, &mut states, &mut stats)?;
+    let spans = ClaimSpans { claims, notices };
+    restore_claims(kafka, topics, &spans, started, &mut states, &mut stats)?;
     // Then the directory rows of the tenants these partitions own.
     copy_cut::wait_for_copy(kafka, &topics.directory, copy, started)?;
     stats.copy_wait = started.elapsed();
@@ -184,12 +185,18 @@ fn restore_changelog(
     })
 }
 
+/// What a restore reads of the claims and notices topics.
+struct ClaimSpans {
+    claims: Vec<(i32, Option<i64>)>,
+    notices: Vec<(i32, Option<i64>)>,
+}
+
 /// Applies the pending claims (the claims topic, the latest change of each claim last) and what the
 /// notices said (for the first-then-digest rule) of `partitions` to their states.
 fn restore_claims(
     kafka: &KafkaArgs,
     topics: &Topics,
-    partitions: &[(i32, Option<i64>)],
+    spans: &ClaimSpans,
     started: Instant,
     states: &mut HashMap<i32, PartitionState>,
     stats: &mut RestoreStats,
@@ -197,7 +204,7 @@ fn restore_claims(
     read_to_end(
         kafka,
         &topics.claims,
-        partitions,
+        &spans.claims,
         started,
         |p, raw, offset| {
             stats.claims_read += 1;
@@ -218,7 +225,7 @@ fn restore_claims(
     read_to_end(
         kafka,
         &topics.notices,
-        partitions,
+        &spans.notices,
         started,
         |p, raw, offset| {
             stats.claims_read += 1;
@@ -435,42 +442,66 @@ pub fn apply_directory_change(state: &mut PartitionState, change: DirectoryChang
     }
 }
 
-/// Waits until no transaction is open on the changelog partitions: the last stable offset (what a
-/// read_committed consumer sees as the end) reaches the high watermark. This instance has no open
-/// transaction of its own on these partitions at restore time (it commits before revocation and
-/// aborts before a rewind), so what it waits for is another, dead instance's.
-fn wait_for_open_transactions(
+/// What a restore reads of each changelog topic (assignments, claims, notices): the restored
+/// partitions that hold records, each up to its end. Transactions still open on them (a crashed
+/// instance's, until the broker times them out) hide what was committed after them from a
+/// read_committed reader, so the end is taken once the last stable offset has reached the high
+/// watermark. This instance has no open transaction of its own on these partitions at restore time
+/// (it commits before revocation and aborts before a rewind), so what it waits for is another,
+/// dead instance's. An empty partition is not read at all: a restore of one partition costs only
+/// what that partition holds.
+fn changelog_spans<const N: usize>(
     kafka: &KafkaArgs,
-    topic: &str,
+    topics: [&str; N],
     partitions: &[i32],
     started: Instant,
-) -> Result<(), RestoreError> {
+) -> Result<[Vec<(i32, Option<i64>)>; N], RestoreError> {
     let mut uncommitted = clients::table_reader(kafka);
     uncommitted.set("isolation.level", "read_uncommitted");
     let uncommitted: BaseConsumer<QuietContext> = uncommitted.create_with_context(QuietContext)?;
     let committed: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
-    for p in partitions {
-        let watermarks = |consumer: &BaseConsumer<QuietContext>| {
-            clients::retry_transient(clients::TRANSIENT_WINDOW, topic, || {
-                consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))
-            })
-        };
-        let (_, high) = watermarks(&uncommitted)?;
-        loop {
-            let (_, stable) = watermarks(&committed)?;
-            if stable >= high {
-                break;
+    let mut spans: [Vec<(i32, Option<i64>)>; N] = std::array::from_fn(|_| Vec::new());
+    for (topic, spans) in topics.iter().zip(spans.iter_mut()) {
+        for p in partitions {
+            let watermarks = |consumer: &BaseConsumer<QuietContext>| {
+                clients::retry_transient(clients::TRANSIENT_WINDOW, topic, || {
+                    consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))
+                })
+            };
+            let (low, high) = watermarks(&uncommitted)?;
+            wait_until_stable(topic, *p, high, started, || Ok(watermarks(&committed)?.1))?;
+            if high > low {
+                spans.push((*p, Some(high)));
             }
-            if started.elapsed() > RESTORE_TIMEOUT {
-                return Err(RestoreError::Timeout(vec![*p]));
-            }
-            warn!(
-                partition = p,
-                stable, high, "waiting for an open transaction on the changelog to end"
-            );
-            std::thread::sleep(Duration::from_millis(500));
         }
     }
-    Ok(())
+    Ok(spans)
+}
+
+/// Waits until `stable` (the partition's last stable offset) reaches `high`.
+fn wait_until_stable(
+    topic: &str,
+    partition: i32,
+    high: i64,
+    started: Instant,
+    mut stable: impl FnMut() -> Result<i64, RestoreError>,
+) -> Result<(), RestoreError> {
+    loop {
+        let now = stable()?;
+        if now >= high {
+            return Ok(());
+        }
+        if started.elapsed() > RESTORE_TIMEOUT {
+            return Err(RestoreError::Timeout(vec![partition]));
+        }
+        warn!(
+            topic,
+            partition,
+            stable = now,
+            high,
+            "waiting for an open transaction on the changelog to end"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

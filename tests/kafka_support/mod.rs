@@ -735,3 +735,46 @@ pub fn kcat_produce(topic: &str, lines: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The sum of a metric's series that carry every one of `labels` (e.g. `table="directory"`), in
+/// Prometheus text; 0 when there is none.
+pub fn metric_with_labels(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A seeded workload of the scenario: its tables, its activity and what replay makes of them.
+pub struct Workload {
+    pub tables: Vec<pb::ReplayRecord>,
+    pub activity: Vec<pb::ReplayRecord>,
+    pub expected: Expected,
+}
+
+pub fn workload_of_users(
+    seed: u64,
+    tenants: usize,
+    users_per_tenant: usize,
+    events: usize,
+    seats_per_user: f64,
+) -> Workload {
+    let scenario = autoclaim::scenario::Scenario::new(autoclaim::scenario::ScenarioConfig {
+        tenants,
+        users_per_tenant,
+        seed,
+        seats_per_user,
+        ..autoclaim::scenario::ScenarioConfig::default()
+    });
+    let tables = scenario.tables();
+    let activity = activity_records(scenario.activity(events));
+    let all: Vec<pb::ReplayRecord> = tables.iter().chain(&activity).cloned().collect();
+    let expected = expected(&all, Duration::from_secs(3600));
+    Workload {
+        tables,
+        activity,
+        expected,
+    }
+}

@@ -162,19 +162,21 @@ struct LoopState {
     copy_source: CopySource,
 }
 
-/// The transactional producer, which fences any earlier incarnation with the same id.
-fn init_transactions(
+/// A transactional producer with the service's settings, which fences any earlier incarnation
+/// with the same id (the loop's, with statistics for its metrics; the directory copy's, without).
+pub(crate) fn init_transactions(
     config: &RunConfig,
+    transactional_id: String,
     inputs: InputTopics,
+    statistics: bool,
 ) -> Result<TransactionalProducer, PipelineError> {
-    let transactional_id = config.transactional_id();
     let producer: ThreadedProducer<_> = clients::transactional_producer(
         &config.kafka,
         &transactional_id,
         clients::ProducerSettings {
             compression: config.output_compression,
             transaction_timeout: config.transaction_timeout,
-            statistics: true,
+            statistics,
         },
     )
     .create_with_context(ProducerStats)?;
@@ -214,7 +216,12 @@ impl Processor {
     pub fn start(config: RunConfig, health: Arc<Health>) -> Result<Self, PipelineError> {
         let activity_partitions = topics::check_topics(&config.kafka, &config.topics)?;
         let inputs = InputTopics::of(&config.topics);
-        let transactions = Arc::new(init_transactions(&config, inputs.clone())?);
+        let transactions = Arc::new(init_transactions(
+            &config,
+            config.transactional_id(),
+            inputs.clone(),
+            true,
+        )?);
         // Started first: it copies while the tables load, and restores wait for it.
         let copy = CopyThread::start(&config, activity_partitions)?;
         let mut tables =
