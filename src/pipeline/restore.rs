@@ -185,10 +185,13 @@ fn restore_changelog(
     })
 }
 
+/// Partitions of a topic to read, each from its beginning to the offset given (or its end).
+type Spans = Vec<(i32, Option<i64>)>;
+
 /// What a restore reads of the claims and notices topics.
 struct ClaimSpans {
-    claims: Vec<(i32, Option<i64>)>,
-    notices: Vec<(i32, Option<i64>)>,
+    claims: Spans,
+    notices: Spans,
 }
 
 /// Applies the pending claims (the claims topic, the latest change of each claim last) and what the
@@ -455,13 +458,13 @@ fn changelog_spans<const N: usize>(
     topics: [&str; N],
     partitions: &[i32],
     started: Instant,
-) -> Result<[Vec<(i32, Option<i64>)>; N], RestoreError> {
+) -> Result<[Spans; N], RestoreError> {
     let mut uncommitted = clients::table_reader(kafka);
     uncommitted.set("isolation.level", "read_uncommitted");
     let uncommitted: BaseConsumer<QuietContext> = uncommitted.create_with_context(QuietContext)?;
     let committed: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
-    let mut spans: [Vec<(i32, Option<i64>)>; N] = std::array::from_fn(|_| Vec::new());
+    let mut spans: [Spans; N] = std::array::from_fn(|_| Vec::new());
     for (topic, spans) in topics.iter().zip(spans.iter_mut()) {
         for p in partitions {
             let watermarks = |consumer: &BaseConsumer<QuietContext>| {
