@@ -164,3 +164,19 @@ fn has_record_between(
     let found = reader.next_record()?.is_some();
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_only_rises_and_knows_only_what_was_recorded() {
+        let progress = CopyProgress::default();
+        progress.record(&HashMap::from([(0, 10), (1, 5)]));
+        // A later commit of partition 0, and a lower figure for partition 1: it stays at 5.
+        progress.record(&HashMap::from([(0, 12), (1, 3)]));
+        assert_eq!(progress.get(0), Some(12));
+        assert_eq!(progress.get(1), Some(5));
+        assert_eq!(progress.get(2), None);
+    }
+}
