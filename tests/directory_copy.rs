@@ -74,16 +74,6 @@ fn restores(log: &str) -> Vec<Restore> {
         .collect()
 }
 
-fn options<'a>(topics: &'a Topics, group: &'a str, id: &'a str) -> ServiceOptions<'a> {
-    ServiceOptions {
-        topics,
-        group,
-        transactional_id: id,
-        delay: "1h",
-        extra: vec![],
-    }
-}
-
 /// A member of the directory copy's group that copies nothing: the partitions it holds are not
 /// copied until it leaves, as when a copy member is slow, restarting or stuck.
 struct IdleCopyMember {
@@ -143,7 +133,7 @@ fn a_first_start_on_a_large_directory_with_events_waiting_decides_with_every_row
     // Part of the directory stays uncopied until the service's restore is seen waiting for it: a
     // restore that did not wait would decide with a half-copied directory.
     let idle = IdleCopyMember::join(&topics, &group);
-    let mut service = Service::start(&options(&topics, &group, "copy-cold"));
+    let mut service = Service::start(&ServiceOptions::hour_delay(&topics, &group, "copy-cold"));
     wait_until("the restore to wait for the directory copy", GUARD, || {
         service
             .log_text()
@@ -180,7 +170,7 @@ fn a_member_joining_restores_its_partitions_from_their_share_of_the_directory_al
     let users: u64 = by_partition.values().sum();
     publish(&topics, &w.tables, Format::Json);
     let group = format!("g-{}", topics.activity);
-    let mut a = Service::start(&options(&topics, &group, "copy-share-a"));
+    let mut a = Service::start(&ServiceOptions::hour_delay(&topics, &group, "copy-share-a"));
     wait_until("a to restore all 48 partitions", GUARD, || {
         restores(&a.log_text())
             .iter()
@@ -189,7 +179,7 @@ fn a_member_joining_restores_its_partitions_from_their_share_of_the_directory_al
             == PARTITIONS as usize
     });
     let a_before = restores(&a.log_text()).len();
-    let mut b = Service::start(&options(&topics, &group, "copy-share-b"));
+    let mut b = Service::start(&ServiceOptions::hour_delay(&topics, &group, "copy-share-b"));
     wait_until("b to restore the partitions it took", GUARD, || {
         !restores(&b.log_text()).is_empty()
     });
@@ -260,7 +250,7 @@ fn directory_rows_written_while_the_service_runs_reach_the_owning_partition() {
     publish(&topics, &others, Format::Json);
     publish(&topics, before, Format::Json);
     let group = format!("g-{}", topics.activity);
-    let mut service = Service::start(&options(&topics, &group, "copy-live"));
+    let mut service = Service::start(&ServiceOptions::hour_delay(&topics, &group, "copy-live"));
     wait_until("the service to restore its partitions", GUARD, || {
         restores(&service.log_text())
             .iter()
@@ -295,14 +285,14 @@ fn a_copy_killed_part_way_copies_each_row_once_to_the_partition_of_its_tenant() 
     let users = users_by_partition(&w.tables, 6).values().sum::<u64>() as usize;
     publish(&topics, &w.tables, Format::Json);
     let group = format!("g-{}", topics.activity);
-    let mut first = Service::start(&options(&topics, &group, "copy-kill"));
+    let mut first = Service::start(&ServiceOptions::hour_delay(&topics, &group, "copy-kill"));
     // SIGKILLed once the copy has committed some rows, with a copy transaction most likely open.
     wait_until("the copy to commit some rows", GUARD, || {
         committed_in(&topics.directory_by_partition) > 0
     });
     first.kill();
     let at_kill = committed_in(&topics.directory_by_partition);
-    let mut second = Service::start(&options(&topics, &group, "copy-kill"));
+    let mut second = Service::start(&ServiceOptions::hour_delay(&topics, &group, "copy-kill"));
     wait_until("the restarted service to restore every row", GUARD, || {
         restores(&second.log_text())
             .iter()

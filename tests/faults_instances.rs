@@ -111,16 +111,6 @@ fn end_of(topics: &Topics, partitions: &BTreeSet<i32>) -> i64 {
         .sum()
 }
 
-fn options<'a>(topics: &'a Topics, group: &'a str, id: &'a str) -> ServiceOptions<'a> {
-    ServiceOptions {
-        topics,
-        group,
-        transactional_id: id,
-        delay: "1h",
-        extra: vec![],
-    }
-}
-
 /// What every test here starts from: fresh topics, the seeded workload's tables published, and a
 /// group name of its own.
 struct Setup {
@@ -176,9 +166,9 @@ fn a_killed_instance_s_partitions_are_taken_over_without_loss_or_duplicate() {
         w,
         group,
     } = set_up("takeover", seed(), 6, 60, 30_000, 0.2);
-    let mut a = Service::start(&options(&topics, &group, "takeover-a"));
-    let mut b = Service::start(&options(&topics, &group, "takeover-b"));
-    let mut c = Service::start(&options(&topics, &group, "takeover-c"));
+    let mut a = Service::start(&ServiceOptions::hour_delay(&topics, &group, "takeover-a"));
+    let mut b = Service::start(&ServiceOptions::hour_delay(&topics, &group, "takeover-b"));
+    let mut c = Service::start(&ServiceOptions::hour_delay(&topics, &group, "takeover-c"));
     let all: BTreeSet<i32> = (0..6).collect();
     wait_until("the three instances to share the partitions", GUARD, || {
         let parts: Vec<_> = [&a, &b, &c]
@@ -268,7 +258,7 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
         w,
         group,
     } = set_up("fence", seed() + 1, 3, 30, 20_000, 0.2);
-    let mut first = Service::start(&options(&topics, &group, "fence-1"));
+    let mut first = Service::start(&ServiceOptions::hour_delay(&topics, &group, "fence-1"));
     let chunks: Vec<&[pb::ReplayRecord]> = w.activity.chunks(500).collect();
     let mut second = None;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -281,7 +271,9 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
                 || committed_total(&topics, &group) >= published / 2,
             );
             assert!(first.is_running(), "log:\n{}", first.log_text());
-            second = Some(Service::start(&options(&topics, &group, "fence-1")));
+            second = Some(Service::start(&ServiceOptions::hour_delay(
+                &topics, &group, "fence-1",
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -334,9 +326,9 @@ fn a_replacement_joining_while_a_dead_instance_s_transaction_is_open_forgets_not
         w,
         group,
     } = set_up("replace", seed() + 2, 6, 40, 30_000, 0.6);
-    let mut a = Service::start(&options(&topics, &group, "replace-a"));
-    let mut b = Service::start(&options(&topics, &group, "replace-b"));
-    let mut c = Service::start(&options(&topics, &group, "replace-c"));
+    let mut a = Service::start(&ServiceOptions::hour_delay(&topics, &group, "replace-a"));
+    let mut b = Service::start(&ServiceOptions::hour_delay(&topics, &group, "replace-b"));
+    let mut c = Service::start(&ServiceOptions::hour_delay(&topics, &group, "replace-c"));
     let all: BTreeSet<i32> = (0..6).collect();
     wait_until("the three instances to share the partitions", GUARD, || {
         let parts: Vec<_> = [&a, &b, &c]
@@ -380,7 +372,11 @@ fn a_replacement_joining_while_a_dead_instance_s_transaction_is_open_forgets_not
             ));
         }
         if i == 18 {
-            d = Some(Service::start(&options(&topics, &group, "replace-d")));
+            d = Some(Service::start(&ServiceOptions::hour_delay(
+                &topics,
+                &group,
+                "replace-d",
+            )));
             figures.push(format!(
                 "d started at {:.1}s",
                 started.elapsed().as_secs_f64()
@@ -468,7 +464,7 @@ fn a_rebalance_while_offsets_are_held_by_an_open_transaction_starts_from_the_com
     // First half processed and committed by one instance, which then stops cleanly.
     let (first, second) = w.activity.split_at(w.activity.len() / 2);
     publish(&topics, first, Format::Json);
-    let mut a = Service::start(&options(&topics, &group, "unstable-a"));
+    let mut a = Service::start(&ServiceOptions::hour_delay(&topics, &group, "unstable-a"));
     wait_processed_by(&mut a, &topics, &group, GUARD);
     assert!(a.stop().success(), "a: clean exit; log:\n{}", a.log_text());
     let committed_before = committed_total(&topics, &group);
@@ -476,7 +472,7 @@ fn a_rebalance_while_offsets_are_held_by_an_open_transaction_starts_from_the_com
     let zombie = open_offsets_transaction(&topics, &group, 30_000);
     let held_at = started.elapsed();
     publish(&topics, second, Format::Json);
-    let mut b = Service::start(&options(&topics, &group, "unstable-b"));
+    let mut b = Service::start(&ServiceOptions::hour_delay(&topics, &group, "unstable-b"));
     wait_until("b to wait for the held offsets", GUARD, || {
         b.log_text()
             .contains("waiting for stable committed offsets")
@@ -487,7 +483,7 @@ fn a_rebalance_while_offsets_are_held_by_an_open_transaction_starts_from_the_com
         "the hold ended before c could join; log:\n{}",
         b.log_text()
     );
-    let mut c = Service::start(&options(&topics, &group, "unstable-c"));
+    let mut c = Service::start(&ServiceOptions::hour_delay(&topics, &group, "unstable-c"));
     let rebalanced_at = started.elapsed();
     wait_processed(&topics, &group, GUARD);
     let report = wait_clean(&topics, &group, GUARD);
@@ -520,7 +516,7 @@ fn offsets_held_past_the_stable_offsets_timeout_stop_the_service_with_a_clear_er
     } = set_up("held", seed() + 4, 6, 20, 2_000, 0.3);
     let (first, second) = w.activity.split_at(w.activity.len() / 2);
     publish(&topics, first, Format::Json);
-    let mut a = Service::start(&options(&topics, &group, "held-a"));
+    let mut a = Service::start(&ServiceOptions::hour_delay(&topics, &group, "held-a"));
     wait_processed_by(&mut a, &topics, &group, GUARD);
     stop_all(&mut [("a", &mut a)]);
     let committed_before = committed_total(&topics, &group);
@@ -528,7 +524,7 @@ fn offsets_held_past_the_stable_offsets_timeout_stop_the_service_with_a_clear_er
     publish(&topics, second, Format::Json);
     let mut b = Service::start(&ServiceOptions {
         extra: vec!["--stable-offsets-timeout".into(), "3s".into()],
-        ..options(&topics, &group, "held-b")
+        ..ServiceOptions::hour_delay(&topics, &group, "held-b")
     });
     let status = b.wait(GUARD);
     let log = b.log_text();
@@ -544,7 +540,7 @@ fn offsets_held_past_the_stable_offsets_timeout_stop_the_service_with_a_clear_er
         committed_before,
         "b must not have committed anything"
     );
-    let mut c = Service::start(&options(&topics, &group, "held-c"));
+    let mut c = Service::start(&ServiceOptions::hour_delay(&topics, &group, "held-c"));
     wait_processed_by(&mut c, &topics, &group, GUARD);
     let report = wait_clean(&topics, &group, GUARD);
     assert_equal_to_replay(&topics, &w.expected);
@@ -598,7 +594,7 @@ impl Member {
     fn start(topics: &Topics, group: &str, name: &str) -> Member {
         Member {
             name: name.to_owned(),
-            service: Service::start(&options(topics, group, name)),
+            service: Service::start(&ServiceOptions::hour_delay(topics, group, name)),
             seen: 0,
             owned: BTreeSet::new(),
         }
@@ -768,7 +764,7 @@ fn an_instance_refuses_a_group_with_eager_members_and_says_why() {
                 let _ = eager.poll(Duration::from_millis(100));
             }
         });
-        let mut service = Service::start(&options(&topics, &group, "eager-new"));
+        let mut service = Service::start(&ServiceOptions::hour_delay(&topics, &group, "eager-new"));
         let status = service.wait(GUARD);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let log = service.log_text();
@@ -810,7 +806,7 @@ fn partitions_kept_through_a_rebalance_go_on_while_new_ones_are_restored() {
     let start = |name: &str| Member {
         name: name.to_owned(),
         service: Service::start_connected(
-            &options(&topics, &group, name),
+            &ServiceOptions::hour_delay(&topics, &group, name),
             &["--brokers".to_owned(), brokers()],
             &[(
                 "AUTOCLAIM_LOG",

@@ -100,20 +100,6 @@ fn decoded<M: prost::Message + serde::de::DeserializeOwned + Default>(topic: &st
         .collect()
 }
 
-fn options<'a>(
-    topics: &'a kafka_support::Topics,
-    group: &'a str,
-    id: &'a str,
-) -> ServiceOptions<'a> {
-    ServiceOptions {
-        topics,
-        group,
-        transactional_id: id,
-        delay: "1h",
-        extra: vec![],
-    }
-}
-
 #[test]
 fn run_gives_the_same_outputs_as_replay() {
     let topics = unique_topics("same");
@@ -133,7 +119,7 @@ fn run_gives_the_same_outputs_as_replay() {
     let group = format!("g-{}", topics.activity);
     let mut service = Service::start(&ServiceOptions {
         extra: vec!["--output-format".into(), "protobuf".into()],
-        ..options(&topics, &group, "same-1")
+        ..ServiceOptions::hour_delay(&topics, &group, "same-1")
     });
     // Half the activity as protobuf, half as JSON: one schema, two encodings.
     let (first, second) = activity.split_at(activity.len() / 2);
@@ -172,7 +158,7 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
     // First a graceful stop part-way, then a SIGKILL part-way, then run to the end.
     let mut service = Service::start(&ServiceOptions {
         extra: small_batches.clone(),
-        ..options(&topics, &group, "restart-1")
+        ..ServiceOptions::hour_delay(&topics, &group, "restart-1")
     });
     // The stream starts once the service is ready and arrives over about eight seconds, so the
     // stop and the kill below land part-way however long the start took.
@@ -203,7 +189,7 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
 
     let mut service = Service::start(&ServiceOptions {
         extra: small_batches.clone(),
-        ..options(&topics, &group, "restart-1")
+        ..ServiceOptions::hour_delay(&topics, &group, "restart-1")
     });
     wait_until("more outputs", WAIT, || {
         read_committed(&topics.assignments).len() > after_stop
@@ -212,7 +198,7 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
 
     let mut service = Service::start(&ServiceOptions {
         extra: small_batches,
-        ..options(&topics, &group, "restart-1")
+        ..ServiceOptions::hour_delay(&topics, &group, "restart-1")
     });
     producer.join().unwrap();
     assert_outputs(&topics, &expected);
@@ -227,8 +213,8 @@ fn two_instances_share_the_partitions_and_give_the_same_outputs() {
     let expected = expected(&all(&tables, &activity), DELAY);
     publish(&topics, &tables, Format::Json);
     let group = format!("g-{}", topics.activity);
-    let mut a = Service::start(&options(&topics, &group, "two-a"));
-    let mut b = Service::start(&options(&topics, &group, "two-b"));
+    let mut a = Service::start(&ServiceOptions::hour_delay(&topics, &group, "two-a"));
+    let mut b = Service::start(&ServiceOptions::hour_delay(&topics, &group, "two-b"));
     std::thread::sleep(Duration::from_secs(8)); // let both join before the stream starts
     publish(&topics, &activity, Format::Json);
     assert_outputs(&topics, &expected);
@@ -257,7 +243,7 @@ fn bad_records_are_dead_lettered_and_do_not_stop_the_stream() {
     let expected = expected(&all(&tables, &activity), DELAY);
     publish(&topics, &tables, Format::Json);
     let group = format!("g-{}", topics.activity);
-    let mut service = Service::start(&options(&topics, &group, "dlq-1"));
+    let mut service = Service::start(&ServiceOptions::hour_delay(&topics, &group, "dlq-1"));
 
     let publisher =
         autoclaim::pipeline::publish::Publisher::new(&kafka(), &topics, Format::Json).unwrap();
@@ -382,7 +368,7 @@ fn a_policy_has_no_effect_before_its_propagation_delay() {
     publish(&topics, &tables, Format::Json);
     publish(&topics, &activity, Format::Json);
     let group = format!("g-{}", topics.activity);
-    let mut service = Service::start(&options(&topics, &group, "delay-1"));
+    let mut service = Service::start(&ServiceOptions::hour_delay(&topics, &group, "delay-1"));
     wait_until("the assignment", WAIT, || {
         !read_committed(&topics.assignments).is_empty()
     });
@@ -521,7 +507,7 @@ fn an_event_a_year_ahead_of_its_kafka_timestamp_is_dead_lettered_not_decided_nor
     publish(&topics, &direct_activity, Format::Json);
     publish_misplaced(&topics, &routed_activity, Format::Protobuf);
     let group = format!("g-{}", topics.activity);
-    let mut service = Service::start(&options(&topics, &group, "skew-1"));
+    let mut service = Service::start(&ServiceOptions::hour_delay(&topics, &group, "skew-1"));
     assert_outputs(&topics, &expected);
     wait_processed_by(&mut service, &topics, &group, WAIT);
 

@@ -2,7 +2,6 @@
 //! `run` into the directory copy of activity topics of 6, 24 and 48 partitions (the partition counts
 //! are arguments); then the restore of one partition and of every partition, by the library's own
 //! restore in this process, each timed with the copy records and bytes it read.
-use std::time::Instant;
 
 use autoclaim::pipeline::copy_cut::CopySource;
 use autoclaim::pipeline::directory_copy::copy_group;
@@ -13,7 +12,6 @@ use crate::child::restore_log_field;
 use crate::cluster::topic_set;
 use crate::harness::Bench;
 use crate::procfs::loadavg;
-use crate::scale::publish_directory;
 
 /// Single-partition restores measured per partition count (partitions 0, 1, 2).
 const SINGLE_RESTORES: i32 = 3;
@@ -41,19 +39,8 @@ impl Bench<'_> {
             let topics = topic_set(&self.prefix, &tables, &name, &name);
             self.cluster.create(&topics, partitions)?;
             if directory.is_none() {
-                let published = Instant::now();
-                publish_directory(
-                    &a.kafka,
-                    &topics,
-                    a.format,
-                    users,
-                    a.scale_users_per_tenant,
-                    a.seed,
-                )?;
-                println!(
-                    "restore-share: {users} directory users published in {:.1} s",
-                    published.elapsed().as_secs_f64()
-                );
+                let secs = self.publish_directory(&topics, users)?;
+                println!("restore-share: {users} directory users published in {secs:.1} s");
                 directory = Some(topics.directory.clone());
             }
             let figures = self.share_round(&topics, partitions)?;

@@ -64,16 +64,7 @@ impl Bench<'_> {
             "scale",
         );
         self.cluster.create(&topics, a.partitions)?;
-        let published = Instant::now();
-        publish_directory(
-            &a.kafka,
-            &topics,
-            a.format,
-            users,
-            a.scale_users_per_tenant,
-            a.seed,
-        )?;
-        let publish_secs = published.elapsed().as_secs_f64();
+        let publish_secs = self.publish_directory(&topics, users)?;
         let group = format!("{}.scale-{users}", self.prefix);
         let mut child = self.child(&topics, &group, &format!("{}.scale-{users}-0", self.prefix))?;
         let perf = (users > 0)
@@ -113,6 +104,24 @@ impl Bench<'_> {
             bytes_per_user: None,
             load,
         })
+    }
+}
+
+impl Bench<'_> {
+    /// Publishes a directory of `users` users of the run's format, tenant size and seed; returns
+    /// the seconds it took.
+    pub(crate) fn publish_directory(&self, topics: &Topics, users: usize) -> anyhow::Result<f64> {
+        let a = self.args;
+        let published = Instant::now();
+        write_directory(
+            &a.kafka,
+            topics,
+            a.format,
+            users,
+            a.scale_users_per_tenant,
+            a.seed,
+        )?;
+        Ok(published.elapsed().as_secs_f64())
     }
 }
 
@@ -170,7 +179,7 @@ impl ScaleFigures {
 
 /// Publishes a directory of `users` users (`per_tenant` a tenant), drawn as the scenario draws
 /// them. Streams, so that 10M users need no memory.
-pub(crate) fn publish_directory(
+fn write_directory(
     kafka: &KafkaArgs,
     topics: &Topics,
     format: Format,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
@@ -68,18 +68,27 @@ pub fn wait_for_copy(
     started: Instant,
 ) -> Result<(), RestoreError> {
     let ends = read_committed_ends(kafka, directory)?;
+    let mut wait = CopyWait::new(kafka, directory, copy, started)?;
+    // Partitions still behind, with the copy's position at the last look.
+    let mut behind: HashMap<i32, Option<i64>> = ends
+        .iter()
+        .filter(|(_, (low, end))| end > low)
+        .map(|(p, _)| (*p, None))
+        .collect();
     let mut last_log = None::<Instant>;
     loop {
-        let behind = partitions_behind(kafka, directory, copy, &ends, started)?;
+        wait.narrow(&ends, &mut behind)?;
         if behind.is_empty() {
             return Ok(());
         }
+        let mut pending: Vec<i32> = behind.keys().copied().collect();
+        pending.sort_unstable();
         if started.elapsed() >= RESTORE_TIMEOUT {
-            return Err(RestoreError::CopyBehind(behind));
+            return Err(RestoreError::CopyBehind(pending));
         }
         if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             info!(
-                directory_partitions = ?behind,
+                directory_partitions = ?pending,
                 "waiting for the directory copy to catch up with the directory"
             );
             last_log = Some(Instant::now());
@@ -89,7 +98,7 @@ pub fn wait_for_copy(
 }
 
 /// The partitions of `topic` with the end a read_committed reader sees now.
-pub fn read_committed_ends(kafka: &KafkaArgs, topic: &str) -> Result<Watermarks, RestoreError> {
+fn read_committed_ends(kafka: &KafkaArgs, topic: &str) -> Result<Watermarks, RestoreError> {
     let consumer: BaseConsumer<QuietContext> =
         clients::table_reader(kafka).create_with_context(QuietContext)?;
     Ok(clients::watermarks(
@@ -99,53 +108,113 @@ pub fn read_committed_ends(kafka: &KafkaArgs, topic: &str) -> Result<Watermarks,
     )?)
 }
 
-/// The directory partitions in which a record before `ends` has not been copied yet.
-fn partitions_behind(
+/// The end a read_committed reader sees now of each of `partitions` of `topic`.
+pub fn read_committed_ends_of(
     kafka: &KafkaArgs,
-    directory: &str,
-    copy: &CopySource,
-    ends: &Watermarks,
-    started: Instant,
-) -> Result<Vec<i32>, RestoreError> {
-    let positions = copy_positions(kafka, directory, &copy.group, ends, started)?;
-    let mut behind = Vec::new();
-    for (p, (low, end)) in ends {
-        let committed = match positions.get(p) {
-            Some(Offset::Offset(o)) => *o,
-            _ => *low,
-        };
-        let from = committed.max(copy.local.get(*p).unwrap_or(*low)).max(*low);
-        if from < *end && has_record_between(kafka, directory, *p, from, *end, started)? {
-            behind.push(*p);
-        }
-    }
-    Ok(behind)
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, RestoreError> {
+    let consumer: BaseConsumer<QuietContext> =
+        clients::table_reader(kafka).create_with_context(QuietContext)?;
+    partitions
+        .iter()
+        .map(|p| {
+            let (_, end) = clients::retry_transient(clients::TRANSIENT_WINDOW, topic, || {
+                consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))
+            })?;
+            Ok((*p, end))
+        })
+        .collect()
 }
 
-/// Where the copy goes on from in each partition: its committed offsets (waiting while a copy
-/// transaction holds them), or the beginning where it has committed none.
-fn copy_positions(
-    kafka: &KafkaArgs,
-    directory: &str,
-    copy_group: &str,
-    ends: &Watermarks,
+/// One restore's look at the copy's progress, with a reader of the copy group's offsets kept for
+/// the whole wait.
+struct CopyWait<'a> {
+    kafka: &'a KafkaArgs,
+    directory: &'a str,
+    copy: &'a CopySource,
+    group_offsets: BaseConsumer<QuietContext>,
     started: Instant,
-) -> Result<HashMap<i32, Offset>, RestoreError> {
-    let mut config = clients::table_reader(kafka);
-    config.set("group.id", copy_group);
-    let consumer: BaseConsumer<QuietContext> = config.create_with_context(QuietContext)?;
-    let mut list = TopicPartitionList::new();
-    for p in ends.keys() {
-        list.add_partition(directory, *p);
+}
+
+impl<'a> CopyWait<'a> {
+    fn new(
+        kafka: &'a KafkaArgs,
+        directory: &'a str,
+        copy: &'a CopySource,
+        started: Instant,
+    ) -> Result<Self, RestoreError> {
+        let mut config = clients::table_reader(kafka);
+        config.set("group.id", &copy.group);
+        Ok(CopyWait {
+            kafka,
+            directory,
+            copy,
+            group_offsets: config.create_with_context(QuietContext)?,
+            started,
+        })
     }
-    let left = RESTORE_TIMEOUT.saturating_sub(started.elapsed());
-    start_at_committed_offsets(&consumer, &mut list, left)
-        .map_err(|e| RestoreError::CopyPositions(e.to_string()))?;
-    Ok(list
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), e.offset()))
-        .collect())
+
+    /// Drops from `behind` the partitions in which every record before `ends` has been copied. A
+    /// partition whose copy position has not moved since the last look is checked for records
+    /// between there and its end (it may be transaction markers only); one that moved is looked
+    /// at again next time.
+    fn narrow(
+        &mut self,
+        ends: &Watermarks,
+        behind: &mut HashMap<i32, Option<i64>>,
+    ) -> Result<(), RestoreError> {
+        let positions = self.positions(behind.keys().copied())?;
+        let mut caught_up = Vec::new();
+        for (p, last) in behind.iter_mut() {
+            let (low, end) = ends[p];
+            let from = positions[p]
+                .max(self.copy.local.get(*p).unwrap_or(low))
+                .max(low);
+            let settled = *last == Some(from);
+            *last = Some(from);
+            if from >= end
+                || (settled
+                    && !has_record_between(
+                        self.kafka,
+                        self.directory,
+                        *p,
+                        from,
+                        end,
+                        self.started,
+                    )?)
+            {
+                caught_up.push(*p);
+            }
+        }
+        for p in caught_up {
+            behind.remove(&p);
+        }
+        Ok(())
+    }
+
+    /// Where the copy goes on from in each partition: the group's committed offset (waiting while
+    /// a copy transaction holds it), or the log start where it has committed none.
+    fn positions(
+        &self,
+        partitions: impl Iterator<Item = i32>,
+    ) -> Result<HashMap<i32, i64>, RestoreError> {
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            list.add_partition(self.directory, p);
+        }
+        let left = RESTORE_TIMEOUT.saturating_sub(self.started.elapsed());
+        start_at_committed_offsets(&self.group_offsets, &mut list, left)
+            .map_err(|e| RestoreError::CopyPositions(e.to_string()))?;
+        Ok(list
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), o),
+                _ => (e.partition(), 0),
+            })
+            .collect())
+    }
 }
 
 /// Whether a committed record lies in [from, end) of the partition: the offsets between the copy's

@@ -25,11 +25,14 @@ use super::config::RunConfig;
 use super::copy_cut::CopyProgress;
 use super::partitioner::tenant_partition;
 use super::positions::start_at_committed_offsets;
-use super::processor::{init_transactions, PipelineError};
+use super::processor::{init_transactions, partition_numbers, PipelineError};
 use super::records::{self, RawRecord};
-use super::transaction::{Input, InputTopics, TransactionalProducer, TxnError};
+use super::transaction::{TransactionalProducer, TxnError};
 use crate::telemetry;
 use crate::wire::codec;
+
+/// The copy's one input, the directory topic, among its transaction's inputs.
+const DIRECTORY_INPUT: usize = 0;
 
 /// A copy transaction commits after this many records, or this long, or when nothing waits.
 const MAX_BATCH_RECORDS: usize = 20_000;
@@ -60,11 +63,10 @@ impl DirectoryCopy {
         activity_partitions: i32,
         progress: CopyProgress,
     ) -> Result<Self, PipelineError> {
-        let inputs = InputTopics::of(&config.topics);
         let transactions = Arc::new(init_transactions(
             config,
             copy_transactional_id(config),
-            inputs,
+            vec![config.topics.directory.clone()],
             false,
         )?);
         let group = copy_group(&config.group_id);
@@ -74,7 +76,6 @@ impl DirectoryCopy {
             fatal: Mutex::new(None),
             rewind_needed: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
-            copied: Mutex::new(HashMap::new()),
             progress,
         };
         let mut consumer_config = clients::activity_consumer(&config.kafka, &group);
@@ -157,8 +158,9 @@ impl DirectoryCopy {
     }
 
     /// Copies one directory record to the partition that owns its tenant, in the open transaction.
-    /// A record that cannot be read is left out, logged and counted, as the table feed always did:
-    /// it stays in the directory topic, which directory sync owns.
+    /// A record that cannot be read is left out, logged and counted, as the table feed does with
+    /// unreadable table records: it stays in the directory topic, which directory sync owns, for
+    /// the sync to correct.
     fn copy(&self, message: &BorrowedMessage<'_>) -> Result<(), TxnError> {
         self.transactions.ensure_begun()?;
         let raw = RawRecord::of(message);
@@ -185,10 +187,7 @@ impl DirectoryCopy {
             }
         }
         self.transactions
-            .consumed(Input::Directory, message.partition(), message.offset());
-        self.consumer
-            .context()
-            .copied(message.partition(), message.offset());
+            .consumed(DIRECTORY_INPUT, message.partition(), message.offset());
         Ok(())
     }
 
@@ -209,13 +208,6 @@ impl DirectoryCopy {
     /// After an abort, every assigned partition goes back to its committed offset: what was
     /// copied since is copied again.
     fn rewind(&self) -> Result<(), PipelineError> {
-        // What the aborted transaction copied is not progress.
-        self.consumer
-            .context()
-            .copied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         let mut assignment = self.consumer.assignment()?;
         start_at_committed_offsets(&self.consumer, &mut assignment, self.stable_offsets_timeout)?;
         self.consumer
@@ -247,8 +239,6 @@ struct CopyContext {
     rewind_needed: AtomicBool,
     /// Leaving the group: an assignment that comes meanwhile is not taken (see the processor's).
     leaving: AtomicBool,
-    /// Next offset per directory partition copied in the open transaction.
-    copied: Mutex<HashMap<i32, i64>>,
     progress: CopyProgress,
 }
 
@@ -260,22 +250,19 @@ impl CopyContext {
             .get_or_insert(error);
     }
 
-    fn copied(&self, partition: i32, offset: i64) {
-        let mut copied = self.copied.lock().unwrap_or_else(|p| p.into_inner());
-        copied.insert(partition, offset + 1);
-    }
-
     /// Commits the open transaction; once it is committed, what it copied is progress.
     fn commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), TxnError> {
         let group = consumer.group_metadata().ok_or_else(|| {
             TxnError::Aborted(KafkaError::Subscription("no group metadata".into()))
         })?;
-        let result = self.transactions.commit(&group);
-        let copied = std::mem::take(&mut *self.copied.lock().unwrap_or_else(|p| p.into_inner()));
-        if result.is_ok() {
-            self.progress.record(&copied);
-        }
-        result.map(|_| ())
+        let committed = self.transactions.commit(&group)?;
+        let copied: HashMap<i32, i64> = committed
+            .next_offsets
+            .into_iter()
+            .map(|((_, partition), next)| (partition, next))
+            .collect();
+        self.progress.record(&copied);
+        Ok(())
     }
 
     fn check_fatal(&self) -> Result<(), PipelineError> {
@@ -292,7 +279,7 @@ impl CopyContext {
         start_at_committed_offsets(consumer, &mut positioned, self.stable_offsets_timeout)?;
         consumer.incremental_assign(&positioned)?;
         info!(
-            partitions = ?partition_list(partitions),
+            partitions = ?partition_numbers(partitions),
             "directory copy took partitions"
         );
         Ok(())
@@ -315,15 +302,11 @@ impl CopyContext {
         }
         consumer.incremental_unassign(partitions)?;
         info!(
-            partitions = ?partition_list(partitions),
+            partitions = ?partition_numbers(partitions),
             "directory copy gave partitions up"
         );
         Ok(())
     }
-}
-
-fn partition_list(list: &TopicPartitionList) -> Vec<i32> {
-    list.elements().iter().map(|e| e.partition()).collect()
 }
 
 impl ClientContext for CopyContext {

@@ -62,8 +62,7 @@ pub fn placement(tenant_id: &str, partition: i32, input: Input, partitions: i32)
     match input {
         _ if owner == partition => Placement::Owned,
         Input::Activity => Placement::Route { owner },
-        // Only the directory copy reads the directory; its records are never activity.
-        Input::Repartition | Input::Directory => Placement::Misrouted { owner },
+        Input::Repartition => Placement::Misrouted { owner },
     }
 }
 

@@ -121,14 +121,11 @@ pub fn restore_partitions(
     let spans = ClaimSpans { claims, notices };
     restore_claims(kafka, topics, &spans, started, &mut states, &mut stats)?;
     // Then the directory rows of the tenants these partitions own.
+    let waited = Instant::now();
     copy_cut::wait_for_copy(kafka, &topics.directory, copy, started)?;
-    stats.copy_wait = started.elapsed();
-    let copy_ends: HashMap<i32, i64> =
-        copy_cut::read_committed_ends(kafka, &topics.directory_by_partition)?
-            .into_iter()
-            .filter(|(p, _)| states.contains_key(p))
-            .map(|(p, (_, end))| (p, end))
-            .collect();
+    stats.copy_wait = waited.elapsed();
+    let copy_ends =
+        copy_cut::read_committed_ends_of(kafka, &topics.directory_by_partition, partitions)?;
     let directory = DirectoryRead {
         kafka,
         topic: &topics.directory_by_partition,

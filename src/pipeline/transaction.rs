@@ -81,25 +81,32 @@ fn classify(error: &KafkaError) -> Class {
 struct Open {
     began: Option<Instant>,
     records: usize,
-    /// Next offset to consume, per input topic and partition.
-    next_offsets: BTreeMap<(Input, i32), i64>,
+    /// Next offset to consume, per input (its index in the producer's input topics) and partition.
+    next_offsets: BTreeMap<(usize, i32), i64>,
 }
 
-/// The input topic a consumed record came from.
+/// The input topic of the processing loop a consumed record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Input {
     Activity,
     Repartition,
-    /// The directory topic, an input of the directory copy only.
-    Directory,
 }
 
-/// The names of the input topics whose offsets a transaction commits.
+/// An input's index among the loop's input topics (`InputTopics::names`).
+impl From<Input> for usize {
+    fn from(input: Input) -> usize {
+        match input {
+            Input::Activity => 0,
+            Input::Repartition => 1,
+        }
+    }
+}
+
+/// The names of the loop's input topics, whose offsets its transactions commit.
 #[derive(Debug, Clone)]
 pub struct InputTopics {
     pub activity: String,
     pub repartition: String,
-    pub directory: String,
 }
 
 impl InputTopics {
@@ -107,7 +114,6 @@ impl InputTopics {
         InputTopics {
             activity: topics.activity.clone(),
             repartition: topics.repartition.clone(),
-            directory: topics.directory.clone(),
         }
     }
 
@@ -115,13 +121,17 @@ impl InputTopics {
         match input {
             Input::Activity => &self.activity,
             Input::Repartition => &self.repartition,
-            Input::Directory => &self.directory,
         }
+    }
+
+    /// The input topics in the order of their indexes, for `TransactionalProducer::init`.
+    pub fn names(&self) -> Vec<String> {
+        vec![self.activity.clone(), self.repartition.clone()]
     }
 
     /// Which input `topic` is, if it is one.
     pub fn input(&self, topic: &str) -> Option<Input> {
-        [Input::Activity, Input::Repartition, Input::Directory]
+        [Input::Activity, Input::Repartition]
             .into_iter()
             .find(|input| self.name(*input) == topic)
     }
@@ -131,7 +141,8 @@ pub struct TransactionalProducer {
     producer: ThreadedProducer<ProducerStats>,
     /// The producer's `transactional.id`, named when a newer instance fences this one.
     transactional_id: String,
-    inputs: InputTopics,
+    /// The topics whose offsets it commits; an input is named by its index here.
+    inputs: Vec<String>,
     /// The producer's `transaction.timeout.ms`.
     timeout: Duration,
     open: Mutex<Open>,
@@ -143,7 +154,7 @@ impl TransactionalProducer {
     pub fn init(
         producer: ThreadedProducer<ProducerStats>,
         transactional_id: String,
-        inputs: InputTopics,
+        inputs: Vec<String>,
         timeout: Duration,
     ) -> Result<Self, TxnError> {
         let transactions = TransactionalProducer {
@@ -223,19 +234,20 @@ impl TransactionalProducer {
     }
 
     /// Marks an input record as processed in the open transaction.
-    pub fn consumed(&self, input: Input, partition: i32, offset: i64) {
+    pub fn consumed(&self, input: impl Into<usize>, partition: i32, offset: i64) {
         let mut open = self.lock();
         open.records += 1;
-        open.next_offsets.insert((input, partition), offset + 1);
+        open.next_offsets
+            .insert((input.into(), partition), offset + 1);
     }
 
     /// Commits an input's position, unchanged, with the open transaction, unless a record of it was
     /// processed in it: outputs that no input record caused (claims decided again) then still go
     /// through the group's generation check, so a member that lost the partition cannot commit them.
-    pub fn hold_position(&self, input: Input, partition: i32, next_offset: i64) {
+    pub fn hold_position(&self, input: impl Into<usize>, partition: i32, next_offset: i64) {
         self.lock()
             .next_offsets
-            .entry((input, partition))
+            .entry((input.into(), partition))
             .or_insert(next_offset);
     }
 
@@ -266,18 +278,18 @@ impl TransactionalProducer {
         let Some(began) = open.began else {
             return Ok(CommitStats::default());
         };
-        let records = open.records;
         let result = self.commit_open(&open, group);
-        *open = Open::default();
+        let committed = std::mem::take(&mut *open);
         match result {
             Ok(()) => Ok(CommitStats {
-                records,
+                records: committed.records,
                 duration: began.elapsed(),
+                next_offsets: committed.next_offsets,
             }),
             Err(e) => match classify(&e) {
                 Class::Fatal => Err(self.fatal(Some(began), e)),
                 _ => {
-                    warn!(error = %e, records, "aborting transaction");
+                    warn!(error = %e, records = committed.records, "aborting transaction");
                     self.abort_patiently(Some(began))
                         .map(|()| Err(TxnError::Aborted(e)))?
                 }
@@ -290,7 +302,7 @@ impl TransactionalProducer {
             let mut offsets = TopicPartitionList::new();
             for ((input, partition), next) in &open.next_offsets {
                 offsets.add_partition_offset(
-                    self.inputs.name(*input),
+                    &self.inputs[*input],
                     *partition,
                     Offset::Offset(*next),
                 )?;
@@ -365,10 +377,12 @@ impl TransactionalProducer {
 }
 
 /// What a commit carried.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct CommitStats {
     pub records: usize,
     pub duration: Duration,
+    /// The committed next offset per input (its index) and partition.
+    pub next_offsets: BTreeMap<(usize, i32), i64>,
 }
 
 fn retry(mut op: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
@@ -381,6 +395,22 @@ fn retry(mut op: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaErro
                 std::thread::sleep(Duration::from_millis(100 * attempt as u64));
             }
             other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_input_s_index_names_its_topic() {
+        let inputs = InputTopics {
+            activity: "act".into(),
+            repartition: "rep".into(),
+        };
+        for input in [Input::Activity, Input::Repartition] {
+            assert_eq!(inputs.names()[usize::from(input)], inputs.name(input));
         }
     }
 }

@@ -109,8 +109,6 @@ impl GroupOffsets {
         match input {
             Input::Activity => self.activity.is_processed(p, offset),
             Input::Repartition => self.routes.is_processed(p, offset),
-            // The processors' group commits no directory offsets (the copy's group does).
-            Input::Directory => false,
         }
     }
 }

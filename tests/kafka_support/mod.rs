@@ -268,6 +268,20 @@ pub struct ServiceOptions<'a> {
     pub extra: Vec<String>,
 }
 
+impl<'a> ServiceOptions<'a> {
+    /// `run` on these topics, in this group, with this transactional id, a propagation delay of an
+    /// hour (policies of the seeded workloads are in force long before) and nothing else.
+    pub fn hour_delay(topics: &'a Topics, group: &'a str, id: &'a str) -> Self {
+        ServiceOptions {
+            topics,
+            group,
+            transactional_id: id,
+            delay: "1h",
+            extra: vec![],
+        }
+    }
+}
+
 impl Service {
     pub fn start(options: &ServiceOptions<'_>) -> Service {
         Service::start_connected(options, &["--brokers".to_owned(), brokers()], &[])

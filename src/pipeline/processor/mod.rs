@@ -19,7 +19,6 @@ use tracing::{error, info, warn};
 
 use super::clients;
 use super::config::RunConfig;
-use super::copy_cut::CopySource;
 use super::feed::TableFeed;
 use super::kafka_stats::{self, ProducerStats};
 use super::metrics::BatchMetrics;
@@ -105,7 +104,8 @@ pub use super::health::Health;
 use copy_thread::CopyThread;
 use headers::{content_type, with_producer_headers};
 pub use headers::{is_service_header, ROUTE_OFFSET_HEADER, ROUTE_PARTITION_HEADER};
-use rebalance::{partition_numbers, PartitionEvent, RebalanceContext};
+pub(crate) use rebalance::partition_numbers;
+use rebalance::{PartitionEvent, RebalanceContext};
 
 mod claims;
 mod copy_thread;
@@ -132,7 +132,6 @@ pub struct LoopCounts {
 pub struct Processor {
     consumer: BaseConsumer<RebalanceContext>,
     state: LoopState,
-    copy: CopyThread,
 }
 
 /// What the loop owns besides the consumer (tables, partition states, the transactional producer,
@@ -158,8 +157,8 @@ struct LoopState {
     redecide_after: Option<Instant>,
     /// Newly assigned partitions being restored (paused until then).
     restoring: Option<restoring::BackgroundRestore>,
-    /// How restores learn how far the directory copy has got.
-    copy_source: CopySource,
+    /// The directory copy, which restores wait for.
+    copy: CopyThread,
 }
 
 /// A transactional producer with the service's settings, which fences any earlier incarnation
@@ -167,7 +166,7 @@ struct LoopState {
 pub(crate) fn init_transactions(
     config: &RunConfig,
     transactional_id: String,
-    inputs: InputTopics,
+    inputs: Vec<String>,
     statistics: bool,
 ) -> Result<TransactionalProducer, PipelineError> {
     let producer: ThreadedProducer<_> = clients::transactional_producer(
@@ -219,7 +218,7 @@ impl Processor {
         let transactions = Arc::new(init_transactions(
             &config,
             config.transactional_id(),
-            inputs.clone(),
+            inputs.names(),
             true,
         )?);
         // Started first: it copies while the tables load, and restores wait for it.
@@ -253,16 +252,15 @@ impl Processor {
                 redecide_soon: true,
                 redecide_after: None,
                 restoring: None,
-                copy_source: copy.source.clone(),
+                copy,
             },
-            copy,
         })
     }
 
     /// Runs until `stop` is set, then commits what is open and leaves the group.
     pub fn run(mut self, stop: &AtomicBool) -> Result<LoopCounts, PipelineError> {
         let result = self.run_loop(stop);
-        let copied = self.copy.stop();
+        let copied = self.state.copy.stop();
         let result = result.and(copied);
         let state = &mut self.state;
         state.health.ready.store(false, Ordering::Relaxed);
@@ -295,7 +293,7 @@ impl Processor {
             // The tables change rarely: looking every few milliseconds keeps them fresh without
             // three extra polls per event.
             if last_feed_poll.elapsed() >= FEED_POLL_INTERVAL {
-                self.copy.check()?;
+                self.state.copy.check()?;
                 self.state.poll_feed()?;
                 last_feed_poll = Instant::now();
             }
@@ -493,7 +491,7 @@ impl LoopState {
                 &self.config.kafka,
                 &self.config.topics,
                 partitions,
-                &self.copy_source,
+                &self.copy.source,
             )
         })?;
         self.install(partitions, restored)
@@ -568,8 +566,7 @@ impl LoopState {
                 records::written_at(message),
                 self.config.event_time.max_skew,
             ),
-            // The loop reads no directory partition: the copy does.
-            Input::Repartition | Input::Directory => records::activity_record(&raw),
+            Input::Repartition => records::activity_record(&raw),
         }
     }
 

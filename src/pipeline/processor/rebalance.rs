@@ -301,7 +301,7 @@ impl ConsumerContext for RebalanceContext {
 }
 
 /// The partition numbers in `list`, each once (a number stands for the same tenants in every input).
-pub(super) fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
+pub(crate) fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
     let numbers: std::collections::BTreeSet<i32> =
         list.elements().iter().map(|e| e.partition()).collect();
     numbers.into_iter().collect()
@@ -333,7 +333,6 @@ mod tests {
         InputTopics {
             activity: "act".into(),
             repartition: "rep".into(),
-            directory: "dir".into(),
         }
     }
 

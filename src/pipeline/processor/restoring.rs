@@ -6,6 +6,7 @@
 use std::thread::JoinHandle;
 
 use super::*;
+use crate::pipeline::copy_cut::CopySource;
 use crate::pipeline::restore::Restored;
 
 /// A restore running on its own thread.
@@ -41,7 +42,7 @@ impl LoopState {
         partitions: &[i32],
     ) -> Result<(), PipelineError> {
         self.finish_restore(consumer)?;
-        let restore = BackgroundRestore::start(&self.config, partitions, &self.copy_source)
+        let restore = BackgroundRestore::start(&self.config, partitions, &self.copy.source)
             .map_err(|e| RestoreError::Thread(e.to_string()))?;
         consumer.context().set_restoring(partitions);
         info!(?partitions, "restoring newly assigned partitions");
