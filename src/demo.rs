@@ -245,6 +245,7 @@ fn demo_config(
         event_time: Default::default(),
         claims: Default::default(),
         output_format: Format::Json,
+        processing_threads: 1,
         batch_max_records: 500,
         batch_max_time: Duration::from_millis(50),
         batch_min_time: Duration::ZERO,

@@ -386,6 +386,10 @@ pub struct RunConfig {
         default_value_t = Compression::default()
     )]
     pub output_compression: Compression,
+    /// Threads that decide and publish: each takes the partitions whose number falls to it, and
+    /// all write into the one transaction of the batch. The loop's own thread is one of them.
+    #[arg(long, env = "AUTOCLAIM_PROCESSING_THREADS", default_value_t = 1, value_parser = parse_threads)]
+    pub processing_threads: usize,
     /// A transaction commits after this many input records...
     #[arg(long, env = "AUTOCLAIM_BATCH_MAX_RECORDS", default_value_t = 10_000)]
     pub batch_max_records: usize,
@@ -644,5 +648,13 @@ mod retention_tests {
         let two_years = parse(&["--audit-retention", "730d"]).unwrap();
         assert_eq!(two_years.audit, 2 * DEFAULT_AUDIT_RETENTION);
         assert!(parse(&["--audit-retention", "forever"]).is_err());
+    }
+}
+
+/// `--processing-threads`: 1 to 64.
+fn parse_threads(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of threads from 1 to 64")),
     }
 }

@@ -125,6 +125,23 @@ impl BatchMetrics {
         }
     }
 
+    /// Adds another part of the batch (a lane's) to this one, leaving it empty.
+    pub fn absorb(&mut self, other: &mut BatchMetrics) {
+        fn add<K: std::hash::Hash + Eq>(to: &mut HashMap<K, u64>, from: &mut HashMap<K, u64>) {
+            for (key, n) in from.drain() {
+                *to.entry(key).or_default() += n;
+            }
+        }
+        add(&mut self.events, &mut other.events);
+        add(&mut self.assignments, &mut other.assignments);
+        add(&mut self.failures, &mut other.failures);
+        add(&mut self.dead_letters, &mut other.dead_letters);
+        add(&mut self.claims, &mut other.claims);
+        add(&mut self.notices, &mut other.notices);
+        self.routed += std::mem::take(&mut other.routed);
+        self.record_times.append(&mut other.record_times);
+    }
+
     /// Publishes the batch's counts: its transaction committed.
     pub fn committed(&mut self) {
         for ((kind, outcome), n) in self.events.drain() {

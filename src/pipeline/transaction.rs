@@ -241,6 +241,20 @@ impl TransactionalProducer {
             .insert((input.into(), partition), offset + 1);
     }
 
+    /// Marks a burst of `records` input records as processed in the open transaction, the next
+    /// offset of each input partition they came from being as given.
+    pub fn consumed_up_to(
+        &self,
+        records: usize,
+        next_offsets: impl IntoIterator<Item = (usize, i32, i64)>,
+    ) {
+        let mut open = self.lock();
+        open.records += records;
+        for (input, partition, next) in next_offsets {
+            open.next_offsets.insert((input, partition), next);
+        }
+    }
+
     /// Commits an input's position, unchanged, with the open transaction, unless a record of it was
     /// processed in it: outputs that no input record caused (claims decided again) then still go
     /// through the group's generation check, so a member that lost the partition cannot commit them.

@@ -254,6 +254,10 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// Every service the integration tests start decides on two threads (a test may give
+/// `--processing-threads` itself), so that the fault suite runs the multi-threaded loop.
+pub const TEST_PROCESSING_THREADS: &str = "2";
+
 /// A running `autoclaim run` process, killed when dropped.
 pub struct Service {
     child: Option<Child>,
@@ -310,6 +314,7 @@ impl Service {
             .args(t.command_line_args())
             .args(&options.extra)
             .env("AUTOCLAIM_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("AUTOCLAIM_PROCESSING_THREADS", TEST_PROCESSING_THREADS)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)

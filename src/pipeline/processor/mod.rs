@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use metrics::{gauge, histogram};
 
+use rayon::ThreadPool;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 use thiserror::Error;
@@ -22,26 +23,22 @@ use super::config::RunConfig;
 use super::feed::TableFeed;
 use super::kafka_stats::{self, ProducerStats};
 use super::metrics::BatchMetrics;
-use super::partitioner::{placement, Placement};
 use super::positions::{start_at_committed_offsets, PositionsError};
-use super::records::{self, RawRecord};
 use super::restore::{restore_partitions, RestoreError};
 use super::stall::{self, Change as StallChange, Stall, StallWatch};
 use super::topics::{self, TopicError};
 use super::transaction::{Input, InputTopics, TransactionalProducer, TxnError};
-use crate::domain::activity::Activity;
-use crate::domain::decision::Decision;
 use crate::domain::time::Timestamp;
-use crate::state::{self, PartitionState, Tables};
+use crate::state::{PartitionState, Tables};
 use crate::telemetry;
-use crate::wire::{codec, output, Format, WireError};
+use crate::wire::{codec, Format};
 
 /// How often the table feed is polled while activity flows.
 const FEED_POLL_INTERVAL: Duration = Duration::from_millis(5);
-/// Records taken from the consumer between checks of the batch bounds.
+/// Records taken from the consumer between checks of the batch bounds (each lane takes its share).
 const MAX_BURST: usize = 256;
-/// One decision in this many is timed for the decision-duration histogram.
-const DECISION_SAMPLE: u64 = 16;
+/// How long the loop waits for input when it has none (a record arriving ends the wait).
+const INPUT_WAIT: Duration = Duration::from_millis(20);
 /// How often state gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -69,6 +66,8 @@ pub enum PipelineError {
          rebalancing, or another client): stop them all, then start this version ({source})"
     )]
     EagerMembers { group: String, source: KafkaError },
+    #[error("the processing threads could not be started: {0}")]
+    Lanes(#[from] rayon::ThreadPoolBuildError),
     #[error("the directory copy stopped: {0}")]
     DirectoryCopy(Box<PipelineError>),
     #[error(
@@ -102,14 +101,17 @@ impl PipelineError {
 
 pub use super::health::Health;
 use copy_thread::CopyThread;
-use headers::{content_type, with_producer_headers};
 pub use headers::{is_service_header, ROUTE_OFFSET_HEADER, ROUTE_PARTITION_HEADER};
+use lanes::{Burst, Shared, Tally};
+use own_queues::{OwnQueue, Wake};
 pub(crate) use rebalance::partition_numbers;
 use rebalance::{PartitionEvent, RebalanceContext};
 
 mod claims;
 mod copy_thread;
 mod headers;
+mod lanes;
+mod own_queues;
 mod rebalance;
 mod restoring;
 
@@ -129,8 +131,25 @@ pub struct LoopCounts {
     pub aborts: u64,
 }
 
+impl LoopCounts {
+    fn add(&mut self, other: &LoopCounts) {
+        self.consumed += other.consumed;
+        self.routed += other.routed;
+        self.assignments += other.assignments;
+        self.failures += other.failures;
+        self.dead_letters += other.dead_letters;
+        self.claim_changes += other.claim_changes;
+        self.notices += other.notices;
+        self.commits += other.commits;
+        self.aborts += other.aborts;
+    }
+}
+
+/// The activity consumer, shared with the partitions' own queues split from it.
+type LoopConsumer = Arc<BaseConsumer<RebalanceContext>>;
+
 pub struct Processor {
-    consumer: BaseConsumer<RebalanceContext>,
+    consumer: LoopConsumer,
     state: LoopState,
 }
 
@@ -151,7 +170,13 @@ struct LoopState {
     last_gauges: Instant,
     /// Looked up once: the `histogram!` macro resolves its key in the registry on every call.
     decision_seconds: metrics::Histogram,
-    decisions_seen: u64,
+    /// The threads of lanes 1.. (lane 0 is the loop's own); none with one lane.
+    lanes: Option<ThreadPool>,
+    /// One per lane.
+    tallies: Vec<Tally>,
+    /// The assigned input partitions' own queues, and what wakes the loop when they get records.
+    queues: Vec<OwnQueue>,
+    wake: Arc<Wake>,
     /// A table changed or partitions were restored: waiting claims may be due a re-decision.
     redecide_soon: bool,
     redecide_after: Option<Instant>,
@@ -187,6 +212,18 @@ pub(crate) fn init_transactions(
     )?)
 }
 
+/// The threads of the lanes after the first, which runs on the loop's thread.
+fn lane_pool(threads: usize) -> Result<Option<ThreadPool>, PipelineError> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads - 1)
+        .thread_name(|i| format!("autoclaim-lane-{}", i + 1))
+        .build()?;
+    Ok(Some(pool))
+}
+
 /// The global tables (policies, inventory) read to their end before anything is decided, and the
 /// feed that keeps them current afterwards.
 fn load_tables(
@@ -205,6 +242,7 @@ fn load_tables(
     info!(
         activity_partitions,
         transactional_id = config.transactional_id(),
+        processing_threads = config.processing_threads,
         "global tables loaded"
     );
     Ok(feed)
@@ -228,11 +266,16 @@ impl Processor {
         let mut states = HashMap::new();
         let feed = load_tables(&config, &mut tables, &mut states, activity_partitions)?;
         let context = RebalanceContext::new(&config, &inputs, &transactions, &health);
-        let consumer: BaseConsumer<RebalanceContext> =
-            clients::activity_consumer(&config.kafka, &config.group_id)
-                .create_with_context(context)?;
+        let consumer: LoopConsumer = Arc::new(
+            clients::loop_consumer(&config.kafka, &config.group_id, activity_partitions)
+                .create_with_context(context)?,
+        );
         // Only the activity topic: the repartition partitions follow it (see `rebalance`).
         consumer.subscribe(&[&inputs.activity])?;
+        let lanes = lane_pool(config.processing_threads)?;
+        let tallies = (0..config.processing_threads.max(1))
+            .map(|_| Tally::default())
+            .collect();
         Ok(Processor {
             consumer,
             state: LoopState {
@@ -248,7 +291,10 @@ impl Processor {
                 batch: BatchMetrics::default(),
                 last_gauges: Instant::now(),
                 decision_seconds: histogram!(telemetry::DECISION_SECONDS),
-                decisions_seen: 0,
+                lanes,
+                tallies,
+                queues: Vec::new(),
+                wake: Arc::new(Wake::default()),
                 redecide_soon: true,
                 redecide_after: None,
                 restoring: None,
@@ -303,66 +349,92 @@ impl Processor {
             self.state.redecide_if_due(&self.consumer)?;
             self.state.report_gauges();
             self.state.commit_if_due(&self.consumer, drained)?;
+            if drained {
+                self.state.wake.wait(INPUT_WAIT);
+            }
         }
         Ok(())
     }
 
-    /// Waits for a record, then takes what is already fetched without waiting, up to the batch's
-    /// size bound, so that the batch bounds are checked once per burst. Returns whether the burst
+    /// Takes what is fetched, without waiting, up to the batch's size bound, and processes it as
+    /// one burst, so that the batch bounds are checked once per burst. Returns whether the burst
     /// emptied what the consumer had fetched.
     fn process_burst(&mut self) -> Result<bool, PipelineError> {
         let consumer = &self.consumer;
         let state = &mut self.state;
-        let mut message = consumer.poll(Duration::from_millis(20));
         let room = state
             .config
             .batch_max_records
             .saturating_sub(state.transactions.records())
             .clamp(1, MAX_BURST);
-        for _ in 0..room {
-            let Some(polled) = message.take() else {
-                break;
-            };
-            state.handle_polled(consumer, polled)?;
-            message = consumer.poll(Duration::ZERO);
+        let (mut polled, polled_all) = take_burst(consumer, room);
+        // A rebalance during the burst: what it revoked was committed without the records taken
+        // since, which are its next owner's now, and a rewind makes all of them stale.
+        let rebalanced = consumer.context().has_events();
+        if state.take_partition_events(consumer)? {
+            polled.clear();
+        } else if rebalanced {
+            keep_assigned(consumer, &mut polled)?;
         }
-        let drained = message.is_none();
-        if let Some(polled) = message {
-            // One past the burst: process it rather than lose its place.
-            state.handle_polled(consumer, polled)?;
-        }
-        Ok(drained)
+        let emptied = state.process_records(consumer, &polled, polled_all, room)?;
+        Ok(polled_all && emptied)
     }
 }
 
-impl LoopState {
-    /// One polled record or consumer error, after the rebalances that came before it.
-    fn handle_polled(
-        &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
-        polled: Result<BorrowedMessage<'_>, KafkaError>,
-    ) -> Result<(), PipelineError> {
-        self.take_partition_events(consumer)?;
+/// Up to `room` records (and one past them) of the consumer's own queue, which also serves its
+/// callbacks, stopping early at a rebalance; and whether that queue had no more.
+fn take_burst(consumer: &LoopConsumer, room: usize) -> (Vec<BorrowedMessage<'_>>, bool) {
+    let mut burst = Vec::new();
+    let mut polled = consumer.poll(Duration::ZERO);
+    loop {
         match polled {
-            Ok(m) => self.process_or_recover(consumer, &m),
-            Err(e) => {
-                consumer_error(&e);
-                Ok(())
-            }
+            None => return (burst, true),
+            Some(Ok(message)) => burst.push(message),
+            Some(Err(e)) => consumer_error(&e),
         }
+        if burst.len() > room || consumer.context().has_events() {
+            return (burst, false);
+        }
+        polled = consumer.poll(Duration::ZERO);
     }
+}
 
+/// The queues of partitions whose state is in place (a restoring partition's records wait).
+fn ready_queues<'q>(
+    queues: &'q [OwnQueue],
+    states: &HashMap<i32, PartitionState>,
+    restoring: Option<&restoring::BackgroundRestore>,
+) -> Vec<&'q OwnQueue> {
+    queues
+        .iter()
+        .filter(|q| states.contains_key(&q.partition))
+        .filter(|q| !restoring.is_some_and(|r| r.includes(q.partition)))
+        .collect()
+}
+
+/// Drops the records of partitions this member no longer has.
+fn keep_assigned(
+    consumer: &LoopConsumer,
+    burst: &mut Vec<BorrowedMessage<'_>>,
+) -> Result<(), PipelineError> {
+    let assignment = consumer.assignment()?;
+    burst.retain(|m| {
+        assignment
+            .find_partition(m.topic(), m.partition())
+            .is_some()
+    });
+    Ok(())
+}
+
+impl LoopState {
     /// Partitions assigned or revoked, and fatal errors, that the rebalance callback left for the
-    /// loop (the callback only records them: it runs inside poll).
-    fn take_partition_events(
-        &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
-    ) -> Result<(), PipelineError> {
-        if consumer.context().has_events() {
-            self.check_fatal(consumer)?;
-            self.handle_partition_events(consumer)?;
+    /// loop (the callback only records them: it runs inside poll). True if the loop rewound.
+    fn take_partition_events(&mut self, consumer: &LoopConsumer) -> Result<bool, PipelineError> {
+        if !consumer.context().has_events() {
+            return Ok(false);
         }
-        Ok(())
+        self.check_fatal(consumer)?;
+        self.handle_partition_events(consumer)
     }
 
     fn poll_feed(&mut self) -> Result<(), PipelineError> {
@@ -379,7 +451,7 @@ impl LoopState {
     /// records the wait.
     fn commit_if_due(
         &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
+        consumer: &LoopConsumer,
         drained: bool,
     ) -> Result<(), PipelineError> {
         if !self.transactions.is_open() {
@@ -424,7 +496,7 @@ impl LoopState {
         gauge!(telemetry::POLICIES, "status" => "off").set(counts.off as f64);
     }
 
-    fn check_fatal(&self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+    fn check_fatal(&self, consumer: &LoopConsumer) -> Result<(), PipelineError> {
         let fatal = consumer
             .context()
             .fatal
@@ -434,10 +506,7 @@ impl LoopState {
         fatal.map_or(Ok(()), Err)
     }
 
-    fn handle_partition_events(
-        &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
-    ) -> Result<(), PipelineError> {
+    fn handle_partition_events(&mut self, consumer: &LoopConsumer) -> Result<bool, PipelineError> {
         consumer.context().pending.store(false, Ordering::Release);
         let events: Vec<PartitionEvent> = std::mem::take(
             &mut *consumer
@@ -446,6 +515,7 @@ impl LoopState {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
+        let mut aborted = false;
         for event in events {
             match event {
                 PartitionEvent::Revoked { partitions, lost } => {
@@ -455,13 +525,19 @@ impl LoopState {
                     for p in &partitions {
                         self.states.remove(p);
                     }
+                    // Records left in their queues are the next owner's.
+                    self.queues.retain(|q| !partitions.contains(&q.partition));
                     self.feed.unfollow_directory(&partitions)?;
                     let kept = self.owned_partitions();
                     info!(?partitions, lost, ?kept, "partitions revoked");
                     self.health.ready.store(false, Ordering::Relaxed);
                 }
                 PartitionEvent::BatchEnded { committed: true } => self.batch.committed(),
-                PartitionEvent::BatchEnded { committed: false } => self.batch.aborted(),
+                PartitionEvent::BatchEnded { committed: false } => {
+                    self.batch.aborted();
+                    self.counts.aborts += 1;
+                    aborted = true;
+                }
                 // An incremental rebalance that moved nothing here assigns nothing.
                 PartitionEvent::Assigned(partitions) if partitions.is_empty() => {
                     let owned = self.owned_partitions();
@@ -469,11 +545,18 @@ impl LoopState {
                     self.health.ready.store(true, Ordering::Relaxed);
                 }
                 PartitionEvent::Assigned(partitions) => {
+                    let split = own_queues::split(consumer, &self.inputs, &partitions, &self.wake);
+                    self.queues.extend(split);
                     self.start_restore(consumer, &partitions)?;
                 }
             }
         }
-        Ok(())
+        if aborted {
+            // The partitions kept were read on in the aborted transaction: read them again.
+            warn!("the transaction aborted at revocation; rewinding the partitions kept");
+            self.rewind(consumer)?;
+        }
+        Ok(aborted)
     }
 
     /// The partitions whose state is in place, in order (for the logs of ownership changes).
@@ -497,245 +580,102 @@ impl LoopState {
         self.install(partitions, restored)
     }
 
-    /// Processes a record; if that aborts the transaction (a send failed), rewinds to the committed
-    /// offsets and rebuilds the state, as a failed commit does, instead of stopping.
-    fn process_or_recover(
+    /// Processes a burst of records on the lanes; if a send aborts the transaction, rewinds to the
+    /// committed offsets and rebuilds the state, as a failed commit does, instead of stopping.
+    ///
+    /// The partitions' own queues are read only once the consumer's queue is empty (`polled_all`):
+    /// it may still hold records of a partition fetched before the partition was split, which are
+    /// older than any in its own queue.
+    fn process_records(
         &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<(), PipelineError> {
-        // Fetched before its partition was paused: its state must be in place first.
-        if self
-            .restoring
-            .as_ref()
-            .is_some_and(|r| r.includes(message.partition()))
-        {
-            self.finish_restore(consumer)?;
+        consumer: &LoopConsumer,
+        polled: &[BorrowedMessage<'_>],
+        polled_all: bool,
+        room: usize,
+    ) -> Result<bool, PipelineError> {
+        if polled.is_empty() && self.queues.is_empty() {
+            return Ok(true);
         }
-        match self.process(message) {
-            Err(PipelineError::Transaction(TxnError::Aborted(e))) => {
+        self.states_in_place(consumer, polled)?;
+        let queues = if polled_all {
+            ready_queues(&self.queues, &self.states, self.restoring.as_ref())
+        } else {
+            Vec::new()
+        };
+        let burst = Burst {
+            polled,
+            queues,
+            quota: room.div_ceil(self.tallies.len()),
+        };
+        self.transactions.ensure_begun()?;
+        let shared = Shared {
+            config: &self.config,
+            inputs: &self.inputs,
+            activity_partitions: self.activity_partitions,
+            tables: &self.tables,
+            transactions: &self.transactions,
+            decision_seconds: &self.decision_seconds,
+        };
+        let result = lanes::run_burst(
+            self.lanes.as_ref(),
+            &shared,
+            &mut self.states,
+            &mut self.tallies,
+            &burst,
+        );
+        drop(burst);
+        self.take_tallies();
+        match result {
+            Err(e) if lanes::is_abort(&e) => {
                 warn!(error = %e, "sending an output failed; aborting and rewinding");
-                self.transactions.abort()?;
-                self.counts.aborts += 1;
-                self.batch.aborted();
-                self.rewind(consumer)
+                self.abort_and_rewind(consumer)?;
+                Ok(false)
             }
             other => other,
         }
     }
 
-    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
-        let partition = message.partition();
-        let offset = message.offset();
-        // Only the two inputs are subscribed.
-        let input = self
-            .inputs
-            .input(message.topic())
-            .unwrap_or(Input::Activity);
-        self.transactions.ensure_begun()?;
-        self.counts.consumed += 1;
-        let routed = match self.read_activity(message, input) {
-            Err(e) => {
-                self.dead_letter(message, &e)?;
-                false
-            }
-            Ok(event) => self.decide_or_route(message, input, &event)?,
-        };
-        // A routed record's time to commit is counted where it is decided.
-        if !routed {
-            self.batch.record_time(message.timestamp().to_millis());
-        }
-        self.transactions.consumed(input, partition, offset);
-        Ok(())
-    }
-
-    /// Reads an activity record. Its event time is bounded by its write time where the record first
-    /// arrives, on the activity topic, so that one refused is dead-lettered there, once, and never
-    /// routed. A routed record passed that check before it was routed (it keeps the original
-    /// timestamp), so it is not checked again: an instance with another --max-event-time-skew (a
-    /// rolling change) cannot dead-letter on the repartition topic a record already routed.
-    fn read_activity(
-        &self,
-        message: &BorrowedMessage<'_>,
-        input: Input,
-    ) -> Result<Activity, WireError> {
-        let raw = RawRecord::of(message);
-        match input {
-            Input::Activity => records::bounded_activity_record(
-                &raw,
-                records::written_at(message),
-                self.config.event_time.max_skew,
-            ),
-            Input::Repartition => records::activity_record(&raw),
-        }
-    }
-
-    /// Decides a readable event on its tenant's partition, or routes it there; true if routed.
-    fn decide_or_route(
+    /// Every partition of the burst has its state before any lane runs: one fetched before its
+    /// partition was paused waits for its restore; one assigned without a restore is restored.
+    fn states_in_place(
         &mut self,
-        message: &BorrowedMessage<'_>,
-        input: Input,
-        event: &Activity,
-    ) -> Result<bool, PipelineError> {
-        let partition = message.partition();
-        match placement(&event.tenant_id, partition, input, self.activity_partitions) {
-            Placement::Owned => {
-                self.decide(partition, event)?;
-                Ok(false)
-            }
-            Placement::Route { owner } => {
-                self.route(message, &event.tenant_id, owner)?;
-                Ok(true)
-            }
-            Placement::Misrouted { owner } => {
-                let e = WireError::field(
-                    "tenantId",
-                    format!("tenant {} belongs to partition {owner}, but was routed to partition {partition} (has the activity topic's partition count changed?)", event.tenant_id),
-                );
-                self.dead_letter(message, &e)?;
-                Ok(false)
-            }
-        }
-    }
-
-    fn decide(&mut self, partition: i32, event: &Activity) -> Result<(), PipelineError> {
-        if !self.states.contains_key(&partition) {
-            // Assigned without an event seen yet: restore before deciding anything.
-            self.restore(&[partition])?;
-        }
-        let state = self.states.get_mut(&partition).expect("restored above");
-        // Two clock reads per event were 2-3% of the loop: time one decision in
-        // DECISION_SAMPLE (quantiles stay true; the histogram's count is a sample).
-        self.decisions_seen = self.decisions_seen.wrapping_add(1);
-        let started = (self.decisions_seen % DECISION_SAMPLE == 0).then(Instant::now);
-        let decision = state::decide_and_record(&self.tables, state, event);
-        if let Some(started) = started {
-            self.decision_seconds
-                .record(started.elapsed().as_secs_f64());
-        }
-        if !decision.redecided.is_empty() {
-            self.send_redecided(&decision.redecided, partition)?;
-        }
-        self.batch.decided(&decision.decision);
-        if output::has_output(&decision.decision) {
-            self.send_outputs(&decision.decision, partition, &event.tenant_id)?;
-        }
-        self.send_claims(&decision.claims, partition)?;
-        self.send_notices(&decision.notices, partition)?;
-        Ok(())
-    }
-
-    /// Sends an activity record that arrived on a partition that does not own its tenant to the
-    /// repartition topic's partition that does, in the open transaction: it is decided there, once,
-    /// by the tenant's one writer. The bytes, content type and timestamp are the producer's.
-    fn route(
-        &mut self,
-        message: &BorrowedMessage<'_>,
-        tenant_id: &str,
-        owner: i32,
+        consumer: &LoopConsumer,
+        burst: &[BorrowedMessage<'_>],
     ) -> Result<(), PipelineError> {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let headers = with_producer_headers(
-            &[
-                (ROUTE_PARTITION_HEADER, &partition),
-                (ROUTE_OFFSET_HEADER, &offset),
-            ],
-            message,
-        );
-        let mut record = BaseRecord::to(&self.config.topics.repartition)
-            .partition(owner)
-            .key(tenant_id.as_bytes())
-            .payload(message.payload().unwrap_or_default())
-            .headers(headers);
-        if let Some(millis) = message.timestamp().to_millis() {
-            record = record.timestamp(millis);
+        let restoring = |p: i32| self.restoring.as_ref().is_some_and(|r| r.includes(p));
+        if burst.iter().any(|m| restoring(m.partition())) {
+            self.finish_restore(consumer)?;
         }
-        self.transactions.send(record)?;
-        self.counts.routed += 1;
-        self.batch.routed();
-        Ok(())
-    }
-
-    /// Publishes a decision's assignment or failure in the open transaction. Assignments go to the
-    /// changelog partition of the activity partition (its state is restored from there).
-    fn send_outputs(
-        &mut self,
-        decision: &Decision,
-        partition: i32,
-        tenant_id: &str,
-    ) -> Result<(), PipelineError> {
-        let decided_at = Timestamp::now();
-        let format = self.config.output_format;
-        if let Some(assignment) = output::assignment(decision, decided_at) {
-            let bytes = codec::encode(&assignment, format);
-            self.transactions.send(
-                BaseRecord::to(&self.config.topics.assignments)
-                    .partition(partition)
-                    .key(tenant_id.as_bytes())
-                    .payload(&bytes[..])
-                    .headers(content_type(format)),
-            )?;
-            self.counts.assignments += 1;
-        }
-        if let Some(failure) = output::failure(decision, decided_at) {
-            let bytes = codec::encode(&failure, format);
-            self.transactions.send(
-                BaseRecord::to(&self.config.topics.failures)
-                    .key(tenant_id.as_bytes())
-                    .payload(&bytes[..])
-                    .headers(content_type(format)),
-            )?;
-            self.counts.failures += 1;
+        let mut missing: Vec<i32> = burst
+            .iter()
+            .map(|m| m.partition())
+            .filter(|p| !self.states.contains_key(p))
+            .collect();
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            self.restore(&missing)?;
         }
         Ok(())
     }
 
-    fn dead_letter(
-        &mut self,
-        message: &BorrowedMessage<'_>,
-        e: &WireError,
-    ) -> Result<(), PipelineError> {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let reason = e.to_string();
-        let mut headers = with_producer_headers(
-            &[
-                ("autoclaim.error.code", e.code()),
-                ("autoclaim.error.reason", &reason),
-                ("autoclaim.source.topic", message.topic()),
-                ("autoclaim.source.partition", &partition),
-                ("autoclaim.source.offset", &offset),
-            ],
-            message,
-        );
-        // A record refused for its size is kept only up to the limit (with its size in a header), so
-        // that its dead letter always fits within the broker's message size.
-        let payload = message.payload().unwrap_or_default();
-        let kept = &payload[..payload.len().min(codec::MAX_RECORD_BYTES)];
-        if kept.len() < payload.len() {
-            let size = payload.len().to_string();
-            headers = headers.insert(Header {
-                key: "autoclaim.error.original-size",
-                value: Some(&size),
-            });
+    /// The lanes' records and offsets into the open transaction, their counts into the loop's.
+    fn take_tallies(&mut self) {
+        for tally in &mut self.tallies {
+            tally.drain_into(&self.transactions, &mut self.counts, &mut self.batch);
         }
-        let mut record = BaseRecord::to(&self.config.topics.dead_letters)
-            .payload(kept)
-            .headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        self.transactions.send(record)?;
-        self.counts.dead_letters += 1;
-        self.batch.dead_lettered(e.code());
-        warn!(partition = message.partition(), offset = message.offset(), code = e.code(), error = %e, "dead-lettered");
-        Ok(())
+    }
+
+    fn abort_and_rewind(&mut self, consumer: &LoopConsumer) -> Result<(), PipelineError> {
+        self.transactions.abort()?;
+        self.counts.aborts += 1;
+        self.batch.aborted();
+        self.rewind(consumer)
     }
 
     /// Commits the open batch. After an abort, rewinds every owned partition to its committed offset
     /// and rebuilds its state, so the aborted batch is processed again from the same starting point.
-    fn commit(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+    fn commit(&mut self, consumer: &LoopConsumer) -> Result<(), PipelineError> {
         if !self.transactions.is_open() {
             return Ok(());
         }
@@ -759,12 +699,12 @@ impl LoopState {
         }
     }
 
-    fn rewind(&mut self, consumer: &BaseConsumer<RebalanceContext>) -> Result<(), PipelineError> {
+    fn rewind(&mut self, consumer: &LoopConsumer) -> Result<(), PipelineError> {
         self.finish_restore(consumer)?;
         let mut assignment = consumer.assignment()?;
         let timeout = self.config.stable_offsets_timeout;
         self.health
-            .excused(|| start_at_committed_offsets(consumer, &mut assignment, timeout))?;
+            .excused(|| start_at_committed_offsets(&**consumer, &mut assignment, timeout))?;
         consumer.seek_partitions(assignment.clone(), Duration::from_secs(30))?;
         // Both inputs' partitions of a number share one state: rebuild each once.
         let partitions = partition_numbers(&assignment);

@@ -38,7 +38,7 @@ impl LoopState {
     /// after any restore still running.
     pub(super) fn start_restore(
         &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
+        consumer: &LoopConsumer,
         partitions: &[i32],
     ) -> Result<(), PipelineError> {
         self.finish_restore(consumer)?;
@@ -53,7 +53,7 @@ impl LoopState {
     /// Puts in place the state of a restore that has finished, if one has.
     pub(super) fn finish_restore_if_done(
         &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
+        consumer: &LoopConsumer,
     ) -> Result<(), PipelineError> {
         if self
             .restoring
@@ -67,10 +67,7 @@ impl LoopState {
 
     /// Waits for the running restore, if any, puts its state in place and resumes its partitions
     /// (those still assigned: some may have been revoked meanwhile).
-    pub(super) fn finish_restore(
-        &mut self,
-        consumer: &BaseConsumer<RebalanceContext>,
-    ) -> Result<(), PipelineError> {
+    pub(super) fn finish_restore(&mut self, consumer: &LoopConsumer) -> Result<(), PipelineError> {
         let Some(restore) = self.restoring.take() else {
             return Ok(());
         };
@@ -105,7 +102,7 @@ impl LoopState {
 
 /// Resumes both inputs' partitions of these numbers that are still assigned.
 fn resume_assigned(
-    consumer: &BaseConsumer<RebalanceContext>,
+    consumer: &LoopConsumer,
     inputs: &InputTopics,
     partitions: &[i32],
 ) -> Result<(), KafkaError> {
