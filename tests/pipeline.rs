@@ -187,8 +187,11 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
         "stopped too late to test a restart"
     );
 
+    // This incarnation decides on one thread (the default), the others on the tests' two: how many
+    // an instance has is its own, and changing it across a restart keeps every output once.
+    let one_thread = ["--processing-threads".to_string(), "1".to_string()];
     let mut service = Service::start(&ServiceOptions {
-        extra: small_batches.clone(),
+        extra: [small_batches.clone(), one_thread.to_vec()].concat(),
         ..ServiceOptions::hour_delay(&topics, &group, "restart-1")
     });
     wait_until("more outputs", WAIT, || {

@@ -95,36 +95,29 @@ fn set_activity_consumer_defaults(config: &mut ClientConfig, group_id: &str) {
         );
 }
 
-/// The processing loop's consumer: the activity consumer, reading each input partition into a
-/// queue of its own. librdkafka then bounds what it fetches ahead per partition rather than for the
-/// whole consumer, so its bounds are divided among the partitions (both inputs' of every number) to
-/// keep the whole within its defaults for one queue; `--kafka-property` still overrides them.
-pub fn loop_consumer(kafka: &KafkaArgs, group_id: &str, partitions: i32) -> ClientConfig {
+/// The processing loop's consumer when it has more than one lane: the activity consumer, reading
+/// each input partition into a queue of its own. librdkafka then bounds the bytes it fetches ahead
+/// per partition rather than for the whole consumer, so that bound is divided among the partitions
+/// (both inputs' of every number) to keep the whole within its default for one queue. The bound in
+/// records stays librdkafka's: divided too, it kept each queue so short that the lanes ran dry
+/// (BENCHMARKS.md). `--kafka-property` still overrides either.
+pub fn split_queue_consumer(kafka: &KafkaArgs, group_id: &str, partitions: i32) -> ClientConfig {
     let mut config = base(kafka);
     let queues = 2 * u64::from(partitions.unsigned_abs().max(1));
     set_activity_consumer_defaults(&mut config, group_id);
-    config
-        .set(
-            "queued.max.messages.kbytes",
-            (FETCH_AHEAD_KBYTES / queues)
-                .max(MIN_FETCH_AHEAD_KBYTES)
-                .to_string(),
-        )
-        .set(
-            "queued.min.messages",
-            (FETCH_AHEAD_MESSAGES / queues)
-                .max(MIN_FETCH_AHEAD_MESSAGES)
-                .to_string(),
-        );
+    config.set(
+        "queued.max.messages.kbytes",
+        (FETCH_AHEAD_KBYTES / queues)
+            .max(MIN_FETCH_AHEAD_KBYTES)
+            .to_string(),
+    );
     with_overrides(config, kafka)
 }
 
-/// librdkafka's defaults for a consumer's one queue, shared by the loop's partition queues.
+/// librdkafka's default for a consumer's one queue, shared by the loop's partition queues.
 const FETCH_AHEAD_KBYTES: u64 = 65_536;
-const FETCH_AHEAD_MESSAGES: u64 = 100_000;
 /// Enough per partition queue for a fetch of a few hundred records.
 const MIN_FETCH_AHEAD_KBYTES: u64 = 256;
-const MIN_FETCH_AHEAD_MESSAGES: u64 = 1_000;
 
 /// How often the processing loop's clients hand librdkafka's statistics to their context.
 pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -379,24 +372,26 @@ mod tests {
     }
 
     #[test]
-    fn the_loop_s_partition_queues_share_one_queue_s_fetch_ahead_and_overrides_win() {
+    fn the_loop_s_partition_queues_share_one_queue_s_fetch_ahead_bytes_and_overrides_win() {
         let kafka = KafkaArgs::plaintext("127.0.0.1:9092");
         let get = |config: &ClientConfig, key: &str| -> u64 {
             config.get(key).and_then(|v| v.parse().ok()).expect(key)
         };
-        let six = loop_consumer(&kafka, "g", 6);
+        let six = split_queue_consumer(&kafka, "g", 6);
         assert_eq!(get(&six, "queued.max.messages.kbytes"), 65_536 / 12);
-        assert_eq!(get(&six, "queued.min.messages"), 100_000 / 12);
+        assert_eq!(six.get("queued.min.messages"), None, "librdkafka's own");
         assert_eq!(six.get("isolation.level"), Some("read_committed"));
-        let many = loop_consumer(&kafka, "g", 480);
+        let many = split_queue_consumer(&kafka, "g", 480);
         assert_eq!(get(&many, "queued.max.messages.kbytes"), 256);
-        assert_eq!(get(&many, "queued.min.messages"), 1_000);
         let mut tuned = kafka.clone();
         tuned
             .properties
             .push(("queued.max.messages.kbytes".into(), "4096".into()));
         assert_eq!(
-            get(&loop_consumer(&tuned, "g", 6), "queued.max.messages.kbytes"),
+            get(
+                &split_queue_consumer(&tuned, "g", 6),
+                "queued.max.messages.kbytes"
+            ),
             4096
         );
     }

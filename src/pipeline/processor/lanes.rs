@@ -54,6 +54,8 @@ pub(super) struct Tally {
     records: usize,
     /// The next offset to consume of each input partition read: (input, partition, offset).
     next_offsets: Vec<(Input, i32, i64)>,
+    /// Where in its queues the lane starts its next burst.
+    next_queue: usize,
     /// Decisions the lane has made, ever: the first of every `DECISION_SAMPLE` is timed, so that
     /// however the work falls to lanes at least one in that many is.
     decisions: u64,
@@ -179,7 +181,8 @@ impl Lane<'_, '_> {
     }
 
     /// Takes records from the lane's queues in turn, a run from each, until the quota is reached
-    /// (false) or a round finds every queue empty (true).
+    /// (false) or a round finds every queue empty (true). The next burst starts at the queue after
+    /// the one this one stopped at, so that no partition waits behind the others.
     fn take_from_queues(
         &mut self,
         shared: &Shared<'_>,
@@ -189,12 +192,14 @@ impl Lane<'_, '_> {
         let mut taken = 0;
         loop {
             let mut found = false;
-            for own in &queues {
+            for turn in 0..queues.len() {
+                let index = (self.tally.next_queue + turn) % queues.len();
                 for _ in 0..QUEUE_RUN {
                     if taken >= quota {
+                        self.tally.next_queue = index + 1;
                         return Ok(false);
                     }
-                    match own.queue.poll(Duration::ZERO) {
+                    match queues[index].queue.poll(Duration::ZERO) {
                         None => break,
                         Some(Err(e)) => super::consumer_error(&e),
                         Some(Ok(message)) => {

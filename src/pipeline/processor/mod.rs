@@ -35,8 +35,11 @@ use crate::wire::{codec, Format};
 
 /// How often the table feed is polled while activity flows.
 const FEED_POLL_INTERVAL: Duration = Duration::from_millis(5);
-/// Records taken from the consumer between checks of the batch bounds (each lane takes its share).
+/// Records taken from the consumer between checks of the batch bounds.
 const MAX_BURST: usize = 256;
+/// Records each lane takes in a burst when there is more than one: waking the other lanes costs
+/// tens of microseconds, and a burst waits for the slowest, so each needs a share worth that.
+const LANE_BURST: usize = 1024;
 /// How long the loop waits for input when it has none (a record arriving ends the wait).
 const INPUT_WAIT: Duration = Duration::from_millis(20);
 /// How often state gauges are refreshed.
@@ -174,7 +177,10 @@ struct LoopState {
     lanes: Option<ThreadPool>,
     /// One per lane.
     tallies: Vec<Tally>,
-    /// The assigned input partitions' own queues, and what wakes the loop when they get records.
+    /// With more than one lane, each assigned input partition has a queue of its own (with one,
+    /// the consumer's queue serves, as it has nothing to share out); and what wakes the loop when
+    /// they get records.
+    split_queues: bool,
     queues: Vec<OwnQueue>,
     wake: Arc<Wake>,
     /// A table changed or partitions were restored: waiting claims may be due a re-decision.
@@ -266,10 +272,13 @@ impl Processor {
         let mut states = HashMap::new();
         let feed = load_tables(&config, &mut tables, &mut states, activity_partitions)?;
         let context = RebalanceContext::new(&config, &inputs, &transactions, &health);
-        let consumer: LoopConsumer = Arc::new(
-            clients::loop_consumer(&config.kafka, &config.group_id, activity_partitions)
-                .create_with_context(context)?,
-        );
+        let split_queues = config.processing_threads > 1;
+        let consumer_config = if split_queues {
+            clients::split_queue_consumer(&config.kafka, &config.group_id, activity_partitions)
+        } else {
+            clients::activity_consumer(&config.kafka, &config.group_id)
+        };
+        let consumer: LoopConsumer = Arc::new(consumer_config.create_with_context(context)?);
         // Only the activity topic: the repartition partitions follow it (see `rebalance`).
         consumer.subscribe(&[&inputs.activity])?;
         let lanes = lane_pool(config.processing_threads)?;
@@ -293,6 +302,7 @@ impl Processor {
                 decision_seconds: histogram!(telemetry::DECISION_SECONDS),
                 lanes,
                 tallies,
+                split_queues,
                 queues: Vec::new(),
                 wake: Arc::new(Wake::default()),
                 redecide_soon: true,
@@ -349,7 +359,7 @@ impl Processor {
             self.state.redecide_if_due(&self.consumer)?;
             self.state.report_gauges();
             self.state.commit_if_due(&self.consumer, drained)?;
-            if drained {
+            if drained && self.state.split_queues {
                 self.state.wake.wait(INPUT_WAIT);
             }
         }
@@ -366,8 +376,13 @@ impl Processor {
             .config
             .batch_max_records
             .saturating_sub(state.transactions.records())
-            .clamp(1, MAX_BURST);
-        let (mut polled, polled_all) = take_burst(consumer, room);
+            .clamp(1, state.burst_bound());
+        let wait = if state.split_queues {
+            Duration::ZERO
+        } else {
+            INPUT_WAIT
+        };
+        let (mut polled, polled_all) = take_burst(consumer, room, wait);
         // A rebalance during the burst: what it revoked was committed without the records taken
         // since, which are its next owner's now, and a rewind makes all of them stale.
         let rebalanced = consumer.context().has_events();
@@ -382,10 +397,15 @@ impl Processor {
 }
 
 /// Up to `room` records (and one past them) of the consumer's own queue, which also serves its
-/// callbacks, stopping early at a rebalance; and whether that queue had no more.
-fn take_burst(consumer: &LoopConsumer, room: usize) -> (Vec<BorrowedMessage<'_>>, bool) {
+/// callbacks, waiting up to `wait` for the first, stopping early at a rebalance; and whether that
+/// queue had no more.
+fn take_burst(
+    consumer: &LoopConsumer,
+    room: usize,
+    wait: Duration,
+) -> (Vec<BorrowedMessage<'_>>, bool) {
     let mut burst = Vec::new();
-    let mut polled = consumer.poll(Duration::ZERO);
+    let mut polled = consumer.poll(wait);
     loop {
         match polled {
             None => return (burst, true),
@@ -470,6 +490,14 @@ impl LoopState {
 }
 
 impl LoopState {
+    fn burst_bound(&self) -> usize {
+        if self.split_queues {
+            LANE_BURST * self.tallies.len()
+        } else {
+            MAX_BURST
+        }
+    }
+
     /// State gauges, refreshed every few seconds (cheap enough, and off the per-event path).
     fn report_gauges(&mut self) {
         if self.last_gauges.elapsed() < GAUGE_INTERVAL {
@@ -545,8 +573,11 @@ impl LoopState {
                     self.health.ready.store(true, Ordering::Relaxed);
                 }
                 PartitionEvent::Assigned(partitions) => {
-                    let split = own_queues::split(consumer, &self.inputs, &partitions, &self.wake);
-                    self.queues.extend(split);
+                    if self.split_queues {
+                        let split =
+                            own_queues::split(consumer, &self.inputs, &partitions, &self.wake);
+                        self.queues.extend(split);
+                    }
                     self.start_restore(consumer, &partitions)?;
                 }
             }
