@@ -181,6 +181,7 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
         "clean exit; log: {}",
         service.log_text()
     );
+    assert_threads(&service, TEST_PROCESSING_THREADS);
     let after_stop = read_committed(&topics.assignments).len();
     assert!(
         after_stop < expected.assignments.len(),
@@ -197,6 +198,7 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
     wait_until("more outputs", WAIT, || {
         read_committed(&topics.assignments).len() > after_stop
     });
+    assert_threads(&service, "1");
     service.kill();
 
     let mut service = Service::start(&ServiceOptions {
@@ -206,6 +208,16 @@ fn a_restart_part_way_gives_no_duplicate_and_no_gap() {
     producer.join().unwrap();
     assert_outputs(&topics, &expected);
     assert!(service.stop().success());
+}
+
+/// The service started with the processing threads the test meant (the loop logs them at start).
+fn assert_threads(service: &Service, threads: &str) {
+    let log = service.log_text();
+    let logged = log
+        .lines()
+        .find_map(|line| line.split("processing_threads=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next());
+    assert_eq!(logged, Some(threads), "processing threads; log: {log}");
 }
 
 #[test]

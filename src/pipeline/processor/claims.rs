@@ -8,7 +8,6 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::lanes::Shared;
 use super::{LoopConsumer, LoopState, PipelineError};
 use crate::pipeline::transaction::{Input, TxnError};
 use crate::state;
@@ -64,17 +63,10 @@ impl LoopState {
     /// Decides again the waiting claims of partitions whose input position is known, counting on
     /// the first lane's tally.
     fn redecide_positioned(&mut self, positioned: &[(i32, i64)]) -> Result<(), PipelineError> {
-        let shared = Shared {
-            config: &self.config,
-            inputs: &self.inputs,
-            activity_partitions: self.activity_partitions,
-            tables: &self.tables,
-            transactions: &self.transactions,
-            decision_seconds: &self.decision_seconds,
-        };
-        let tally = &mut self.tallies[0];
+        let parts = self.lane_parts();
+        let (shared, tally) = (&parts.shared, &mut parts.tallies[0]);
         for &(partition, next_offset) in positioned {
-            let state = self.states.get_mut(&partition).expect("listed above");
+            let state = parts.states.get_mut(&partition).expect("listed above");
             let redecided = state::redecide_waiting(shared.tables, state);
             if redecided.is_empty() {
                 continue;
@@ -89,7 +81,7 @@ impl LoopState {
                 claim_changes = redecided.claims.len(),
                 "waiting claims decided again after a table change"
             );
-            tally.send_redecided(&shared, &redecided, partition)?;
+            tally.send_redecided(shared, &redecided, partition)?;
         }
         Ok(())
     }

@@ -75,8 +75,8 @@ pub(super) struct Burst<'b, 'm> {
 }
 
 /// Processes a burst on the lanes of `tallies` (one per lane): lane 0 on this thread, the others on
-/// the pool's threads, each lane's records in their order. Returns whether every lane emptied its
-/// queues; or the first error that is not an abort, or else an abort, once every lane has stopped.
+/// the pool's threads, each lane's records in their order; what `burst_outcome` makes of the
+/// lanes' results once every lane has stopped.
 pub(super) fn run_burst(
     pool: Option<&ThreadPool>,
     shared: &Shared<'_>,
@@ -97,6 +97,10 @@ pub(super) fn run_burst(
         lanes[lane_of(*partition, count)]
             .states
             .push((*partition, state));
+    }
+    for lane in &mut lanes {
+        lane.states
+            .sort_unstable_by_key(|(partition, _)| *partition);
     }
     for queue in &burst.queues {
         lanes[lane_of(queue.partition, count)].queues.push(queue);
@@ -120,11 +124,12 @@ pub(super) fn run_burst(
             *result = lane.run(shared, burst, index, count);
         }
     });
-    first_error(results)
+    burst_outcome(results)
 }
 
-/// A fatal error outranks an abort: an abort is recovered from, a fatal error must stop the loop.
-fn first_error(results: Vec<Result<bool, PipelineError>>) -> Result<bool, PipelineError> {
+/// Whether every lane emptied its queues, or the error to act on: a fatal error outranks an abort,
+/// as an abort is recovered from and a fatal error must stop the loop.
+fn burst_outcome(results: Vec<Result<bool, PipelineError>>) -> Result<bool, PipelineError> {
     let mut abort = None;
     let mut drained = true;
     for result in results {
@@ -146,6 +151,7 @@ pub(super) fn is_abort(e: &PipelineError) -> bool {
 
 /// The partitions of one lane, their queues, and what it counts.
 struct Lane<'s, 'q> {
+    /// In partition order, looked up per record.
     states: Vec<(i32, &'s mut PartitionState)>,
     queues: Vec<&'q OwnQueue>,
     tally: &'s mut Tally,
@@ -189,31 +195,44 @@ impl Lane<'_, '_> {
         quota: usize,
     ) -> Result<bool, PipelineError> {
         let queues = std::mem::take(&mut self.queues);
-        let mut taken = 0;
+        let mut left = quota;
         loop {
             let mut found = false;
             for turn in 0..queues.len() {
                 let index = (self.tally.next_queue + turn) % queues.len();
-                for _ in 0..QUEUE_RUN {
-                    if taken >= quota {
-                        self.tally.next_queue = index + 1;
-                        return Ok(false);
-                    }
-                    match queues[index].queue.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Err(e)) => super::consumer_error(&e),
-                        Some(Ok(message)) => {
-                            self.process(shared, &message)?;
-                            taken += 1;
-                            found = true;
-                        }
-                    }
+                let taken = self.take_run(shared, queues[index], left.min(QUEUE_RUN))?;
+                found |= taken > 0;
+                left -= taken;
+                if left == 0 {
+                    self.tally.next_queue = index + 1;
+                    return Ok(false);
                 }
             }
             if !found {
                 return Ok(true);
             }
         }
+    }
+
+    /// Processes up to `most` records of one queue; returns how many it had.
+    fn take_run(
+        &mut self,
+        shared: &Shared<'_>,
+        own: &OwnQueue,
+        most: usize,
+    ) -> Result<usize, PipelineError> {
+        let mut taken = 0;
+        while taken < most {
+            match own.queue.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(e)) => super::consumer_error(&e),
+                Some(Ok(message)) => {
+                    self.process(shared, &message)?;
+                    taken += 1;
+                }
+            }
+        }
+        Ok(taken)
     }
 
     fn process(
@@ -285,12 +304,10 @@ impl Lane<'_, '_> {
         partition: i32,
         event: &Activity,
     ) -> Result<(), PipelineError> {
-        let state = self
-            .states
-            .iter_mut()
-            .find(|(p, _)| *p == partition)
-            .map(|(_, state)| &mut **state)
-            .expect("the loop puts every partition's state in place before its burst runs");
+        let found = self.states.binary_search_by_key(&partition, |(p, _)| *p);
+        let index =
+            found.expect("the loop puts every partition's state in place before its burst runs");
+        let state = &mut *self.states[index].1;
         let tally = &mut *self.tally;
         tally.decisions += 1;
         let sampled = (tally.decisions - 1) % DECISION_SAMPLE == 0;
@@ -412,27 +429,20 @@ impl Tally {
         tenant_id: &str,
     ) -> Result<(), PipelineError> {
         let decided_at = Timestamp::now();
-        let format = shared.config.output_format;
         let topics = &shared.config.topics;
+        let key = tenant_id.as_bytes();
         if let Some(assignment) = output::assignment(decision, decided_at) {
-            let bytes = codec::encode(&assignment, format);
-            shared.transactions.send(
-                BaseRecord::to(&topics.assignments)
-                    .partition(partition)
-                    .key(tenant_id.as_bytes())
-                    .payload(&bytes[..])
-                    .headers(content_type(format)),
+            send_encoded(
+                shared,
+                &topics.assignments,
+                Some(partition),
+                key,
+                &assignment,
             )?;
             self.counts.assignments += 1;
         }
         if let Some(failure) = output::failure(decision, decided_at) {
-            let bytes = codec::encode(&failure, format);
-            shared.transactions.send(
-                BaseRecord::to(&topics.failures)
-                    .key(tenant_id.as_bytes())
-                    .payload(&bytes[..])
-                    .headers(content_type(format)),
-            )?;
+            send_encoded(shared, &topics.failures, None, key, &failure)?;
             self.counts.failures += 1;
         }
         Ok(())
@@ -501,17 +511,11 @@ impl Tally {
         changes: &[ClaimChange],
         partition: i32,
     ) -> Result<(), PipelineError> {
-        let format = shared.config.output_format;
+        let topic = &shared.config.topics.claims;
         for change in changes {
             let key = claim_key(&change.tenant_id, &change.claim.user_id, change.claim.need);
-            let bytes = codec::encode(&claim_record(change), format);
-            shared.transactions.send(
-                BaseRecord::to(&shared.config.topics.claims)
-                    .partition(partition)
-                    .key(key.as_bytes())
-                    .payload(&bytes[..])
-                    .headers(content_type(format)),
-            )?;
+            let record = claim_record(change);
+            send_encoded(shared, topic, Some(partition), key.as_bytes(), &record)?;
             self.counts.claim_changes += 1;
             self.batch.claim_changed(change);
         }
@@ -524,21 +528,38 @@ impl Tally {
         notices: &[Notice],
         partition: i32,
     ) -> Result<(), PipelineError> {
-        let format = shared.config.output_format;
+        let topic = &shared.config.topics.notices;
         for notice in notices {
-            let bytes = codec::encode(&notice_record(notice), format);
-            shared.transactions.send(
-                BaseRecord::to(&shared.config.topics.notices)
-                    .partition(partition)
-                    .key(notice.tenant_id.as_bytes())
-                    .payload(&bytes[..])
-                    .headers(content_type(format)),
-            )?;
+            let key = notice.tenant_id.as_bytes();
+            send_encoded(shared, topic, Some(partition), key, &notice_record(notice))?;
             self.counts.notices += 1;
             self.batch.noticed(notice);
         }
         Ok(())
     }
+}
+
+/// Sends an output in the open transaction, encoded in the configured format with its content type.
+fn send_encoded<M>(
+    shared: &Shared<'_>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    message: &M,
+) -> Result<(), PipelineError>
+where
+    M: prost::Message + serde::Serialize,
+{
+    let format = shared.config.output_format;
+    let bytes = codec::encode(message, format);
+    let mut record = BaseRecord::to(topic)
+        .key(key)
+        .payload(&bytes[..])
+        .headers(content_type(format));
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    Ok(shared.transactions.send(record)?)
 }
 
 #[cfg(test)]
@@ -569,15 +590,15 @@ mod tests {
 
     #[test]
     fn a_fatal_error_outranks_an_abort_and_the_burst_drained_only_if_every_lane_did() {
-        let result = first_error(vec![Ok(true), Err(abort()), Err(fatal()), Ok(false)]);
+        let result = burst_outcome(vec![Ok(true), Err(abort()), Err(fatal()), Ok(false)]);
         assert!(matches!(
             result,
             Err(PipelineError::Transaction(
                 crate::pipeline::transaction::TxnError::Fatal(_)
             ))
         ));
-        assert!(first_error(vec![Ok(true), Err(abort())]).is_err_and(|e| is_abort(&e)));
-        assert!(first_error(vec![Ok(true), Ok(true)]).is_ok_and(|drained| drained));
-        assert!(first_error(vec![Ok(true), Ok(false)]).is_ok_and(|drained| !drained));
+        assert!(burst_outcome(vec![Ok(true), Err(abort())]).is_err_and(|e| is_abort(&e)));
+        assert!(burst_outcome(vec![Ok(true), Ok(true)]).is_ok_and(|drained| drained));
+        assert!(burst_outcome(vec![Ok(true), Ok(false)]).is_ok_and(|drained| !drained));
     }
 }

@@ -177,10 +177,8 @@ struct LoopState {
     lanes: Option<ThreadPool>,
     /// One per lane.
     tallies: Vec<Tally>,
-    /// With more than one lane, each assigned input partition has a queue of its own (with one,
-    /// the consumer's queue serves, as it has nothing to share out); and what wakes the loop when
-    /// they get records.
-    split_queues: bool,
+    /// With more than one lane (`split_queues`), each assigned input partition's queue of its own,
+    /// and what wakes the loop when they get records.
     queues: Vec<OwnQueue>,
     wake: Arc<Wake>,
     /// A table changed or partitions were restored: waiting claims may be due a re-decision.
@@ -272,8 +270,9 @@ impl Processor {
         let mut states = HashMap::new();
         let feed = load_tables(&config, &mut tables, &mut states, activity_partitions)?;
         let context = RebalanceContext::new(&config, &inputs, &transactions, &health);
-        let split_queues = config.processing_threads > 1;
-        let consumer_config = if split_queues {
+        let lanes = lane_pool(config.processing_threads)?;
+        // With one lane the consumer's own queue serves: there is nothing to share out.
+        let consumer_config = if lanes.is_some() {
             clients::split_queue_consumer(&config.kafka, &config.group_id, activity_partitions)
         } else {
             clients::activity_consumer(&config.kafka, &config.group_id)
@@ -281,7 +280,6 @@ impl Processor {
         let consumer: LoopConsumer = Arc::new(consumer_config.create_with_context(context)?);
         // Only the activity topic: the repartition partitions follow it (see `rebalance`).
         consumer.subscribe(&[&inputs.activity])?;
-        let lanes = lane_pool(config.processing_threads)?;
         let tallies = (0..config.processing_threads.max(1))
             .map(|_| Tally::default())
             .collect();
@@ -302,7 +300,6 @@ impl Processor {
                 decision_seconds: histogram!(telemetry::DECISION_SECONDS),
                 lanes,
                 tallies,
-                split_queues,
                 queues: Vec::new(),
                 wake: Arc::new(Wake::default()),
                 redecide_soon: true,
@@ -359,7 +356,7 @@ impl Processor {
             self.state.redecide_if_due(&self.consumer)?;
             self.state.report_gauges();
             self.state.commit_if_due(&self.consumer, drained)?;
-            if drained && self.state.split_queues {
+            if drained && self.state.split_queues() {
                 self.state.wake.wait(INPUT_WAIT);
             }
         }
@@ -377,7 +374,7 @@ impl Processor {
             .batch_max_records
             .saturating_sub(state.transactions.records())
             .clamp(1, state.burst_bound());
-        let wait = if state.split_queues {
+        let wait = if state.split_queues() {
             Duration::ZERO
         } else {
             INPUT_WAIT
@@ -417,6 +414,16 @@ fn take_burst(
         }
         polled = consumer.poll(Duration::ZERO);
     }
+}
+
+/// `LoopState` split for a burst (`LoopState::lane_parts`).
+struct LaneParts<'a> {
+    shared: Shared<'a>,
+    pool: Option<&'a ThreadPool>,
+    queues: &'a [OwnQueue],
+    restoring: Option<&'a restoring::BackgroundRestore>,
+    states: &'a mut HashMap<i32, PartitionState>,
+    tallies: &'a mut [Tally],
 }
 
 /// The queues of partitions whose state is in place (a restoring partition's records wait).
@@ -490,8 +497,14 @@ impl LoopState {
 }
 
 impl LoopState {
+    /// Whether each input partition is read from a queue of its own: only with more than one
+    /// lane, since with one the consumer's queue has nothing to share out.
+    fn split_queues(&self) -> bool {
+        self.lanes.is_some()
+    }
+
     fn burst_bound(&self) -> usize {
-        if self.split_queues {
+        if self.split_queues() {
             LANE_BURST * self.tallies.len()
         } else {
             MAX_BURST
@@ -573,7 +586,7 @@ impl LoopState {
                     self.health.ready.store(true, Ordering::Relaxed);
                 }
                 PartitionEvent::Assigned(partitions) => {
-                    if self.split_queues {
+                    if self.split_queues() {
                         let split =
                             own_queues::split(consumer, &self.inputs, &partitions, &self.wake);
                         self.queues.extend(split);
@@ -628,32 +641,26 @@ impl LoopState {
             return Ok(true);
         }
         self.states_in_place(consumer, polled)?;
+        self.transactions.ensure_begun()?;
+        let parts = self.lane_parts();
         let queues = if polled_all {
-            ready_queues(&self.queues, &self.states, self.restoring.as_ref())
+            ready_queues(parts.queues, parts.states, parts.restoring)
         } else {
             Vec::new()
         };
         let burst = Burst {
             polled,
             queues,
-            quota: room.div_ceil(self.tallies.len()),
-        };
-        self.transactions.ensure_begun()?;
-        let shared = Shared {
-            config: &self.config,
-            inputs: &self.inputs,
-            activity_partitions: self.activity_partitions,
-            tables: &self.tables,
-            transactions: &self.transactions,
-            decision_seconds: &self.decision_seconds,
+            quota: room.div_ceil(parts.tallies.len()),
         };
         let result = lanes::run_burst(
-            self.lanes.as_ref(),
-            &shared,
-            &mut self.states,
-            &mut self.tallies,
+            parts.pool,
+            &parts.shared,
+            parts.states,
+            parts.tallies,
             &burst,
         );
+        // The burst holds the queues, borrowed from the state the tallies go back to.
         drop(burst);
         self.take_tallies();
         match result {
@@ -663,6 +670,26 @@ impl LoopState {
                 Ok(false)
             }
             other => other,
+        }
+    }
+
+    /// The loop state as a burst sees it: what the lanes read, and the partition states and
+    /// tallies they change.
+    fn lane_parts(&mut self) -> LaneParts<'_> {
+        LaneParts {
+            shared: Shared {
+                config: &self.config,
+                inputs: &self.inputs,
+                activity_partitions: self.activity_partitions,
+                tables: &self.tables,
+                transactions: &self.transactions,
+                decision_seconds: &self.decision_seconds,
+            },
+            pool: self.lanes.as_ref(),
+            queues: &self.queues,
+            restoring: self.restoring.as_ref(),
+            states: &mut self.states,
+            tallies: &mut self.tallies,
         }
     }
 
